@@ -1,0 +1,1 @@
+"""Encoders, mixers, CTC head, DirDrop and the streaming state protocol (torch + numpy only)."""

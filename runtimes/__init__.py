@@ -1,0 +1,1 @@
+"""Deployment path: feature frontend, CTC decoding and backend sessions. Never imports torch."""

@@ -1,0 +1,1 @@
+"""Click CLI, configs, corpus, training loop, parity and bench reports."""
