@@ -1,0 +1,44 @@
+"""Encoder configuration: everything needed to rebuild a model, stored as JSON beside its safetensors."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+DIRECTIONS = ("l2r", "bi", "alt")
+DIRDROP_VARIANTS = ("none", "r2l", "both")
+
+
+@dataclass
+class EncoderConfig:
+    mixer: str = "rwkv"
+    mixer_options: dict = field(default_factory=dict)
+    n_mels: int = 80
+    vocab_size: int = 29
+    d_model: int = 144
+    n_layers: int = 6
+    ff_mult: int = 4
+    conv_kernel: int = 15
+    dropout: float = 0.1
+    subsampling: int = 4  # two stride-2 convolutions
+    causal: bool = True  # stream-capable: causal subsampling and conv module, per-frame norms
+    dirdrop: str = "none"  # DirDrop variant for bidirectional mixers: none | r2l | both
+    dirdrop_p: float = 0.0
+    direction: str = "bi"  # inference mode: l2r | bi | alt (switchable after training)
+
+    def __post_init__(self):
+        if self.direction not in DIRECTIONS:
+            raise ValueError(f"direction must be one of {DIRECTIONS}, got {self.direction!r}")
+        if self.dirdrop not in DIRDROP_VARIANTS:
+            raise ValueError(f"dirdrop must be one of {DIRDROP_VARIANTS}, got {self.dirdrop!r}")
+        if self.subsampling != 4:
+            raise ValueError("only subsampling=4 is supported")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "EncoderConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown encoder config keys: {', '.join(sorted(unknown))}")
+        return cls(**d)

@@ -1,0 +1,223 @@
+"""Conformer encoder with a pluggable mixer and a CTC head, in a full form and an explicit streaming step form.
+
+Block: FFN/2 -> mixer -> conv module -> FFN/2 -> LayerNorm. In a stream-capable (``causal``) model the
+subsampling and the conv module only look back, norms are per frame, so ``step`` over any chunking equals
+``forward`` in ``l2r`` mode. Step chunks are counted in fbank frames and must be a multiple of the
+subsampling factor (4): one step input of 4k frames gives k encoder frames.
+"""
+from __future__ import annotations
+
+import random
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.config import EncoderConfig
+from models.dirdrop import inference_directions, training_directions
+from models.mixers import build_mixer
+from models.state import State, StateSpec, initial_state
+
+
+def time_mask(lengths: torch.Tensor, T: int) -> torch.Tensor:
+    """[B, T, 1] float mask: 1 on valid frames."""
+    return (torch.arange(T, device=lengths.device)[None, :] < lengths[:, None]).unsqueeze(-1).float()
+
+
+class CausalConv1d(nn.Module):
+    """Conv1d over [B, T, C] that, when causal, looks back only; its step form caches the last K-1 inputs."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int = 1, groups: int = 1, causal: bool = True):
+        super().__init__()
+        self.conv = nn.Conv1d(c_in, c_out, kernel, stride=stride, groups=groups)
+        self.kernel, self.stride, self.causal, self.c_in = kernel, stride, causal, c_in
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.transpose(1, 2)
+        if self.causal:
+            x = F.pad(x, (self.kernel - 1, 0))
+        else:
+            x = F.pad(x, ((self.kernel - 1) // 2, self.kernel // 2))
+        return self.conv(x).transpose(1, 2)
+
+    def state_specs(self) -> list[StateSpec]:
+        return [StateSpec("cache", (self.kernel - 1, self.c_in))]
+
+    def step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        full = torch.cat([state["cache"], x], dim=1)
+        y = self.conv(full.transpose(1, 2)).transpose(1, 2)
+        return y, {"cache": full[:, full.shape[1] - (self.kernel - 1):]}
+
+
+class Subsampling(nn.Module):
+    """4x time subsampling with two stride-2 convolutions (the int8 recipe quantizes these)."""
+
+    def __init__(self, n_mels: int, d_model: int, causal: bool):
+        super().__init__()
+        self.conv1 = CausalConv1d(n_mels, d_model, 3, stride=2, causal=causal)
+        self.conv2 = CausalConv1d(d_model, d_model, 3, stride=2, causal=causal)
+        self.out = nn.Linear(d_model, d_model)
+
+    @staticmethod
+    def out_lengths(lengths: torch.Tensor) -> torch.Tensor:
+        return (lengths + 3) // 4
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        x = x * time_mask(lengths, x.shape[1])
+        x = F.silu(self.conv1(x))
+        x = x * time_mask((lengths + 1) // 2, x.shape[1])
+        x = F.silu(self.conv2(x))
+        return self.out(x)
+
+    def state_specs(self) -> list[StateSpec]:
+        return [s.prefixed("conv1") for s in self.conv1.state_specs()] + \
+               [s.prefixed("conv2") for s in self.conv2.state_specs()]
+
+    def step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        h, s1 = self.conv1.step(x, {"cache": state["conv1.cache"]})
+        h, s2 = self.conv2.step(F.silu(h), {"cache": state["conv2.cache"]})
+        return self.out(F.silu(h)), {"conv1.cache": s1["cache"], "conv2.cache": s2["cache"]}
+
+
+class FeedForward(nn.Module):
+    def __init__(self, d: int, mult: int, dropout: float):
+        super().__init__()
+        self.net = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, d * mult), nn.SiLU(), nn.Dropout(dropout),
+                                 nn.Linear(d * mult, d), nn.Dropout(dropout))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class ConvModule(nn.Module):
+    """Pointwise -> GLU -> depthwise (causal when stream-capable) -> LayerNorm -> SiLU -> pointwise.
+
+    LayerNorm instead of BatchNorm: per-frame, so padding and chunking cannot change it."""
+
+    def __init__(self, d: int, kernel: int, dropout: float, causal: bool):
+        super().__init__()
+        self.norm_in = nn.LayerNorm(d)
+        self.pw1 = nn.Linear(d, 2 * d)
+        self.dw = CausalConv1d(d, d, kernel, groups=d, causal=causal)
+        self.norm = nn.LayerNorm(d)
+        self.pw2 = nn.Linear(d, d)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        h = F.glu(self.pw1(self.norm_in(x)), dim=-1) * mask  # padding must not leak into valid frames
+        h = self.dw(h)
+        return self.drop(self.pw2(F.silu(self.norm(h))))
+
+    def state_specs(self) -> list[StateSpec]:
+        return [s.prefixed("dw") for s in self.dw.state_specs()]
+
+    def step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        h = F.glu(self.pw1(self.norm_in(x)), dim=-1)
+        h, s = self.dw.step(h, {"cache": state["dw.cache"]})
+        return self.pw2(F.silu(self.norm(h))), {"dw.cache": s["cache"]}
+
+
+class ConformerBlock(nn.Module):
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        d = cfg.d_model
+        self.ff1 = FeedForward(d, cfg.ff_mult, cfg.dropout)
+        self.mixer_norm = nn.LayerNorm(d)
+        self.mixer = build_mixer(cfg.mixer, d, cfg.mixer_options)
+        self.mixer_drop = nn.Dropout(cfg.dropout)
+        self.conv = ConvModule(d, cfg.conv_kernel, cfg.dropout, cfg.causal)
+        self.ff2 = FeedForward(d, cfg.ff_mult, cfg.dropout)
+        self.norm_out = nn.LayerNorm(d)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor, direction: str) -> torch.Tensor:
+        x = x + 0.5 * self.ff1(x)
+        x = x + self.mixer_drop(self.mixer(self.mixer_norm(x), lengths, direction))
+        x = x + self.conv(x, mask)
+        x = x + 0.5 * self.ff2(x)
+        return self.norm_out(x)
+
+    def state_specs(self) -> list[StateSpec]:
+        return [s.prefixed("mixer") for s in self.mixer.state_specs()] + \
+               [s.prefixed("conv") for s in self.conv.state_specs()]
+
+    def step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        x = x + 0.5 * self.ff1(x)
+        h, ms = self.mixer.step(self.mixer_norm(x), _sub(state, "mixer"))
+        x = x + h
+        h, cs = self.conv.step(x, _sub(state, "conv"))
+        x = x + h
+        x = x + 0.5 * self.ff2(x)
+        return self.norm_out(x), {**_pre(ms, "mixer"), **_pre(cs, "conv")}
+
+
+def _sub(state: State, prefix: str) -> State:
+    p = prefix + "."
+    return {k[len(p):]: v for k, v in state.items() if k.startswith(p)}
+
+
+def _pre(state: State, prefix: str) -> State:
+    return {f"{prefix}.{k}": v for k, v in state.items()}
+
+
+class Encoder(nn.Module):
+    """Fbank [B, T, n_mels] -> CTC log-probs [B, ceil(T/4), V]. Feature normalisation is part of the model
+    (buffers from training-set statistics), so every exported graph takes raw fbank."""
+
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.register_buffer("feat_mean", torch.zeros(cfg.n_mels))
+        self.register_buffer("feat_std", torch.ones(cfg.n_mels))
+        self.subsampling = Subsampling(cfg.n_mels, cfg.d_model, cfg.causal)
+        self.layers = nn.ModuleList(ConformerBlock(cfg) for _ in range(cfg.n_layers))
+        self.ctc = nn.Linear(cfg.d_model, cfg.vocab_size)
+        self.bidirectional = self.layers[0].mixer.bidirectional
+        self.direction = cfg.direction
+        self._rng = random.Random(0)
+
+    def set_direction(self, mode: str) -> None:
+        inference_directions(mode, self.cfg.n_layers, self.bidirectional)  # validates
+        self.direction = mode
+
+    def _plan(self) -> list[str]:
+        if self.training and self.bidirectional and self.direction == "bi" and self.cfg.dirdrop != "none":
+            return training_directions(self.cfg.n_layers, self.cfg.dirdrop, self.cfg.dirdrop_p, self._rng)
+        return inference_directions(self.direction, self.cfg.n_layers, self.bidirectional)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.feat_mean) / self.feat_std
+
+    def forward(self, x: torch.Tensor, x_lens: torch.Tensor):
+        """Returns (logprobs [B,T',V], out_lens [B], encoder_out [B,T',D])."""
+        h = self.subsampling(self.normalize(x), x_lens)
+        lens = Subsampling.out_lengths(x_lens)
+        mask = time_mask(lens, h.shape[1])
+        for layer, direction in zip(self.layers, self._plan()):
+            h = layer(h, lens, mask, direction)
+        return F.log_softmax(self.ctc(h), dim=-1), lens, h
+
+    # --- streaming -------------------------------------------------------------------------------------
+    def state_specs(self) -> list[StateSpec]:
+        specs = [s.prefixed("subsampling") for s in self.subsampling.state_specs()]
+        for i, layer in enumerate(self.layers):
+            specs += [s.prefixed(f"layers.{i}") for s in layer.state_specs()]
+        return specs
+
+    def initial_state(self, batch: int, device=None) -> State:
+        return initial_state(self.state_specs(), batch, device)
+
+    def step(self, x: torch.Tensor, state: State):
+        """One chunk of fbank frames (T a multiple of 4) with the carried state.
+        Returns (logprobs [B,T/4,V], encoder_out [B,T/4,D], next state)."""
+        if not self.cfg.causal:
+            raise ValueError("this model is not stream-capable (trained with causal=False)")
+        h, ss = self.subsampling.step(self.normalize(x), _sub(state, "subsampling"))
+        new = _pre(ss, "subsampling")
+        for i, layer in enumerate(self.layers):
+            h, ls = layer.step(h, _sub(state, f"layers.{i}"))
+            new.update(_pre(ls, f"layers.{i}"))
+        return F.log_softmax(self.ctc(h), dim=-1), h, new
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

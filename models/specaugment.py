@@ -1,0 +1,25 @@
+"""SpecAugment on fbank features (training only): frequency and time masks, length-aware."""
+from __future__ import annotations
+
+import torch
+
+
+def spec_augment(x: torch.Tensor, lengths: torch.Tensor, freq_masks: int = 2, freq_width: int = 15,
+                 time_masks: int = 2, time_width_ratio: float = 0.05, generator: torch.Generator | None = None
+                 ) -> torch.Tensor:
+    """Masks with the per-utterance mean (not zero) so normalised features keep their scale."""
+    B, T, F = x.shape
+    x = x.clone()
+    fill = x.mean(dim=(1, 2), keepdim=True)
+    for b in range(B):
+        L = int(lengths[b])
+        for _ in range(freq_masks):
+            w = int(torch.randint(0, freq_width + 1, (1,), generator=generator))
+            f0 = int(torch.randint(0, max(1, F - w), (1,), generator=generator))
+            x[b, :, f0:f0 + w] = fill[b]
+        max_w = max(1, int(L * time_width_ratio))
+        for _ in range(time_masks):
+            w = int(torch.randint(0, max_w + 1, (1,), generator=generator))
+            t0 = int(torch.randint(0, max(1, L - w), (1,), generator=generator))
+            x[b, t0:t0 + w, :] = fill[b]
+    return x

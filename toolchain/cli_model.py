@@ -1,0 +1,174 @@
+"""CLI commands around checkpoints: train, eval, transcribe (torch reference), pretrained."""
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from models.checkpoint import CheckpointError, load_checkpoint
+from models.mixers import mixer_names
+from runtimes.errors import UserError
+from toolchain import pretrained
+
+console = Console(stderr=True)
+
+
+def load_model(name_or_dir: str, direction: str | None = None):
+    """(model, config) from a RUN_DIR or shipped name, as a one-line UserError when that fails."""
+    path = pretrained.resolve_model_dir(name_or_dir)
+    if path is None:
+        names = ", ".join(["default", *pretrained.shipped()])
+        raise UserError(f"{name_or_dir}: not a checkpoint directory nor a shipped model ({names})")
+    try:
+        model, config = load_checkpoint(path)
+        if direction:
+            model.set_direction(direction)
+    except CheckpointError as e:
+        raise UserError(str(e)) from None
+    except ValueError as e:
+        raise UserError(f"{name_or_dir}: {e}") from None
+    return model, config
+
+
+@click.command()
+@click.option("--mixer", type=click.Choice(mixer_names()), help="Mixer replacing self-attention.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
+              help='JSON {"model": {...}, "train": {...}}; options given here override it.')
+@click.option("--train", "train_manifest", required=True, type=click.Path(path_type=Path), help="Train manifest.")
+@click.option("--dev", "dev_manifest", required=True, type=click.Path(path_type=Path), help="Dev manifest.")
+@click.option("--out", "run_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run dir.")
+@click.option("--epochs", type=int)
+@click.option("--max-minutes", type=float, help="Wall-clock budget; the LR schedule ends with it.")
+@click.option("--batch-frames", type=int, help="Padded fbank frames per batch.")
+@click.option("--lr", type=float)
+@click.option("--d-model", type=int)
+@click.option("--layers", type=int)
+@click.option("--dirdrop", type=click.Choice(["none", "r2l", "both"]))
+@click.option("--dirdrop-p", type=float)
+@click.option("--direction", type=click.Choice(["l2r", "bi"]), help="Training/inference mode (bi for RA mixers).")
+@click.option("--causal/--no-causal", default=None, help="Stream-capable subsampling and conv module.")
+@click.option("--seed", type=int)
+@click.option("--threads", type=int)
+@click.option("--resume", is_flag=True, help="Continue from RUN_DIR's last checkpoint.")
+def train(mixer, config_file, train_manifest, dev_manifest, run_dir, epochs, max_minutes, batch_frames, lr,
+          d_model, layers, dirdrop, dirdrop_p, direction, causal, seed, threads, resume):
+    """Train a CTC encoder; checkpoints (safetensors + config.json) land in RUN_DIR."""
+    from toolchain.train import resolve_config, resume_config, train as run_training
+
+    for m in (train_manifest, dev_manifest):
+        if not m.is_file():
+            raise UserError(f"{m}: manifest not found")
+    if resume and (run_dir / "config.json").is_file():
+        model_cfg, tc, _ = resume_config(run_dir)
+    else:
+        if mixer is None and config_file is None:
+            raise UserError("--mixer or --config is required")
+        if direction is None and mixer in ("mha", "none", "deformable"):
+            direction = "l2r"  # streaming baselines (seed 001) train causally
+        model_cfg, tc = resolve_config(config_file, {
+            "model.mixer": mixer, "model.d_model": d_model, "model.n_layers": layers, "model.dirdrop": dirdrop,
+            "model.dirdrop_p": dirdrop_p, "model.direction": direction, "model.causal": causal,
+            "train.epochs": epochs, "train.max_minutes": max_minutes, "train.batch_frames": batch_frames,
+            "train.lr": lr, "train.seed": seed, "train.threads": threads})
+    command = "edgeasr " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    summary = run_training(run_dir, model_cfg, tc, train_manifest, dev_manifest, resume=resume,
+                           console=console, command=command)
+    click.echo(json.dumps({k: v for k, v in summary.items() if k != "history"}))
+
+
+@click.command(name="eval")
+@click.argument("model")
+@click.option("--test", "manifests", required=True, multiple=True, type=click.Path(path_type=Path))
+@click.option("--direction", "directions", default="l2r,alt,bi", show_default=True,
+              help="Comma-separated inference modes.")
+@click.option("--json", "as_json", is_flag=True)
+def evaluate(model, manifests, directions, as_json):
+    """WER of a checkpoint (torch reference) per manifest x direction mode."""
+    from runtimes.features import FbankOptions
+    from toolchain.dataset import load_utterances
+    from toolchain.manifest import read_manifest
+    from toolchain.train import evaluate as eval_wer
+
+    net, config = load_model(model)
+    opts = FbankOptions.from_dict(config["features"])
+    rows = []
+    for m in manifests:
+        utts = load_utterances(read_manifest(m), opts)
+        for d in directions.split(","):
+            try:
+                net.set_direction(d)
+            except ValueError:
+                continue  # e.g. alt on a unidirectional mixer
+            w, _ = eval_wer(net, utts, "cpu")
+            rows.append({"manifest": str(m), "direction": d, "wer": round(w * 100, 2), "utterances": len(utts)})
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    t = Table("manifest", "direction", "WER %", "utts")
+    for r in rows:
+        t.add_row(r["manifest"], r["direction"], f"{r['wer']:.2f}", str(r["utterances"]))
+    Console().print(t)
+
+
+@click.command()
+@click.argument("model")
+@click.argument("audio", nargs=-1, required=True)
+@click.option("--direction", type=click.Choice(["l2r", "bi", "alt"]), help="Inference mode (default: model's).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per file.")
+def transcribe(model, audio, direction, as_json):
+    """Transcribe audio files with a checkpoint (torch reference backend)."""
+    import torch
+
+    from runtimes.audio import load_audio
+    from runtimes.features import FbankOptions, compute_fbank
+    from runtimes.vocab import ctc_greedy
+
+    net, config = load_model(model, direction)
+    opts = FbankOptions.from_dict(config["features"])
+    for path in audio:
+        samples, notices = load_audio(path, opts.sample_rate)
+        for n in notices:
+            console.print(f"[yellow]notice[/]: {n}")
+        t0 = time.perf_counter()
+        feats = torch.from_numpy(compute_fbank(samples, opts)).unsqueeze(0)
+        with torch.no_grad():
+            lp, ol, _ = net(feats, torch.tensor([feats.shape[1]]))
+        text = ctc_greedy(lp[0, : int(ol[0])].numpy())
+        dur = len(samples) / opts.sample_rate
+        if as_json:
+            click.echo(json.dumps({"audio": path, "text": text, "duration": round(dur, 3),
+                                   "rtf": round((time.perf_counter() - t0) / max(dur, 1e-9), 4)}))
+        else:
+            click.echo(f"{path}\t{text}")
+
+
+@click.command(name="pretrained")
+@click.option("--json", "as_json", is_flag=True)
+def list_pretrained(as_json):
+    """Models shipped with edgeasr and their measured WER."""
+    rows = []
+    for name, path in pretrained.shipped().items():
+        c = pretrained.card(path)
+        rows.append({"name": name, "default": name == pretrained.DEFAULT, "path": str(path), **c})
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    t = Table("name", "mixer", "params", "size MB", "WER % (l2r / alt / bi, held-out voices)", "WER % real")
+    for r in rows:
+        w = r.get("wer", {})
+        held = " / ".join(f"{w.get('test', {}).get(d, float('nan')):.1f}" if d in w.get("test", {}) else "-"
+                          for d in ("l2r", "alt", "bi"))
+        real = w.get("real", {})
+        t.add_row(r["name"] + (" (default)" if r["default"] else ""), str(r.get("mixer", "")),
+                  f"{r.get('parameters', 0) / 1e6:.2f} M", f"{r.get('size_mb', 0):.1f}", held,
+                  " / ".join(f"{real[d]:.1f}" for d in ("l2r", "alt", "bi") if d in real) or "-")
+    Console().print(t)
+
+
+COMMANDS = [train, evaluate, transcribe, list_pretrained]

@@ -1,0 +1,286 @@
+"""CTC training loop: AdamW, warmup + cosine, gradient clipping, SpecAugment, length bucketing, periodic dev WER,
+safetensors checkpoints with resume, CPU / CUDA / DDP (torchrun, gloo on CPU)."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from safetensors.torch import load_file
+
+from models.checkpoint import atomic_save_tensors, atomic_write_json, load_checkpoint, read_config, save_checkpoint
+from models.config import EncoderConfig
+from models.conformer import Encoder, count_parameters
+from models.specaugment import spec_augment
+from runtimes.errors import UserError
+from runtimes.features import FbankOptions
+from runtimes.vocab import BLANK_ID, VOCAB, ctc_greedy
+from toolchain.dataset import collate, feature_stats, load_utterances, make_batches
+from toolchain.manifest import read_manifest
+from toolchain.metrics import wer
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 40
+    max_minutes: float = 0.0  # wall-clock budget; the LR schedule follows whichever budget ends first
+    batch_frames: int = 16000  # padded fbank frames per batch (per process)
+    lr: float = 2e-3
+    weight_decay: float = 1e-2
+    warmup_steps: int = 400
+    clip: float = 5.0
+    specaugment: bool = True
+    eval_every: int = 400
+    dev_limit: int = 300
+    seed: int = 0
+    threads: int = 0  # 0: torch default
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise UserError(f"unknown train config keys: {', '.join(sorted(unknown))}")
+        return cls(**d)
+
+
+def lr_at(step: int, progress: float, tc: TrainConfig) -> float:
+    warm = min(1.0, (step + 1) / tc.warmup_steps)
+    return tc.lr * warm * max(0.02, 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def evaluate(model: Encoder, utts, device, batch_frames: int = 40000) -> tuple[float, list[str]]:
+    """Greedy CTC WER of `model` (in its current direction mode) over `utts`."""
+    was_training = model.training
+    model.eval()
+    hyps = [""] * len(utts)
+    with torch.no_grad():
+        for idx in make_batches(utts, batch_frames):
+            x, lens, _, _ = collate(utts, idx)
+            lp, ol, _ = model(x.to(device), lens.to(device))
+            lp = lp.float().cpu().numpy()
+            for b, i in enumerate(idx):
+                hyps[i] = ctc_greedy(lp[b, : int(ol[b])])
+    model.train(was_training)
+    return wer([u.text for u in utts], hyps), hyps
+
+
+class _Dist:
+    def __init__(self):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        if self.world > 1 and not dist.is_initialized():
+            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def device(self) -> torch.device:
+        if torch.cuda.is_available():
+            torch.cuda.set_device(self.local_rank)
+            return torch.device("cuda", self.local_rank)
+        return torch.device("cpu")
+
+    def barrier(self):
+        if self.world > 1:
+            dist.barrier()
+
+    def close(self):
+        if self.world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _save_train_state(run_dir: Path, optimizer, meta: dict) -> None:
+    tensors = {}
+    for i, st in optimizer.state_dict()["state"].items():
+        for k, v in st.items():
+            tensors[f"{i}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
+    atomic_save_tensors(run_dir / "train_state.safetensors", tensors)
+    atomic_write_json(run_dir / "train_state.json", meta)
+
+
+def _load_train_state(run_dir: Path, optimizer) -> dict:
+    tensors = load_file(str(run_dir / "train_state.safetensors"))
+    sd = optimizer.state_dict()
+    state: dict[int, dict] = {}
+    for key, v in tensors.items():
+        i, k = key.split(".", 1)
+        state.setdefault(int(i), {})[k] = v
+    sd["state"] = state
+    optimizer.load_state_dict(sd)
+    return json.loads((run_dir / "train_state.json").read_text())
+
+
+def train(run_dir: Path, model_cfg: EncoderConfig, tc: TrainConfig, train_manifest: Path, dev_manifest: Path,
+          resume: bool = False, feature_opts: FbankOptions = FbankOptions(), console: Console | None = None,
+          command: str = "") -> dict:
+    run_dir = Path(run_dir)
+    env = _Dist()
+    console = console or Console(stderr=True)
+    say = console.print if env.main else (lambda *a, **k: None)
+    if tc.threads:
+        torch.set_num_threads(tc.threads)
+    torch.manual_seed(tc.seed)
+    device = env.device()
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    train_entries = read_manifest(train_manifest)
+    dev_entries = read_manifest(dev_manifest)[: tc.dev_limit]
+    if not train_entries:
+        raise UserError(f"{train_manifest}: no training utterances")
+    with _progress(console, env.main) as prog:
+        task = prog.add_task("features", total=len(train_entries) + len(dev_entries))
+        adv = lambda n: prog.advance(task, n)  # noqa: E731
+        jobs = max(1, (os.cpu_count() or 1) // env.world)
+        train_utts = load_utterances(train_entries, feature_opts, jobs=jobs, progress=adv)
+        dev_utts = load_utterances(dev_entries, feature_opts, jobs=jobs, progress=adv)
+    train_utts = [u for u in train_utts if u.tokens and (len(u.feats) + 3) // 4 >= len(u.tokens)]
+    hours = sum(len(u.feats) for u in train_utts) / 100 / 3600
+    say(f"train: {len(train_utts)} utterances, {hours:.2f} h; dev: {len(dev_utts)}")
+
+    model = Encoder(model_cfg)
+    mean, std = feature_stats(train_utts)
+    model.feat_mean.copy_(mean)
+    model.feat_std.copy_(std)
+    decay, no_decay = [], []
+    for n, p in model.named_parameters():
+        (decay if p.dim() >= 2 and "lora" not in n else no_decay).append(p)
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": tc.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=tc.lr, betas=(0.9, 0.98))
+    step, epoch, epoch_pos, elapsed_before, best = 0, 0, 0, 0.0, float("inf")
+    history: list[dict] = []
+    if resume and (run_dir / "train_state.json").is_file():
+        last, _ = load_checkpoint(run_dir, "last.safetensors")
+        model.load_state_dict(last.state_dict())
+        meta = _load_train_state(run_dir, optimizer)
+        step, epoch, epoch_pos, elapsed_before = meta["step"], meta["epoch"], meta["epoch_pos"], meta["elapsed_s"]
+        best, history = meta["best_dev_wer"], meta["history"]
+        say(f"resumed from step {step} (epoch {epoch}, best dev WER {best:.3f})")
+    model.to(device).train()
+    n_params = count_parameters(model)
+    say(f"model: {model_cfg.mixer}, {n_params / 1e6:.2f} M parameters, device {device}, world {env.world}")
+    net = model
+    if env.world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, find_unused_parameters=model.bidirectional and model_cfg.dirdrop != "none")
+
+    batches_per_epoch = len(make_batches(train_utts, tc.batch_frames)) // env.world
+    total_steps = max(1, batches_per_epoch * tc.epochs)
+    budget_s = tc.max_minutes * 60 if tc.max_minutes > 0 else float("inf")
+    start = time.time()
+    gen = torch.Generator().manual_seed(tc.seed + env.rank)
+    meta_common = {"features": feature_opts.to_dict(), "vocab": list(VOCAB), "blank_id": BLANK_ID,
+                   "subsampling": model_cfg.subsampling, "train": asdict(tc), "parameters": n_params,
+                   "command": command, "data": {"train": str(train_manifest), "dev": str(dev_manifest),
+                                                "train_hours": round(hours, 3)}}
+
+    def progress_frac() -> float:
+        return max(step / total_steps, (elapsed_before + time.time() - start) / budget_s)
+
+    def checkpoint(dev_wer: float):
+        nonlocal best
+        if not env.main:
+            return
+        meta = {**meta_common, "metrics": {"step": step, "epoch": epoch, "dev_wer": dev_wer}}
+        save_checkpoint(run_dir, model, meta, "last.safetensors")
+        if dev_wer <= best:
+            best = dev_wer
+            save_checkpoint(run_dir, model, {**meta, "metrics": {**meta["metrics"], "best": True}})
+        _save_train_state(run_dir, optimizer, {"step": step, "epoch": epoch, "epoch_pos": epoch_pos,
+                                               "best_dev_wer": best,
+                                               "elapsed_s": elapsed_before + time.time() - start,
+                                               "history": history})
+
+    def run_eval():
+        dev_wer, _ = evaluate(model, dev_utts, device) if dev_utts else (float("nan"), [])
+        history.append({"step": step, "epoch": epoch, "dev_wer": dev_wer,
+                        "elapsed_s": round(elapsed_before + time.time() - start, 1)})
+        say(f"step {step} epoch {epoch}: dev WER {dev_wer * 100:.2f}%")
+        checkpoint(dev_wer)
+        env.barrier()
+
+    done = progress_frac() >= 1.0
+    with _progress(console, env.main) as prog:
+        task = prog.add_task("train", total=total_steps, completed=step)
+        while not done and epoch < tc.epochs:
+            rng = random.Random(tc.seed * 1000 + epoch)
+            batches = make_batches(train_utts, tc.batch_frames, rng)
+            batches = batches[: len(batches) // env.world * env.world][env.rank::env.world]
+            for bi, idx in enumerate(batches):
+                if bi < epoch_pos:  # resuming mid-epoch: same shuffled order, skip what was done
+                    continue
+                x, lens, targets, tlens = collate(train_utts, idx)
+                if tc.specaugment:
+                    x = spec_augment(x, lens, generator=gen)
+                for g in optimizer.param_groups:
+                    g["lr"] = lr_at(step, progress_frac(), tc)
+                lp, ol, _ = net(x.to(device), lens.to(device))
+                loss = F.ctc_loss(lp.transpose(0, 1).float(), targets.to(device), ol, tlens.to(device),
+                                  blank=BLANK_ID, reduction="mean", zero_infinity=True)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.clip)
+                if torch.isfinite(gnorm):
+                    optimizer.step()
+                step += 1
+                epoch_pos = bi + 1
+                prog.update(task, completed=step, description=f"train loss {loss.item():.3f}")
+                if step % tc.eval_every == 0:
+                    run_eval()
+                if progress_frac() >= 1.0:
+                    done = True
+                    break
+            else:
+                epoch, epoch_pos = epoch + 1, 0
+    run_eval()
+    env.close()
+    summary = {"run_dir": str(run_dir), "steps": step, "epochs": epoch, "best_dev_wer": best,
+               "wall_s": round(time.time() - start, 1), "parameters": n_params, "history": history}
+    if env.main:
+        atomic_write_json(run_dir / "summary.json", summary)
+    return summary
+
+
+def _progress(console: Console, enabled: bool) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=console, disable=not enabled, transient=False)
+
+
+def resolve_config(config_file: Path | None, overrides: dict) -> tuple[EncoderConfig, TrainConfig]:
+    """JSON file ``{"model": {...}, "train": {...}}`` then CLI overrides (``model.x`` / ``train.y`` keys)."""
+    raw = {"model": {}, "train": {}}
+    if config_file is not None:
+        try:
+            loaded = json.loads(Path(config_file).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise UserError(f"{config_file}: cannot read training config ({e})") from None
+        if not isinstance(loaded, dict) or set(loaded) - {"model", "train"}:
+            raise UserError(f"{config_file}: expected an object with 'model' and 'train' sections")
+        raw["model"].update(loaded.get("model", {}))
+        raw["train"].update(loaded.get("train", {}))
+    for key, value in overrides.items():
+        if value is not None:
+            section, name = key.split(".", 1)
+            raw[section][name] = value
+    try:
+        return EncoderConfig.from_dict(raw["model"]), TrainConfig.from_dict(raw["train"])
+    except (TypeError, ValueError) as e:
+        raise UserError(f"invalid training config: {e}") from None
+
+
+def resume_config(run_dir: Path) -> tuple[EncoderConfig, TrainConfig, dict]:
+    config = read_config(run_dir)
+    return EncoderConfig.from_dict(config["model"]), TrainConfig.from_dict(config["train"]), config
+
+
