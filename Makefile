@@ -1,0 +1,41 @@
+# edgeasr: `make demo` and `make test` do all set-up on a fresh Debian machine (run as root for apt).
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+EDGEASR := $(VENV)/bin/edgeasr
+PYTEST_WORKERS ?= 2
+# Debian packages: TTS engines for the embedded corpus, real test recordings, public-domain text, sox
+APT_PACKAGES := espeak-ng flite festival festvox-kallpc16k pocketsphinx-testdata sox bible-kjv bible-kjv-text
+DEMO_DIR ?= work/demo
+
+.PHONY: setup system-deps demo test test-slow clean
+
+setup: system-deps $(VENV)/.installed
+
+system-deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  if [ "$$(id -u)" != 0 ]; then echo "error: need root (or sudo) to apt-get install$$missing" >&2; exit 1; fi; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+demo: setup
+	$(EDGEASR) pretrained
+	$(EDGEASR) data synth --out $(DEMO_DIR) --hours 0.02 --seed 7
+	$(EDGEASR) eval default --test $(DEMO_DIR)/test.jsonl --direction l2r,alt,bi
+
+test: setup
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --durations=15
+
+test-slow: setup
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) -m slow --durations=15
+
+clean:
+	rm -rf work .pytest_cache .hypothesis
