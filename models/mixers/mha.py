@@ -1,0 +1,110 @@
+"""Baseline mixer: multi-head self-attention with a bounded left context.
+
+- ``"l2r"``: frame t attends to frames ``[t - left_context, t]`` (causal, ``left_context + 1`` keys at most).
+- ``"bi"``: full attention over the valid frames (key padding mask from ``lengths``).
+
+No positional encoding: the Conformer convolution module (and the causal subsampling) supplies position, and
+leaving it out keeps the streaming step free of absolute-time inputs. Masks use a large *finite* negative
+(``-1e4``, written with ``masked_fill`` so masked weights are exactly 0 after softmax, and a fully masked row
+gives uniform weights instead of NaN); never ``-inf``.
+
+Streaming state (batch-first):
+
+- ``k``, ``v`` ``[left_context, D]``: the keys / values of the last ``left_context`` frames, oldest first,
+  right-aligned (the newest frame is the last row).
+- ``valid`` ``[]`` (``[B]`` with batch), **float32**: how many of the cached rows are real frames
+  (``min(frames seen, left_context)``); rows ``< left_context - valid`` are masked. float32 rather than int32 so
+  every state of every mixer is float32: runtimes, calibration and OpenVINO ``MakeStateful`` treat all states
+  uniformly, the quantizer never touches it (it only feeds a comparison and a ``Min``), and values up to
+  ``left_context`` are exact in fp32. The chunk length is added as ``ReduceSum`` of ones so T stays dynamic.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.mixers import Mixer, register
+from models.state import State, StateSpec
+
+NEG = -1e4
+
+
+@register("mha")
+class MHAMixer(Mixer):
+    bidirectional = False
+
+    def __init__(self, d_model: int, heads: int = 4, left_context: int = 32, dropout: float = 0.1):
+        super().__init__(d_model)
+        if d_model % heads:
+            raise ValueError(f"d_model={d_model} is not divisible by heads={heads}")
+        if int(left_context) < 1:
+            raise ValueError(f"left_context must be >= 1 frame, got {left_context}")
+        self.heads = heads
+        self.head_dim = d_model // heads
+        self.left_context = int(left_context)
+        self.dropout = float(dropout)
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.out = nn.Linear(d_model, d_model)
+
+    # -- helpers ---------------------------------------------------------------------------------------------
+    def _split(self, t: torch.Tensor) -> torch.Tensor:  # [B,T,D] -> [B,H,T,Dh]
+        B = t.shape[0]
+        return t.reshape(B, -1, self.heads, self.head_dim).transpose(1, 2)
+
+    def _attend(self, q, k, v, allowed: torch.Tensor) -> torch.Tensor:
+        """q [B,Tq,D], k/v [B,Tk,D], allowed [B|1,Tq,Tk] bool -> [B,Tq,D]."""
+        B = q.shape[0]
+        qh, kh, vh = self._split(q), self._split(k), self._split(v)
+        scores = torch.matmul(qh, kh.transpose(-1, -2)) * (1.0 / math.sqrt(self.head_dim))
+        scores = scores.masked_fill(~allowed.unsqueeze(1), NEG)
+        attn = torch.softmax(scores, dim=-1)
+        attn = F.dropout(attn, self.dropout, self.training)
+        y = torch.matmul(attn, vh).transpose(1, 2).reshape(B, -1, self.d_model)
+        return self.out(y)
+
+    # -- full sequence ---------------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor, direction: str = "l2r") -> torch.Tensor:
+        if direction not in ("l2r", "bi"):
+            raise ValueError(f"mixer 'mha' is not bidirectional: direction must be 'l2r' or 'bi', not {direction!r}")
+        T = x.shape[1]
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        pos = torch.arange(T, device=x.device)
+        if direction == "l2r":
+            # purely positional: a valid query never reaches a padded key, and padded queries then behave
+            # exactly like the streaming step (no all-masked rows)
+            d = pos.view(T, 1) - pos.view(1, T)  # query - key
+            allowed = ((d >= 0) & (d <= self.left_context)).unsqueeze(0)  # [1,T,T]
+        else:
+            allowed = pos.view(1, 1, T) < lengths.view(-1, 1, 1)  # key padding [B,1,T]
+        return self._attend(q, k, v, allowed)
+
+    # -- streaming -------------------------------------------------------------------------------------------
+    def state_specs(self) -> list[StateSpec]:
+        L, D = self.left_context, self.d_model
+        return [
+            StateSpec("k", (L, D), torch.float32, 0.0),
+            StateSpec("v", (L, D), torch.float32, 0.0),
+            StateSpec("valid", (), torch.float32, 0.0),
+        ]
+
+    def step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        L = self.left_context
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        kc = torch.cat([state["k"], k], dim=1)  # [B, L+T, D]; key j is at time (j - L) relative to chunk start
+        vc = torch.cat([state["v"], v], dim=1)
+        i = torch.arange(x.shape[1], device=x.device).view(1, -1, 1)  # query (chunk-local)
+        j = torch.arange(kc.shape[1], device=x.device).view(1, 1, -1)
+        window = (j >= i) & (j <= i + L)  # key time in [i - L, i]
+        valid = state["valid"]
+        real = j.to(valid.dtype) >= (L - valid).view(-1, 1, 1)  # cached rows beyond the counter are masked
+        y = self._attend(q, kc, vc, window & real)
+        n = torch.ones_like(x[:, :, 0]).sum(dim=1)  # chunk length as [B] float (keeps T dynamic in ONNX)
+        new_state = {
+            "k": kc[:, -L:],
+            "v": vc[:, -L:],
+            "valid": torch.clamp(valid + n, max=float(L)),
+        }
+        return y, new_state
