@@ -1,0 +1,213 @@
+"""Mamba-2 block as a bidirectional Conformer mixer with direction-specific weights.
+
+One direction (``Mamba2Core``)::
+
+    z, xBC, dt = in_proj(u)
+    x, B, C    = SiLU(causal depthwise conv1d(xBC))          (single group for B/C)
+    dt         = softplus(dt + dt_bias);  A = -exp(A_log)    (per head)
+    h_t        = exp(dt_t A) h_{t-1} + dt_t (x_t ⊗ B_t);  y_t = h_t · C_t + D x_t
+    out        = out_proj(RMSNorm(y * SiLU(z)))
+
+Training uses the SSD chunked form (``ssd_minimal`` style: segment sums, only non-positive numbers are
+exponentiated, a Python loop only over chunks); streaming uses the per-frame recurrence in ``step``. The SSM state is
+kept in fp32 even under autocast.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.mixers import Mixer, flip_valid, register
+from models.state import State, StateSpec
+
+_DIRECTIONS = ("l2r", "r2l", "bi")
+
+
+def _ssm_dtype(t: torch.Tensor) -> torch.dtype:
+    return torch.promote_types(t.dtype, torch.float32)
+
+
+def segsum(a: torch.Tensor) -> torch.Tensor:
+    """a: [..., L] -> [..., L, L] with out[t, s] = sum_{s<i<=t} a_i for s <= t (0 on the diagonal), 0 above it.
+    Built by masked cumsum (no subtraction of cumulative sums)."""
+    L = a.shape[-1]
+    idx = torch.arange(L, device=a.device)
+    below = idx.view(L, 1) > idx.view(1, L)  # [i, s]: i > s
+    x = torch.where(below, a.unsqueeze(-1), 0.0)  # x[..., i, s] = a_i if i > s
+    return torch.cumsum(x, dim=-2)
+
+
+def ssd_chunked(X, dA, Bm, Cm, state=None, chunk_len: int = 32):
+    """SSD chunked scan.
+
+    X: [b, T, H, P] (already multiplied by dt); dA: [b, T, H] (= dt*A <= 0); Bm, Cm: [b, T, N];
+    state: [b, H, P, N] or None. Returns ``(Y [b, T, H, P], final_state [b, H, P, N])`` with
+    ``h_t = exp(dA_t) h_{t-1} + X_t ⊗ B_t``, ``Y_t = h_t · C_t``.
+    """
+    dt = _ssm_dtype(X)
+    X, dA, Bm, Cm = (t.to(dt) for t in (X, dA, Bm, Cm))
+    b, T, H, P = X.shape
+    N = Bm.shape[-1]
+    L = max(1, min(chunk_len, T))
+    nc = (T + L - 1) // L
+    pad = nc * L - T
+    if pad:
+        X = F.pad(X, (0, 0, 0, 0, 0, pad))
+        dA = F.pad(dA, (0, 0, 0, pad))
+        Bm, Cm = F.pad(Bm, (0, 0, 0, pad)), F.pad(Cm, (0, 0, 0, pad))
+    X = X.view(b, nc, L, H, P).permute(0, 3, 1, 2, 4)  # [b,H,nc,L,P]
+    dA = dA.view(b, nc, L, H).permute(0, 3, 1, 2)  # [b,H,nc,L]
+    Bm, Cm = Bm.view(b, nc, L, N), Cm.view(b, nc, L, N)
+
+    idx = torch.arange(L, device=X.device)
+    causal = idx.view(L, 1) >= idx.view(1, L)
+    seg = segsum(dA)  # [b,H,nc,L,L]
+    Lmat = torch.where(causal, torch.exp(torch.where(causal, seg, 0.0)), 0.0)
+    CB = Cm @ Bm.transpose(-1, -2)  # [b,nc,L,L]
+    Y = (CB.unsqueeze(1) * Lmat) @ X  # diagonal blocks [b,H,nc,L,P]
+
+    a_cum = torch.cumsum(dA, dim=-1)  # [b,H,nc,L]: decay from chunk start through t
+    # decay from just after s to the chunk end: sum_{i>s} dA_i (reverse exclusive cumsum, exact)
+    a_next = F.pad(dA, (0, 1))[..., 1:]
+    a_out = torch.flip(torch.cumsum(torch.flip(a_next, (-1,)), dim=-1), (-1,))
+    # per-chunk state contributions: sum_s exp(a_out_s) X_s ⊗ B_s                       [b,H,nc,P,N]
+    states = (X * torch.exp(a_out).unsqueeze(-1)).transpose(-1, -2) @ Bm.unsqueeze(1)
+    d_tot = torch.exp(a_cum[..., -1]).unsqueeze(-1).unsqueeze(-1)  # [b,H,nc,1,1]
+    h = torch.zeros(b, H, P, N, dtype=dt, device=X.device) if state is None else state.to(dt)
+    starts = []
+    for c in range(nc):
+        starts.append(h)
+        h = d_tot[:, :, c] * h + states[:, :, c]
+    h_start = torch.stack(starts, dim=2)  # [b,H,nc,P,N]
+    # off-diagonal: C_t · (exp(a_cum_t) h_start)
+    Y = Y + (Cm.unsqueeze(1) @ h_start.transpose(-1, -2)) * torch.exp(a_cum).unsqueeze(-1)
+    Y = Y.permute(0, 2, 3, 1, 4).reshape(b, nc * L, H, P)[:, :T]
+    return Y, h
+
+
+def ssd_recurrent(X, dA, Bm, Cm, state):
+    """Per-frame form of ``ssd_chunked`` (torch ops only; no CumSum; no in-place ops on the state input)."""
+    dt = _ssm_dtype(X)
+    X, dA, Bm, Cm = (t.to(dt) for t in (X, dA, Bm, Cm))
+    h = state.to(dt)
+    outs = []
+    for t in range(X.shape[1]):
+        h = torch.exp(dA[:, t]).unsqueeze(-1).unsqueeze(-1) * h \
+            + X[:, t].unsqueeze(-1) * Bm[:, t].unsqueeze(1).unsqueeze(1)
+        outs.append((h * Cm[:, t].unsqueeze(1).unsqueeze(1)).sum(-1))  # [b,H,P]
+    return torch.stack(outs, dim=1), h
+
+
+class Mamba2Core(nn.Module):
+    """One direction: the Mamba-2 block (``mamba_ssm.modules.mamba2_simple`` layout, ngroups = 1)."""
+
+    def __init__(self, d_model: int, d_state: int = 32, headdim: int = 32, expand: int = 2, d_conv: int = 4,
+                 chunk_len: int = 32, dt_min: float = 1e-3, dt_max: float = 0.1, dt_init_floor: float = 1e-4,
+                 A_init_range: tuple[float, float] = (1.0, 16.0), norm_eps: float = 1e-5):
+        super().__init__()
+        d_inner = expand * d_model
+        if d_inner % headdim:
+            raise ValueError(f"expand*d_model={d_inner} must be a multiple of headdim={headdim}")
+        self.d_model, self.d_inner, self.d_state, self.headdim = d_model, d_inner, d_state, headdim
+        self.nheads = d_inner // headdim
+        self.d_conv, self.chunk_len, self.norm_eps = d_conv, chunk_len, norm_eps
+        self.conv_dim = d_inner + 2 * d_state
+        self.in_proj = nn.Linear(d_model, 2 * d_inner + 2 * d_state + self.nheads, bias=False)
+        self.conv1d = nn.Conv1d(self.conv_dim, self.conv_dim, d_conv, groups=self.conv_dim, bias=True)
+        with torch.no_grad():
+            dt = torch.exp(torch.rand(self.nheads) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+            dt = dt.clamp(min=dt_init_floor)
+            self.dt_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
+            self.A_log = nn.Parameter(torch.log(torch.empty(self.nheads).uniform_(*A_init_range)))
+        self.D = nn.Parameter(torch.ones(self.nheads))
+        self.norm_weight = nn.Parameter(torch.ones(d_inner))
+        self.out_proj = nn.Linear(d_inner, d_model, bias=False)
+
+    def _split(self, u: torch.Tensor):
+        zxbcdt = self.in_proj(u)
+        return torch.split(zxbcdt, [self.d_inner, self.conv_dim, self.nheads], dim=-1)
+
+    def _ssm_inputs(self, xBC: torch.Tensor, dt: torch.Tensor):
+        """xBC: conv output before SiLU [B,T,conv_dim]; dt raw [B,T,H]."""
+        B_, T = xBC.shape[:2]
+        xBC = F.silu(xBC)
+        x, Bm, Cm = torch.split(xBC, [self.d_inner, self.d_state, self.d_state], dim=-1)
+        fdt = _ssm_dtype(dt)
+        dt = F.softplus(dt.to(fdt) + self.dt_bias)  # [B,T,H]
+        A = -torch.exp(self.A_log.to(fdt))  # [H]
+        x = x.reshape(B_, T, self.nheads, self.headdim)
+        X = x.to(fdt) * dt.unsqueeze(-1)
+        return x, X, dt * A, Bm, Cm
+
+    def _finish(self, y: torch.Tensor, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        B_, T = y.shape[:2]
+        y = y + self.D.to(y.dtype).unsqueeze(-1) * x.to(y.dtype)
+        y = y.reshape(B_, T, self.d_inner).to(z.dtype)
+        # gated RMSNorm (norm after gate), plain ops
+        y = y * F.silu(z)
+        y = y * torch.rsqrt(y.pow(2).mean(-1, keepdim=True) + self.norm_eps) * self.norm_weight
+        return self.out_proj(y)
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        """Causal full-sequence form from a zero state. u: [B,T,D]."""
+        z, xBC, dt = self._split(u)
+        xBC = self.conv1d(F.pad(xBC.transpose(1, 2), (self.d_conv - 1, 0))).transpose(1, 2)
+        x, X, dA, Bm, Cm = self._ssm_inputs(xBC, dt)
+        y, _ = ssd_chunked(X, dA, Bm, Cm, None, self.chunk_len)
+        return self._finish(y, x, z)
+
+    def step(self, u: torch.Tensor, conv: torch.Tensor, ssm: torch.Tensor):
+        """u: [B,T,D]; conv: [B,conv_dim,d_conv-1] (last pre-conv inputs); ssm: [B,H,P,N]."""
+        z, xBC, dt = self._split(u)
+        full = torch.cat([conv.to(xBC.dtype), xBC.transpose(1, 2)], dim=2)  # [B,C,d_conv-1+T]
+        xc = self.conv1d(full).transpose(1, 2)  # [B,T,C]
+        new_conv = full[:, :, full.shape[2] - (self.d_conv - 1):]
+        x, X, dA, Bm, Cm = self._ssm_inputs(xc, dt)
+        y, h = ssd_recurrent(X, dA, Bm, Cm, ssm)
+        return self._finish(y, x, z), new_conv, h
+
+    def _reference(self, u: torch.Tensor) -> torch.Tensor:
+        """Naive per-frame recurrence from a zero state (for tests)."""
+        B_ = u.shape[0]
+        conv = torch.zeros(B_, self.conv_dim, self.d_conv - 1, dtype=u.dtype, device=u.device)
+        ssm = torch.zeros(B_, self.nheads, self.headdim, self.d_state, dtype=_ssm_dtype(u), device=u.device)
+        return self.step(u, conv, ssm)[0]
+
+
+@register("mamba2")
+class Mamba2Mixer(Mixer):
+    """Bidirectional Mamba-2 mixer: independent L2R and R2L cores, averaged for ``direction="bi"``."""
+
+    bidirectional = True
+
+    def __init__(self, d_model: int, d_state: int = 32, headdim: int = 32, expand: int = 2, d_conv: int = 4,
+                 chunk_len: int = 32, **options):
+        super().__init__(d_model)
+        kw = dict(d_state=d_state, headdim=headdim, expand=expand, d_conv=d_conv, chunk_len=chunk_len, **options)
+        self.l2r = Mamba2Core(d_model, **kw)
+        self.r2l = Mamba2Core(d_model, **kw)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor, direction: str = "l2r") -> torch.Tensor:
+        if direction not in _DIRECTIONS:
+            raise ValueError(f"direction must be one of {_DIRECTIONS}, got {direction!r}")
+        lengths = lengths.to(x.device)
+        valid = torch.arange(x.shape[1], device=x.device).unsqueeze(0) < lengths.unsqueeze(1)
+        x = torch.where(valid.unsqueeze(-1), x, torch.zeros((), dtype=x.dtype, device=x.device))
+        if direction == "l2r":
+            return self.l2r(x)
+        y_r2l = flip_valid(self.r2l(flip_valid(x, lengths)), lengths)
+        if direction == "r2l":
+            return y_r2l
+        return 0.5 * (self.l2r(x) + y_r2l)
+
+    def state_specs(self) -> list[StateSpec]:
+        c = self.l2r
+        return [StateSpec("conv", (c.conv_dim, c.d_conv - 1)),
+                StateSpec("ssm", (c.nheads, c.headdim, c.d_state), torch.float32)]
+
+    def step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        y, conv, ssm = self.l2r.step(x, state["conv"], state["ssm"])
+        return y, {"conv": conv, "ssm": ssm}
