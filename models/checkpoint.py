@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorsError
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from models.config import EncoderConfig
@@ -97,7 +97,7 @@ def load_checkpoint(run_dir: Path, weights_name: str = WEIGHTS) -> tuple[Encoder
         raise CheckpointError(f"{path}: missing weights")
     try:
         state = load_file(str(path))
-    except (SafetensorsError, OSError, ValueError) as e:
+    except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{path}: unreadable safetensors ({e})") from None
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
