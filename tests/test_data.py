@@ -1,0 +1,302 @@
+"""Data layer: TTS corpus, manifests, audio loading, real-recording manifest (no torch anywhere here)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from click.testing import CliRunner
+
+from runtimes.audio import load_audio, write_wav
+from runtimes.errors import UserError
+from toolchain.manifest import Entry, read_manifest, write_manifest
+
+HAVE_TTS = all(shutil.which(x) for x in ("espeak-ng", "flite", "festival", "bible"))
+needs_tts = pytest.mark.skipif(not HAVE_TTS, reason="needs Debian espeak-ng, flite, festival, bible-kjv")
+PS_DATA = Path("/usr/share/pocketsphinx/test/data")
+SPLITS = ("train", "dev", "test")
+
+
+def _tree_digest(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    from toolchain.corpus import synthesize_corpus
+
+    out = tmp_path_factory.mktemp("corpus")
+    stats = synthesize_corpus(out, hours=0.01, seed=3, jobs=2, progress=False)
+    return out, stats
+
+
+# --------------------------------------------------------------------------------------------- corpus
+
+
+@needs_tts
+def test_corpus_manifests_valid_16k_mono(corpus):
+    out, stats = corpus
+    for split in SPLITS:
+        entries = read_manifest(out / f"{split}.jsonl", validate_audio=True)
+        assert entries, split
+        rows = [json.loads(x) for x in (out / f"{split}.jsonl").read_text().splitlines()]
+        for row, e in zip(rows, entries):
+            assert not Path(row["audio_filepath"]).is_absolute()  # relative to the manifest
+            info = sf.info(e.audio_filepath)
+            assert info.samplerate == 16000 and info.channels == 1 and info.subtype == "PCM_16"
+            assert 1.0 <= e.duration <= 8.0
+            assert abs(info.frames / 16000 - e.duration) < 1e-3
+            assert e.text == row["text"] and e.text
+            assert e.extra["voice"]
+    saved = json.loads((out / "corpus.json").read_text())
+    assert saved["seed"] == 3 and set(saved["splits"]) == set(SPLITS)
+    assert stats["run"]["utterances_per_s"] > 0
+
+
+@needs_tts
+def test_corpus_voices_and_sentences_disjoint(corpus):
+    out, _ = corpus
+    rows = {s: [json.loads(x) for x in (out / f"{s}.jsonl").read_text().splitlines()] for s in SPLITS}
+    voices = {s: {r["voice"] for r in rows[s]} for s in SPLITS}
+    assert not voices["train"] & voices["dev"]
+    assert not voices["train"] & voices["test"]
+    assert not voices["dev"] & voices["test"]
+    engines_in_test = {v.split(":")[0] for v in voices["test"]}
+    assert {"espeak-ng", "flite"} <= engines_in_test
+    train_text = {r["text"] for r in rows["train"]}
+    assert not train_text & {r["text"] for r in rows["test"]}
+    assert not train_text & {r["text"] for r in rows["dev"]}
+    # the pools themselves, not only this small sample, are disjoint and cover the held-out voices by design
+    from toolchain.corpus import split_voices
+
+    sv = split_voices()
+    assert not set(sv["train"]) & (set(sv["dev"]) | set(sv["test"]))
+    assert voices["test"] == set(sv["test"]) and voices["dev"] == set(sv["dev"])
+
+
+@needs_tts
+def test_corpus_deterministic(corpus, tmp_path):
+    from toolchain.corpus import synthesize_corpus
+
+    out, _ = corpus
+    again = tmp_path / "again"
+    synthesize_corpus(again, hours=0.01, seed=3, jobs=1, progress=False)  # other job count, same bytes
+    a, b = _tree_digest(out), _tree_digest(again)
+    wavs = [k for k in a if k.endswith(".wav")]
+    assert wavs and a.keys() == b.keys()
+    assert all(a[k] == b[k] for k in a), [k for k in a if a[k] != b[k]][:5]
+
+
+@needs_tts
+def test_corpus_other_seed_differs(tmp_path):
+    from toolchain.corpus import plan_corpus
+    from toolchain.textsource import sentences
+
+    s = sentences()
+    p0, p1 = plan_corpus(s, 0.01, 0), plan_corpus(s, 0.01, 1)
+    assert [u.text for u in p0] != [u.text for u in p1]
+
+
+@needs_tts
+def test_textsource_many_distinct_sentences():
+    from runtimes.vocab import normalize_text
+    from toolchain.textsource import sentences
+
+    s = sentences()
+    assert len(s) > 5000 and len(set(s)) == len(s)
+    assert all(4 <= len(x.split()) <= 20 and normalize_text(x) == x for x in s[:2000])
+    assert s == sentences()
+
+
+@needs_tts
+def test_synth_cli_rejects_bad_hours(tmp_path):
+    from toolchain.cli_data import data
+
+    r = CliRunner().invoke(data, ["synth", "--out", str(tmp_path / "c"), "--hours", "0"])
+    assert r.exit_code != 0 and isinstance(r.exception, UserError) and "hours" in str(r.exception)
+
+
+@needs_tts
+def test_synth_cli_small(tmp_path):
+    from toolchain.cli_data import data
+
+    r = CliRunner().invoke(data, ["synth", "--out", str(tmp_path / "c"), "--hours", "0.005", "--jobs", "1",
+                                  "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert "train" in r.output and (tmp_path / "c" / "corpus.json").is_file()
+
+
+def test_synth_refuses_foreign_wavs_folder(tmp_path):
+    from toolchain.corpus import _prepare_out_dir
+
+    (tmp_path / "wavs").mkdir()
+    (tmp_path / "wavs" / "mine.wav").write_bytes(b"x")
+    with pytest.raises(UserError, match="did not write"):
+        _prepare_out_dir(tmp_path)
+    assert (tmp_path / "wavs" / "mine.wav").exists()
+
+
+# ----------------------------------------------------------------------------------------------- real
+
+
+@pytest.mark.skipif(not (PS_DATA / "librivox").is_dir(), reason="needs Debian pocketsphinx-testdata")
+def test_data_real_finds_librivox(tmp_path):
+    from toolchain.cli_data import data
+
+    r = CliRunner().invoke(data, ["real", "--out", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    entries = read_manifest(tmp_path / "real.jsonl", validate_audio=True)
+    libri = [e for e in entries if e.extra["set"] == "librivox"]
+    assert len(libri) == 5 and all(e.text for e in libri)
+    assert any("dashwood" in e.text for e in libri)
+    assert {"cards", "goforward"} <= {e.extra["set"] for e in entries}
+    for e in entries:
+        x, notices = load_audio(e.audio_filepath)
+        assert x.dtype == np.float32 and abs(x.size / 16000 - e.duration) < 1e-3
+
+
+def test_data_real_missing_source(tmp_path):
+    from toolchain.cli_data import data
+
+    r = CliRunner().invoke(data, ["real", "--out", str(tmp_path), "--source", str(tmp_path / "nope")])
+    assert r.exit_code != 0 and isinstance(r.exception, UserError)
+    assert "pocketsphinx-testdata" in str(r.exception)
+
+
+# ------------------------------------------------------------------------------------------- manifest
+
+
+def _wav(path: Path, seconds: float = 1.0, sr: int = 16000, channels: int = 1) -> Path:
+    t = np.arange(int(seconds * sr)) / sr
+    x = 0.3 * np.sin(2 * np.pi * 440 * t)
+    if channels > 1:
+        x = np.stack([x * (c + 1) / channels for c in range(channels)], axis=1)
+    sf.write(str(path), x, sr, subtype="PCM_16")
+    return path
+
+
+def _manifest(tmp_path: Path, lines: list[str]) -> Path:
+    m = tmp_path / "m.jsonl"
+    m.write_text("\n".join(lines) + "\n")
+    return m
+
+
+def test_manifest_roundtrip_relative(tmp_path):
+    _wav(tmp_path / "a.wav")
+    write_manifest(tmp_path / "m.jsonl", [Entry(str(tmp_path / "a.wav"), "Hello, World!", 1.0, {"voice": "x"})])
+    row = json.loads((tmp_path / "m.jsonl").read_text())
+    assert row["audio_filepath"] == "a.wav"
+    (e,) = read_manifest(tmp_path / "m.jsonl")
+    assert e.audio_filepath == str(tmp_path / "a.wav") and e.text == "hello world" and e.extra == {"voice": "x"}
+
+
+@pytest.mark.parametrize("bad,needle", [
+    ('{"audio_filepath": "missing.wav", "text": "hi there", "duration": 1}', "not found"),
+    ('{"audio_filepath": "a.wav", "text": " ?! ", "duration": 1}', "empty after normalisation"),
+    ('{"audio_filepath": "a.wav", "text": "hi", "duration": 1', "bad JSON"),
+    ('{"audio_filepath": "a.wav", "duration": 1}', "missing key(s) text"),
+    ('{"audio_filepath": "a.wav", "text": "hi", "duration": "long"}', "not a number"),
+])
+def test_manifest_bad_row_fails_or_skips(tmp_path, bad, needle):
+    _wav(tmp_path / "a.wav")
+    good = '{"audio_filepath": "a.wav", "text": "good row", "duration": 1.0}'
+    m = _manifest(tmp_path, [good, bad, good])
+    with pytest.raises(UserError) as ei:
+        read_manifest(m)
+    msg = str(ei.value)
+    assert str(m) in msg and "row 2" in msg and needle in msg and "\n" not in msg
+    seen = []
+    entries = read_manifest(m, on_error="skip", warn=seen.append)
+    assert len(entries) == 2 and len(entries.warnings) == 1 and "row 2" in entries.warnings[0]
+    assert any("row 2" in s for s in seen)  # never silent
+
+
+def test_manifest_skip_prints_to_stderr(tmp_path, capsys):
+    _wav(tmp_path / "a.wav")
+    m = _manifest(tmp_path, ['{"audio_filepath": "a.wav", "text": "ok", "duration": 1}', "not json"])
+    assert len(read_manifest(m, on_error="skip")) == 1
+    assert "row 2" in capsys.readouterr().err
+
+
+def test_manifest_validate_audio_catches_corrupt(tmp_path):
+    (tmp_path / "bad.wav").write_bytes(b"RIFF this is not audio at all" * 10)
+    m = _manifest(tmp_path, ['{"audio_filepath": "bad.wav", "text": "hi", "duration": 1}'])
+    assert read_manifest(m)  # header not opened by default
+    with pytest.raises(UserError, match="row 1.*unreadable audio"):
+        read_manifest(m, validate_audio=True)
+
+
+def test_manifest_missing_and_all_bad(tmp_path):
+    with pytest.raises(UserError, match="manifest not found"):
+        read_manifest(tmp_path / "nope.jsonl")
+    m = _manifest(tmp_path, ["{}"])
+    with pytest.raises(UserError, match="no usable rows"):
+        read_manifest(m, on_error="skip", warn=lambda s: None)
+
+
+# ---------------------------------------------------------------------------------------------- audio
+
+
+def test_load_audio_plain(tmp_path):
+    x, notices = load_audio(_wav(tmp_path / "a.wav", 0.5))
+    assert x.dtype == np.float32 and x.ndim == 1 and x.size == 8000 and notices == []
+    assert np.abs(x).max() <= 1.0
+
+
+def test_load_audio_stereo_and_8k(tmp_path):
+    x, notices = load_audio(_wav(tmp_path / "s.wav", 1.0, channels=2))
+    assert x.ndim == 1 and x.size == 16000
+    assert any("mono" in n for n in notices)
+    y, notices = load_audio(_wav(tmp_path / "n.wav", 1.0, sr=8000))
+    assert y.size == 16000 and any("8000 Hz -> 16000 Hz" in n for n in notices)
+    z, notices = load_audio(_wav(tmp_path / "both.wav", 0.5, sr=44100, channels=2))
+    assert z.size == 8000 and len(notices) == 2
+
+
+def test_load_audio_flac(tmp_path):
+    sf.write(str(tmp_path / "a.flac"), np.zeros(1600, np.int16), 16000)
+    x, _ = load_audio(tmp_path / "a.flac")
+    assert x.size == 1600
+
+
+@pytest.mark.parametrize("kind", ["missing", "empty", "garbage", "truncated", "header_only"])
+def test_load_audio_bad_files(tmp_path, kind):
+    p = tmp_path / f"{kind}.wav"
+    if kind == "empty":
+        p.write_bytes(b"")
+    elif kind == "garbage":
+        p.write_bytes(b"\x00\x01garbage" * 100)
+    elif kind in ("truncated", "header_only"):
+        _wav(p, 1.0)
+        data = p.read_bytes()
+        p.write_bytes(data[: len(data) // 2] if kind == "truncated" else data[:30])
+    with pytest.raises(UserError) as ei:
+        load_audio(p)
+    msg = str(ei.value)
+    assert str(p) in msg and "\n" not in msg
+    if kind == "truncated":
+        assert "truncated" in msg
+
+
+def test_write_wav_atomic_and_exact(tmp_path):
+    x = np.linspace(-1, 1, 1601, dtype=np.float32)
+    write_wav(tmp_path / "sub" / "o.wav", x, 16000)
+    assert [p.name for p in (tmp_path / "sub").iterdir()] == ["o.wav"]  # no temp file left
+    y, notices = load_audio(tmp_path / "sub" / "o.wav")
+    assert notices == [] and np.abs(y - x).max() < 1e-4
+    info = sf.info(str(tmp_path / "sub" / "o.wav"))
+    assert info.subtype == "PCM_16" and info.samplerate == 16000
+
+
+def test_data_layer_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, runtimes.audio, toolchain.manifest, toolchain.corpus, toolchain.textsource, "
+            "toolchain.cli_data; sys.exit(1 if 'torch' in sys.modules else 0)")
+    assert subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1]).returncode == 0

@@ -1,0 +1,149 @@
+"""`edgeasr data`: build the synthetic TTS corpus and the manifest of the real recordings."""
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import click
+import numpy as np
+
+from runtimes.errors import UserError
+from runtimes.vocab import normalize_text
+
+POCKETSPHINX_DATA = Path("/usr/share/pocketsphinx/test/data")
+
+# Raw 16 kHz 16-bit little-endian mono clips whose words are known without a transcription file:
+# goforward.raw is the pocketsphinx test utterance decoded as "go forward ten meters" in its own tests; the
+# TIDIGITS file name spells its digits (z = zero, o = oh). numbers.raw and something.raw ship without a
+# transcript and are left out.
+_RAW_CLIPS = {"goforward.raw": "go forward ten meters", "tidigits/dhd.2934z.raw": "two nine three four zero"}
+_TRANSCRIPT_LINE = re.compile(r"^\s*(?:<s>)?\s*(.*?)\s*(?:</s>)?\s*\(([^()]+)\)\s*$")
+
+
+@click.group("data")
+def data():
+    """Make corpora: synthetic TTS speech (`synth`) and the real recordings on this machine (`real`)."""
+
+
+@data.command("synth")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Output folder (manifests, wavs/, corpus.json).")
+@click.option("--hours", default=6.0, show_default=True, type=float,
+              help="Hours of training audio; dev/test scale with it (5%%), capped at 0.3 h each.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Same seed, same corpus (byte for byte).")
+@click.option("--jobs", default=2, show_default=True, type=int, help="Synthesis worker processes.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def synth(out: Path, hours: float, seed: int, jobs: int, no_progress: bool):
+    """Synthesise the default corpus with espeak-ng, flite and festival (whole voices held out for dev/test)."""
+    from toolchain.corpus import synthesize_corpus
+
+    command = "edgeasr data synth " + " ".join(sys.argv[3:]) if sys.argv[1:3] == ["data", "synth"] else \
+        f"edgeasr data synth --out {out} --hours {hours} --seed {seed} --jobs {jobs}"
+    stats = synthesize_corpus(out, hours=hours, seed=seed, jobs=jobs, progress=not no_progress, command=command)
+    _print_synth_summary(out, stats)
+
+
+def _print_synth_summary(out: Path, stats: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"corpus {out}")
+    for col in ("split", "utterances", "hours", "voices", "sentences", "espeak-ng", "flite", "festival", "dropped"):
+        t.add_column(col, justify="left" if col == "split" else "right")
+    for split, s in stats["splits"].items():
+        e = s["engines"]
+        t.add_row(split, str(s["utterances"]), f"{s['hours']:.3f}", str(s["voices_used"]),
+                  str(s["distinct_sentences"]), str(e["espeak-ng"]), str(e["flite"]), str(e["festival"]),
+                  str(s["dropped"]))
+    c = Console()
+    c.print(t)
+    r = stats["run"]
+    c.print(f"{r['utterances_per_s']} utterances/s, {r['audio_hours_per_min']} audio hours/min "
+            f"with {r['jobs']} job(s); {r['wall_s']} s in all")
+
+
+@data.command("real")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Output folder for real.jsonl (and the wavs converted from raw PCM).")
+@click.option("--source", default=str(POCKETSPHINX_DATA), show_default=True,
+              type=click.Path(path_type=Path), help="pocketsphinx-testdata folder.")
+def real(out: Path, source: Path):
+    """Manifest of the real recordings in Debian pocketsphinx-testdata (LibriVox, cards, goforward, TIDIGITS)."""
+    rows, skipped = collect_real(source, out)
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"real recordings -> {out / 'real.jsonl'}")
+    for col in ("set", "clips", "seconds", "example"):
+        t.add_column(col, justify="right" if col in ("clips", "seconds") else "left")
+    by_set: dict[str, list[dict]] = {}
+    for r in rows:
+        by_set.setdefault(r["set"], []).append(r)
+    for name, rs in by_set.items():
+        t.add_row(name, str(len(rs)), f"{sum(r['duration'] for r in rs):.1f}", rs[0]["text"][:50])
+    c = Console()
+    c.print(t)
+    for s in skipped:
+        c.print(f"[yellow]skipped[/] {s}")
+
+
+def collect_real(source: Path, out: Path) -> tuple[list[dict], list[str]]:
+    """Find the transcribed recordings under ``source``, write ``out/real.jsonl``; return (rows, skipped notes).
+
+    Wav clips are referenced in place (absolute paths); raw PCM clips are converted to ``out/wavs/*.wav``
+    (relative paths). Every row has ``set`` (librivox, cards, goforward, tidigits) besides the NeMo keys."""
+    from runtimes.audio import load_audio, write_wav
+    from toolchain.manifest import write_manifest_rows
+
+    source = Path(source)
+    if not source.is_dir():
+        raise UserError(f"no pocketsphinx test data at {source}: install the Debian package pocketsphinx-testdata")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    rows: list[dict] = []
+    skipped: list[str] = []
+    for name, folder, transcript in (("librivox", "librivox", "transcription"),
+                                     ("cards", "cards", "cards.transcription")):
+        tfile = source / folder / transcript
+        if not tfile.is_file():
+            skipped.append(f"{name}: no transcript file {tfile}")
+            continue
+        for n, line in enumerate(tfile.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
+            if not line.strip():
+                continue
+            m = _TRANSCRIPT_LINE.match(line)
+            if not m:
+                skipped.append(f"{tfile} line {n}: not '<s> words </s> (id)'")
+                continue
+            text, uid = normalize_text(m.group(1)), m.group(2).strip()
+            wav = source / folder / f"{uid}.wav"
+            if not text or not wav.is_file():
+                skipped.append(f"{name} {uid}: " + ("empty transcript" if not text else f"missing {wav}"))
+                continue
+            samples, _ = load_audio(wav)
+            rows.append({"audio_filepath": str(wav.resolve()), "text": text,
+                         "duration": round(samples.size / 16000, 4), "set": name})
+    for rel, text in _RAW_CLIPS.items():
+        raw = source / rel
+        if not raw.is_file():
+            skipped.append(f"{rel}: not found")
+            continue
+        pcm = np.fromfile(raw, dtype="<i2")
+        if pcm.size == 0:
+            skipped.append(f"{rel}: empty")
+            continue
+        dst = out / "wavs" / (Path(rel).stem + ".wav")
+        write_wav(dst, pcm, 16000)
+        rows.append({"audio_filepath": str(dst.relative_to(out)), "text": normalize_text(text),
+                     "duration": round(pcm.size / 16000, 4),
+                     "set": "tidigits" if rel.startswith("tidigits") else Path(rel).stem})
+    for rel in ("numbers.raw", "something.raw"):
+        if (source / rel).is_file():
+            skipped.append(f"{rel}: no transcript shipped")
+    if not rows:
+        raise UserError(f"no transcribed recordings found under {source}")
+    write_manifest_rows(out / "real.jsonl", rows)
+    return rows, skipped

@@ -1,0 +1,465 @@
+"""The embedded default corpus: English speech synthesised offline by local TTS engines (Debian packages).
+
+Engines and voices (a *voice* is engine + voice + variant, e.g. ``espeak-ng:en-us+f3``):
+
+- espeak-ng: 8 English accents x 21 variants (none, m1-m7, f1-f5, klatt*, a few named), per utterance random
+  speed (-s), pitch (-p) and amplitude (-a);
+- flite: kal, kal16, awb, rms, slt, per utterance random ``duration_stretch`` and ``int_f0_target_mean``;
+- festival: kal_diphone (festvox-kallpc16k), random Duration_Stretch and f0 mean; one festival process per batch.
+
+Every utterance then gets its leading/trailing silence trimmed, a random gain and light white or pink noise
+(SNR 20-40 dB), and is written as 16 kHz mono 16-bit PCM wav.
+
+Splits: **whole voices are held out** — the dev and test voices (fixed lists below, independent of the seed so
+results stay comparable across seeds) never occur in train; the test split has espeak-ng and flite voices. The
+sentence pools are disjoint too: a sentence goes to train, dev or test by a hash of its text (stable for any
+seed and corpus size), so no test (or dev) sentence is ever in the training text.
+
+Output (``out_dir``): ``train.jsonl``, ``dev.jsonl``, ``test.jsonl`` NeMo-style manifests — one JSON object a line
+with ``audio_filepath`` **relative to the manifest's directory** (the corpus folder can be moved as a whole),
+``text`` (normalised), ``duration`` (seconds) and ``voice``; ``wavs/<split>/<id>.wav``; and ``corpus.json`` with
+the statistics, seed, command and engine versions (written last: its presence marks a complete corpus).
+
+Deterministic: the same seed and size give the same manifests and byte-identical wavs, whatever ``jobs`` is
+(every random draw is made in the planning step or from a per-utterance seed; workers only execute).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from runtimes.audio import resample, write_wav
+from runtimes.errors import UserError
+
+SAMPLE_RATE = 16000
+SPLITS = ("train", "dev", "test")
+MIN_SECONDS, MAX_SECONDS = 1.0, 8.0
+MAX_WORDS = 18  # 20-word clauses at slow speeds run past 8 s
+MARKER = ".edgeasr-corpus"
+
+ESPEAK_BASES = ("en-us", "en", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-029",
+                "en-us-nyc")
+ESPEAK_VARIANTS = ("", "m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5",
+                   "klatt", "klatt2", "klatt3", "klatt4", "adam", "linda", "steph", "robert")
+FLITE_VOICES = ("kal", "kal16", "awb", "rms", "slt")
+FLITE_F0 = {"kal": 105.0, "kal16": 105.0, "awb": 110.0, "rms": 105.0, "slt": 165.0}  # typical mean f0 (Hz)
+FESTIVAL_VOICES = ("kal_diphone",)
+
+# Held-out voices (fixed, independent of the seed). en-us+f3 is the voice the pocketsphinx peer was measured on.
+TEST_VOICES = ("espeak-ng:en-us+f3", "espeak-ng:en-gb-x-rp+m3", "espeak-ng:en-029+f2",
+               "espeak-ng:en-gb-scotland+m7", "espeak-ng:en+klatt", "flite:slt")
+DEV_VOICES = ("espeak-ng:en-us+m2", "espeak-ng:en+f4", "espeak-ng:en-us-nyc+m5", "espeak-ng:en-gb-x-gbclan+f1",
+              "flite:awb")
+# share of each split's utterances per engine
+ENGINE_WEIGHTS = {"train": {"espeak-ng": 0.7, "flite": 0.2, "festival": 0.1},
+                  "dev": {"espeak-ng": 0.6, "flite": 0.4},
+                  "test": {"espeak-ng": 0.6, "flite": 0.4}}
+# sentence pools by hash of the text: per mille
+POOL_PERMILLE = {"test": (0, 50), "dev": (50, 100), "train": (100, 1000)}
+DEFAULT_TRAIN_HOURS = 6.0
+MAX_DEV_HOURS = MAX_TEST_HOURS = 0.3
+CHUNK = 24  # utterances per worker task
+
+
+def all_voices() -> list[str]:
+    vs = [f"espeak-ng:{b}+{v}" if v else f"espeak-ng:{b}" for b in ESPEAK_BASES for v in ESPEAK_VARIANTS]
+    return vs + [f"flite:{v}" for v in FLITE_VOICES] + [f"festival:{v}" for v in FESTIVAL_VOICES]
+
+
+def split_voices() -> dict[str, list[str]]:
+    held = set(TEST_VOICES) | set(DEV_VOICES)
+    return {"train": [v for v in all_voices() if v not in held], "dev": list(DEV_VOICES), "test": list(TEST_VOICES)}
+
+
+def sentence_pool_of(text: str) -> str:
+    h = int.from_bytes(hashlib.sha1(text.encode()).digest()[:4], "big") % 1000
+    for split, (lo, hi) in POOL_PERMILLE.items():
+        if lo <= h < hi:
+            return split
+    raise AssertionError(h)
+
+
+@dataclass
+class Utt:
+    id: str
+    split: str
+    voice: str
+    text: str
+    rel_path: str  # relative to out_dir
+    params: dict = field(default_factory=dict)  # engine prosody
+    noise_seed: int = 0
+
+    @property
+    def engine(self) -> str:
+        return self.voice.split(":", 1)[0]
+
+
+def split_hours(hours: float) -> dict[str, float]:
+    return {"train": hours, "dev": min(MAX_DEV_HOURS, hours * 0.05), "test": min(MAX_TEST_HOURS, hours * 0.05)}
+
+
+def plan_corpus(sentences: list[str], hours: float, seed: int) -> list[Utt]:
+    """Every random decision, made up front in one process: voice, sentence, prosody, noise seed per utterance."""
+    pools: dict[str, list[str]] = {s: [] for s in SPLITS}
+    for s in sentences:
+        if len(s.split()) <= MAX_WORDS:
+            pools[sentence_pool_of(s)].append(s)
+    voices = split_voices()
+    plan: list[Utt] = []
+    for si, split in enumerate(SPLITS):
+        rng = np.random.default_rng([seed, si])
+        pool = pools[split]
+        if not pool:
+            raise UserError(f"no sentences for the {split} split")
+        order = rng.permutation(len(pool))
+        by_engine: dict[str, list[str]] = {}
+        for v in voices[split]:
+            by_engine.setdefault(v.split(":")[0], []).append(v)
+        engines = [e for e in ENGINE_WEIGHTS[split] if e in by_engine]
+        w = np.array([ENGINE_WEIGHTS[split][e] for e in engines])
+        w = w / w.sum()
+        target = split_hours(hours)[split] * 3600.0
+        # dev/test: every held-out voice at least once (shuffled round), then weighted random
+        first_round = list(rng.permutation(voices[split])) if split != "train" else []
+        total, i = 0.0, 0
+        while total < target or first_round:
+            if first_round:
+                voice = str(first_round.pop())
+            else:
+                eng = engines[int(rng.choice(len(engines), p=w))]
+                voice = by_engine[eng][int(rng.integers(len(by_engine[eng])))]
+            text = pool[int(order[i % len(pool)])]
+            params = _draw_params(voice, rng)
+            uid = f"{split}-{i:06d}"
+            plan.append(Utt(uid, split, voice, text, f"wavs/{split}/{uid}.wav", params,
+                            int(rng.integers(2**31 - 1))))
+            total += _estimate_seconds(voice, text, params)
+            i += 1
+    return plan
+
+
+def _draw_params(voice: str, rng) -> dict:
+    engine, name = voice.split(":", 1)
+    if engine == "espeak-ng":
+        return {"speed": int(rng.integers(140, 201)), "pitch": int(rng.integers(25, 76)),
+                "amplitude": int(rng.integers(80, 161))}
+    if engine == "flite":
+        return {"duration_stretch": round(float(rng.uniform(0.85, 1.2)), 3),
+                "f0_mean": round(FLITE_F0[name] * float(rng.uniform(0.85, 1.2)), 1)}
+    return {"duration_stretch": round(float(rng.uniform(0.85, 1.2)), 3),
+            "f0_mean": round(float(rng.uniform(90, 130)), 1)}
+
+
+def _estimate_seconds(voice: str, text: str, params: dict) -> float:
+    """Planned duration after trimming; fitted on a 5 h corpus (total within a few % of the real one)."""
+    words = len(text.split())
+    if voice.startswith("espeak-ng"):
+        return 0.33 + 0.71 * words * 60.0 / params["speed"]
+    if voice.startswith("flite"):
+        return 0.42 + 0.25 * words * params["duration_stretch"]
+    return 0.32 + 0.265 * words * params["duration_stretch"]
+
+
+# ----------------------------------------------------------------------------------------------- workers
+
+
+def _synth_espeak(u: Utt, tmp: Path) -> Path:
+    base_variant = u.voice.split(":", 1)[1]
+    out = tmp / f"{u.id}.wav"
+    p = u.params
+    _run(["espeak-ng", "-v", base_variant, "-s", str(p["speed"]), "-p", str(p["pitch"]), "-a", str(p["amplitude"]),
+          "-w", str(out), u.text], u)
+    return out
+
+
+def _synth_flite(u: Utt, tmp: Path) -> Path:
+    name = u.voice.split(":", 1)[1]
+    out = tmp / f"{u.id}.wav"
+    p = u.params
+    _run(["flite", "-voice", name, "--setf", f"duration_stretch={p['duration_stretch']}",
+          "--setf", f"int_f0_target_mean={p['f0_mean']}", "-t", u.text, "-o", str(out)], u)
+    return out
+
+
+def _synth_festival(utts: list[Utt], tmp: Path) -> dict[str, Path]:
+    """One festival process for a batch (its start-up costs ~0.3 s, synthesis itself is fast)."""
+    lines = []
+    outs = {}
+    for u in utts:
+        name = u.voice.split(":", 1)[1]
+        out = tmp / f"{u.id}.wav"
+        outs[u.id] = out
+        text = u.text.replace("\\", " ").replace('"', " ")
+        lines += [f"(voice_{name})",
+                  f"(Parameter.set 'Duration_Stretch {u.params['duration_stretch']})",
+                  f"(set! int_lr_params '((target_f0_mean {u.params['f0_mean']}) (target_f0_std 14)"
+                  " (model_f0_mean 170) (model_f0_std 34)))",
+                  f'(utt.save.wave (utt.synth (Utterance Text "{text}")) "{out}" \'riff)']
+    script = tmp / "batch.scm"
+    script.write_text("\n".join(lines) + "\n")
+    _run(["festival", "--batch", str(script)], utts[0])
+    return outs
+
+
+def _run(cmd: list[str], u: Utt) -> None:
+    try:
+        r = subprocess.run(cmd, capture_output=True, timeout=120, env=_ENGINE_ENV)
+    except FileNotFoundError:
+        raise UserError(f"TTS engine `{cmd[0]}` is not installed (Debian packages espeak-ng, flite, festival, "
+                        "festvox-kallpc16k)") from None
+    if r.returncode != 0:
+        err = " ".join(r.stderr.decode(errors="replace").split())[:300]
+        raise UserError(f"{cmd[0]} failed on {u.id} ({u.voice}): {err}")
+
+
+_ENGINE_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LC_ALL": "C", "HOME": "/tmp"}
+
+
+def _post(raw: np.ndarray, sr: int, u: Utt) -> np.ndarray:
+    """16 kHz, silence-trimmed, random gain, white/pink noise at random SNR — seeded per utterance."""
+    x = raw.astype(np.float64)
+    if x.ndim > 1:
+        x = x.mean(axis=1)
+    if sr != SAMPLE_RATE:
+        x = resample(x, sr, SAMPLE_RATE).astype(np.float64)
+    x = _trim(x)
+    rng = np.random.default_rng(u.noise_seed)
+    peak = float(np.max(np.abs(x))) if x.size else 0.0
+    if peak > 0:
+        x = x / peak * 10 ** (rng.uniform(-16.0, -1.5) / 20.0)
+    speech_rms = _active_rms(x)
+    snr = rng.uniform(20.0, 40.0)
+    kind = "pink" if rng.random() < 0.5 else "white"
+    n = rng.standard_normal(x.size)
+    if kind == "pink":
+        n = _pinkify(n)
+    n_rms = float(np.sqrt(np.mean(n**2))) if n.size else 0.0
+    if n_rms > 0 and speech_rms > 0:
+        x = x + n / n_rms * speech_rms * 10 ** (-snr / 20.0)
+    return np.clip(x, -1.0, 1.0)
+
+
+def _trim(x: np.ndarray, pad_s: float = 0.15, rel_db: float = -45.0) -> np.ndarray:
+    if x.size == 0:
+        return x
+    hop = 160
+    nfr = x.size // hop
+    if nfr == 0:
+        return x
+    e = np.sqrt(np.mean(x[: nfr * hop].reshape(nfr, hop) ** 2, axis=1))
+    thr = e.max() * 10 ** (rel_db / 20.0)
+    act = np.nonzero(e > thr)[0]
+    if act.size == 0:
+        return x
+    pad = int(pad_s * SAMPLE_RATE)
+    a = max(0, act[0] * hop - pad)
+    b = min(x.size, (act[-1] + 1) * hop + pad)
+    return x[a:b]
+
+
+def _active_rms(x: np.ndarray) -> float:
+    hop = 160
+    nfr = x.size // hop
+    if nfr == 0:
+        return float(np.sqrt(np.mean(x**2))) if x.size else 0.0
+    e = np.mean(x[: nfr * hop].reshape(nfr, hop) ** 2, axis=1)
+    act = e[e > e.max() * 1e-3]
+    return float(np.sqrt(act.mean())) if act.size else 0.0
+
+
+def _pinkify(white: np.ndarray) -> np.ndarray:
+    spec = np.fft.rfft(white)
+    f = np.arange(spec.size, dtype=np.float64)
+    f[0] = 1.0
+    return np.fft.irfft(spec / np.sqrt(f), n=white.size)
+
+
+def _work(chunk: list[Utt], out_dir: str) -> list[tuple[str, float | None, str | None]]:
+    """Synthesise one chunk (one engine). Returns (id, duration or None, reason dropped or None) per utterance."""
+    out = Path(out_dir)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="synth-", dir=out / ".tmp") as td:
+        tmp = Path(td)
+        if chunk[0].engine == "festival":
+            raw_paths = _synth_festival(chunk, tmp)
+        else:
+            fn = _synth_espeak if chunk[0].engine == "espeak-ng" else _synth_flite
+            raw_paths = {u.id: fn(u, tmp) for u in chunk}
+        for u in chunk:
+            try:
+                raw, sr = sf.read(str(raw_paths[u.id]), dtype="float64")
+            except Exception as e:
+                raise UserError(f"{u.engine} produced no readable audio for {u.id} ({u.voice}): "
+                                f"{' '.join(str(e).split())}") from None
+            y = _post(raw, sr, u)
+            dur = y.size / SAMPLE_RATE
+            if not MIN_SECONDS <= dur <= MAX_SECONDS:
+                results.append((u.id, None, f"duration {dur:.2f}s outside {MIN_SECONDS}-{MAX_SECONDS}s"))
+                continue
+            write_wav(out / u.rel_path, y, SAMPLE_RATE)
+            results.append((u.id, dur, None))
+    return results
+
+
+# ------------------------------------------------------------------------------------------------- driver
+
+
+def _chunks(plan: list[Utt]) -> list[list[Utt]]:
+    out: list[list[Utt]] = []
+    for split in SPLITS:
+        for eng in ("espeak-ng", "flite", "festival"):
+            items = [u for u in plan if u.split == split and u.engine == eng]
+            out += [items[i:i + CHUNK] for i in range(0, len(items), CHUNK)]
+    return out
+
+
+def _prepare_out_dir(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    wavs = out / "wavs"
+    if wavs.exists() and any(wavs.iterdir()) and not (out / MARKER).exists():
+        raise UserError(f"{out} already holds a wavs/ folder that edgeasr did not write; choose another --out")
+    (out / MARKER).write_text("written by edgeasr data synth; wavs/ and *.jsonl here are regenerated\n")
+    for name in ("wavs", ".tmp"):
+        if (out / name).exists():
+            shutil.rmtree(out / name)
+    (out / ".tmp").mkdir()
+    for name in ("corpus.json", *(f"{s}.jsonl" for s in SPLITS)):
+        (out / name).unlink(missing_ok=True)
+
+
+def engine_versions() -> dict[str, str]:
+    v = {}
+    for name, cmd in (("espeak-ng", ["espeak-ng", "--version"]), ("flite", ["flite", "--version"]),
+                      ("festival", ["festival", "--version"])):
+        try:
+            r = subprocess.run(cmd, capture_output=True, timeout=20, env=_ENGINE_ENV)
+            lines = [ln.strip() for ln in r.stdout.decode(errors="replace").splitlines() if ln.strip()]
+            v[name] = (lines[-1] if name == "flite" else lines[0]) if lines else "unknown"
+        except (OSError, subprocess.TimeoutExpired):
+            v[name] = "missing"
+    v["festival"] = v["festival"].split(":", 1)[-1].strip() if v["festival"] != "missing" else "missing"
+    return v
+
+
+def synthesize_corpus(out_dir, hours: float = DEFAULT_TRAIN_HOURS, seed: int = 0, jobs: int = 2,
+                      progress: bool = True, command: str | None = None) -> dict:
+    """Synthesise the corpus into ``out_dir`` (see module docstring). Returns the statistics (those of
+    corpus.json plus wall time and rates, which stay out of corpus.json to keep it deterministic)."""
+    from toolchain.manifest import write_manifest_rows
+    from toolchain.textsource import sentences
+
+    if not hours > 0:
+        raise UserError(f"--hours must be positive, got {hours}")
+    if jobs < 1:
+        raise UserError(f"--jobs must be at least 1, got {jobs}")
+    for exe in ("espeak-ng", "flite", "festival"):
+        if shutil.which(exe) is None:
+            raise UserError(f"TTS engine `{exe}` is not installed (Debian packages espeak-ng, flite, festival, "
+                            "festvox-kallpc16k)")
+    out = Path(out_dir).resolve()
+    t0 = time.perf_counter()
+    sents = sentences()
+    plan = plan_corpus(sents, hours, seed)
+    _prepare_out_dir(out)
+    chunks = _chunks(plan)
+    results: dict[str, tuple[float | None, str | None]] = {}
+    t_synth = time.perf_counter()
+    with _progress(progress) as bar:
+        task = bar.add_task("synthesising", total=len(plan)) if bar else None
+        if jobs == 1:
+            for c in chunks:
+                for uid, dur, why in _work(c, str(out)):
+                    results[uid] = (dur, why)
+                if bar:
+                    bar.advance(task, len(c))
+        else:
+            with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as ex:
+                futs = {ex.submit(_work, c, str(out)): len(c) for c in chunks}
+                for f in as_completed(futs):
+                    for uid, dur, why in f.result():
+                        results[uid] = (dur, why)
+                    if bar:
+                        bar.advance(task, futs[f])
+    synth_s = time.perf_counter() - t_synth
+    shutil.rmtree(out / ".tmp", ignore_errors=True)
+
+    voices = split_voices()
+    stats: dict = {"format": 1, "seed": seed, "hours_requested": hours,
+                   "command": command or f"synthesize_corpus(hours={hours}, seed={seed})",
+                   "sample_rate": SAMPLE_RATE, "audio_filepath": "relative to the manifest's directory",
+                   "engines": engine_versions(), "text_source": "King James Bible (public domain), Debian bible-kjv",
+                   "sentences": {"total_distinct": len(sents),
+                                 "pool_sizes": {s: sum(1 for x in sents if len(x.split()) <= MAX_WORDS
+                                                       and sentence_pool_of(x) == s) for s in SPLITS}},
+                   "splits": {}}
+    for split in SPLITS:
+        rows, dropped = [], 0
+        for u in plan:
+            if u.split != split:
+                continue
+            dur, why = results[u.id]
+            if dur is None:
+                dropped += 1
+                continue
+            rows.append({"audio_filepath": u.rel_path, "text": u.text, "duration": round(dur, 4), "voice": u.voice})
+        write_manifest_rows(out / f"{split}.jsonl", rows)
+        used = sorted({r["voice"] for r in rows})
+        stats["splits"][split] = {
+            "utterances": len(rows), "dropped": dropped,
+            "hours": round(sum(r["duration"] for r in rows) / 3600.0, 4),
+            "distinct_sentences": len({r["text"] for r in rows}),
+            "voices_used": len(used), "voices": voices[split],
+            "engines": {e: sum(1 for r in rows if r["voice"].startswith(e + ":"))
+                        for e in ("espeak-ng", "flite", "festival")},
+        }
+    _atomic_json(out / "corpus.json", stats)
+    total_audio_h = sum(s["hours"] for s in stats["splits"].values())
+    run = {"wall_s": round(time.perf_counter() - t0, 2), "synth_s": round(synth_s, 2), "jobs": jobs,
+           "utterances_per_s": round(len(plan) / synth_s, 2) if synth_s > 0 else None,
+           "audio_hours_per_min": round(total_audio_h / (synth_s / 60.0), 3) if synth_s > 0 else None}
+    return {**stats, "run": run}
+
+
+def _atomic_json(path: Path, obj) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=str(path.parent))
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+class _NoBar:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *a):
+        return False
+
+
+def _progress(enabled: bool):
+    if not enabled:
+        return _NoBar()
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+        TimeRemainingColumn
+
+    from rich.console import Console
+
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True))
+
+
+__all__ = ["synthesize_corpus", "plan_corpus", "split_voices", "all_voices", "sentence_pool_of", "Utt"]
