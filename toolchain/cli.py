@@ -29,11 +29,15 @@ def main():
 
 
 def _register():
-    from toolchain import cli_data, cli_model
+    from toolchain import cli_data, cli_export, cli_lint, cli_model
 
-    main.add_command(cli_data.data)
-    for cmd in cli_model.COMMANDS:
-        main.add_command(cmd)
+    for module in (cli_data, cli_model, cli_export, cli_lint):
+        for cmd in module.COMMANDS:
+            main.add_command(cmd)
 
 
 _register()
+
+
+if __name__ == "__main__":
+    main()

@@ -147,3 +147,4 @@ def collect_real(source: Path, out: Path) -> tuple[list[dict], list[str]]:
         raise UserError(f"no transcribed recordings found under {source}")
     write_manifest_rows(out / "real.jsonl", rows)
     return rows, skipped
+COMMANDS = [data]

@@ -1,0 +1,96 @@
+"""End to end on real TTS audio: synthesize a tiny corpus, train through the CLI (single process and 2-process
+DDP with gloo), resume, evaluate and transcribe; user mistakes give one line and exit != 0."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EDGEASR = [sys.executable, "-m", "toolchain.cli"]
+TINY = ["--d-model", "32", "--layers", "2", "--batch-frames", "4000", "--threads", "1"]
+
+
+def run(args, cwd=ROOT, env_extra=None, check=True):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **(env_extra or {})}
+    p = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    if check and p.returncode != 0:
+        raise AssertionError(f"{args} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
+    return p
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    from toolchain.corpus import synthesize_corpus
+
+    out = tmp_path_factory.mktemp("corpus")
+    synthesize_corpus(out, hours=0.01, seed=3, jobs=1, progress=False)
+    return out
+
+
+def test_train_resume_eval_transcribe(corpus, tmp_path):
+    run_dir = tmp_path / "run"
+    p = run(EDGEASR + ["train", "--mixer", "rwkv", "--train", str(corpus / "train.jsonl"), "--dev",
+                       str(corpus / "dev.jsonl"), "--out", str(run_dir), "--epochs", "1", "--dirdrop", "both",
+                       "--dirdrop-p", "0.5", *TINY])
+    summary = json.loads(p.stdout.strip().splitlines()[-1])
+    assert summary["steps"] >= 1 and summary["epochs"] == 1
+    for name in ("model.safetensors", "last.safetensors", "config.json", "train_state.safetensors"):
+        assert (run_dir / name).is_file()
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["model"]["dirdrop"] == "both" and config["features"]["num_bins"] == 80
+    assert "edgeasr train" in config["command"]
+    assert not list(run_dir.glob("*.tmp"))
+
+    # resume continues counting from the saved step for one more epoch
+    state = json.loads((run_dir / "train_state.json").read_text())
+    cfg = json.loads((run_dir / "config.json").read_text())
+    cfg["train"]["epochs"] = 2
+    (run_dir / "config.json").write_text(json.dumps(cfg))
+    p = run(EDGEASR + ["train", "--train", str(corpus / "train.jsonl"), "--dev", str(corpus / "dev.jsonl"),
+                       "--out", str(run_dir), "--resume"])
+    assert "resumed from step" in p.stderr
+    assert json.loads(p.stdout.strip().splitlines()[-1])["steps"] > state["step"]
+
+    p = run(EDGEASR + ["eval", str(run_dir), "--test", str(corpus / "test.jsonl"), "--json"])
+    rows = json.loads(p.stdout)
+    assert {r["direction"] for r in rows} == {"l2r", "alt", "bi"} and all(r["wer"] >= 0 for r in rows)
+
+    wav = next((corpus / "wavs" / "test").glob("*.wav"))
+    p = run(EDGEASR + ["transcribe", str(run_dir), str(wav), "--json", "--direction", "l2r"])
+    out = json.loads(p.stdout.strip().splitlines()[0])
+    assert out["audio"] == str(wav) and isinstance(out["text"], str) and out["duration"] > 0.5
+
+
+def test_ddp_two_cpu_processes(corpus, tmp_path):
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    assert torchrun, "torchrun is installed with torch"
+    run_dir = tmp_path / "ddp"
+    p = run([torchrun, "--standalone", "--nproc_per_node", "2", "-m", "toolchain.cli", "train", "--mixer", "rwkv",
+             "--dirdrop", "both", "--dirdrop-p", "0.5", "--train", str(corpus / "train.jsonl"), "--dev",
+             str(corpus / "dev.jsonl"), "--out", str(run_dir), "--epochs", "1", *TINY])
+    assert "world 2" in p.stderr
+    assert (run_dir / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["train", "--mixer", "rwkv", "--train", "/nonexistent.jsonl", "--dev", "/nonexistent.jsonl", "--out", "x"],
+     "manifest not found"),
+    (["transcribe", "/no/such/run", "a.wav"], "not a checkpoint directory"),
+    (["eval", "/no/such/run", "--test", "t.jsonl"], "not a checkpoint directory"),
+])
+def test_user_errors_are_one_line(args, needle, tmp_path):
+    p = run(EDGEASR + args, cwd=tmp_path, check=False)
+    assert p.returncode != 0
+    assert needle in p.stderr and "Traceback" not in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1
+
+
+def test_transcribe_corrupt_audio_is_one_line(corpus, tmp_path):
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF\x00\x00\x00\x00WAVEfmt garbage")
+    p = run(EDGEASR + ["transcribe", "default", str(bad)], check=False)
+    assert p.returncode != 0 and "bad.wav" in p.stderr and "Traceback" not in p.stderr
