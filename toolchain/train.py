@@ -211,6 +211,7 @@ def train(run_dir: Path, model_cfg: EncoderConfig, tc: TrainConfig, train_manife
         env.barrier()
 
     done = progress_frac() >= 1.0
+    start_step = step
     with _progress(console, env.main) as prog:
         task = prog.add_task("train", total=total_steps, completed=step)
         while not done and epoch < tc.epochs:
@@ -236,6 +237,9 @@ def train(run_dir: Path, model_cfg: EncoderConfig, tc: TrainConfig, train_manife
                 step += 1
                 epoch_pos = bi + 1
                 prog.update(task, completed=step, description=f"train loss {loss.item():.3f}")
+                if step % 50 == 0 and not console.is_terminal:  # logs and pipes get a line, not a bar
+                    say(f"step {step}: loss {loss.item():.3f}, lr {optimizer.param_groups[0]['lr']:.2e}, "
+                        f"{(time.time() - start) / max(1, step - start_step):.2f} s/step")
                 if step % tc.eval_every == 0:
                     run_eval()
                 if progress_frac() >= 1.0:

@@ -1,0 +1,81 @@
+"""Package a trained run as a shipped model: fp16 safetensors + config.json with a model card (the exact
+training command, hardware, wall time, and WER per direction mode on held-out voices and real recordings).
+
+    python -m toolchain.ship RUN_DIR --name NAME --test work/corpus/test.jsonl --real work/real/real.jsonl
+"""
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+
+import click
+import torch
+
+from models.checkpoint import WEIGHTS, load_checkpoint, save_checkpoint
+from runtimes.features import FbankOptions
+from toolchain.dataset import load_utterances
+from toolchain.manifest import read_manifest
+from toolchain.pretrained import HERE
+from toolchain.train import evaluate
+
+SIZE_LIMIT_MB = 10.0
+
+
+def wer_table(model, config: dict, manifests: dict[str, Path]) -> dict:
+    """{set: {mode: WER %}} for every inference mode the mixer supports."""
+    opts = FbankOptions.from_dict(config["features"])
+    modes = ("l2r", "alt", "bi") if model.bidirectional else ("l2r", "bi")
+    table = {}
+    for name, path in manifests.items():
+        utts = load_utterances(read_manifest(path), opts)
+        table[name] = {}
+        for mode in modes:
+            model.set_direction(mode)
+            table[name][mode] = round(evaluate(model, utts, "cpu")[0] * 100, 2)
+    model.set_direction(config["model"]["direction"])
+    return table
+
+
+def ship(run_dir: Path, name: str, manifests: dict[str, Path], dest_root: Path = HERE) -> dict:
+    model, config = load_checkpoint(run_dir)
+    summary_path = Path(run_dir) / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    card = {
+        "mixer": config["model"]["mixer"],
+        "dirdrop": f'{config["model"]["dirdrop"]}@{config["model"]["dirdrop_p"]}',
+        "parameters": config.get("parameters"),
+        "command": config.get("command", ""),
+        "trained_on": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads "
+                      f"(train threads {config['train'].get('threads')})",
+        "train_wall_s": summary.get("wall_s"),
+        "steps": summary.get("steps"),
+        "train_hours": config.get("data", {}).get("train_hours"),
+        "dev_wer": config.get("metrics", {}).get("dev_wer"),
+        "wer": wer_table(model, config, manifests),
+        "wer_sets": {k: str(v) for k, v in manifests.items()},
+    }
+    dest = Path(dest_root) / name
+    save_checkpoint(dest, model, {**{k: v for k, v in config.items() if k not in ("format", "model")},
+                                  "card": card}, dtype=torch.float16)
+    card["size_mb"] = round((dest / WEIGHTS).stat().st_size / 1e6, 2)
+    if card["size_mb"] > SIZE_LIMIT_MB:
+        raise click.ClickException(f"{name}: {card['size_mb']} MB exceeds the {SIZE_LIMIT_MB} MB shipping limit")
+    cfg = json.loads((dest / "config.json").read_text())
+    cfg["card"] = card
+    (dest / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+    return card
+
+
+@click.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--name", required=True)
+@click.option("--test", "test_manifest", required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--real", "real_manifest", type=click.Path(exists=True, path_type=Path))
+def main(run_dir, name, test_manifest, real_manifest):
+    manifests = {"test": test_manifest, **({"real": real_manifest} if real_manifest else {})}
+    click.echo(json.dumps(ship(run_dir, name, manifests), indent=2))
+
+
+if __name__ == "__main__":
+    main()
