@@ -8,8 +8,10 @@ One direction (``Mamba2Core``)::
     h_t        = exp(dt_t A) h_{t-1} + dt_t (x_t ⊗ B_t);  y_t = h_t · C_t + D x_t
     out        = out_proj(RMSNorm(y * SiLU(z)))
 
-Training uses the SSD chunked form (``ssd_minimal`` style: segment sums, only non-positive numbers are
-exponentiated, a Python loop only over chunks); streaming uses the per-frame recurrence in ``step``. The SSM state is
+Training and streaming share the SSD chunked form (``ssd_minimal`` style: segment sums as triangular matmuls,
+only non-positive numbers are exponentiated, loop-free: the state hand-over between chunks is itself a segment
+sum over chunks), so ``step`` seeds it with the carried state and exports to ONNX with a dynamic chunk length;
+``ssd_recurrent`` keeps the per-frame recurrence as the reference. The SSM state is
 kept in fp32 even under autocast.
 """
 from __future__ import annotations
@@ -30,62 +32,72 @@ def _ssm_dtype(t: torch.Tensor) -> torch.dtype:
     return torch.promote_types(t.dtype, torch.float32)
 
 
+def _masks(n, device, dt):
+    """Triangular 0/1 matrices over ``n`` positions (n may be a traced size): lower incl., strictly lower,
+    strictly upper.
+    Segment sums are matmuls with these (never CumSum, never a difference of cumulative sums)."""
+    idx = torch.arange(n, device=device)
+    row, col = idx.view(-1, 1), idx.view(1, -1)
+    return (row >= col).to(dt), (row > col).to(dt), (row < col).to(dt)
+
+
 def segsum(a: torch.Tensor) -> torch.Tensor:
     """a: [..., L] -> [..., L, L] with out[t, s] = sum_{s<i<=t} a_i for s <= t (0 on the diagonal), 0 above it.
-    Built by masked cumsum (no subtraction of cumulative sums)."""
-    L = a.shape[-1]
-    idx = torch.arange(L, device=a.device)
-    below = idx.view(L, 1) > idx.view(1, L)  # [i, s]: i > s
-    x = torch.where(below, a.unsqueeze(-1), 0.0)  # x[..., i, s] = a_i if i > s
-    return torch.cumsum(x, dim=-2)
+    A masked sum written as one matmul with a triangular ones matrix (no CumSum, no subtraction of cumsums)."""
+    incl, below, _ = _masks(a.shape[-1], a.device, a.dtype)
+    return incl @ (a.unsqueeze(-1) * below)  # [t, i] @ [i, s]: a_i for i > s, summed over i <= t
 
 
+@torch.autocast("cpu", enabled=False)  # the recurrence and its state stay fp32 under autocast
+@torch.autocast("cuda", enabled=False)
 def ssd_chunked(X, dA, Bm, Cm, state=None, chunk_len: int = 32):
-    """SSD chunked scan.
+    """SSD chunked scan, loop-free (also the step form: traceable with a dynamic T).
 
     X: [b, T, H, P] (already multiplied by dt); dA: [b, T, H] (= dt*A <= 0); Bm, Cm: [b, T, N];
     state: [b, H, P, N] or None. Returns ``(Y [b, T, H, P], final_state [b, H, P, N])`` with
     ``h_t = exp(dA_t) h_{t-1} + X_t ⊗ B_t``, ``Y_t = h_t · C_t``.
+
+    Time is padded to a multiple of ``chunk_len`` (zero inputs and unit decays past T change nothing). The state
+    each chunk starts from is a decay-weighted sum of the incoming state and the earlier chunks' contributions
+    (segment sums of per-chunk total log-decays), so there is no Python loop over time and no CumSum.
     """
     dt = _ssm_dtype(X)
     X, dA, Bm, Cm = (t.to(dt) for t in (X, dA, Bm, Cm))
     b, T, H, P = X.shape
     N = Bm.shape[-1]
-    L = max(1, min(chunk_len, T))
-    nc = (T + L - 1) // L
-    pad = nc * L - T
-    if pad:
-        X = F.pad(X, (0, 0, 0, 0, 0, pad))
-        dA = F.pad(dA, (0, 0, 0, pad))
-        Bm, Cm = F.pad(Bm, (0, 0, 0, pad)), F.pad(Cm, (0, 0, 0, pad))
-    X = X.view(b, nc, L, H, P).permute(0, 3, 1, 2, 4)  # [b,H,nc,L,P]
-    dA = dA.view(b, nc, L, H).permute(0, 3, 1, 2)  # [b,H,nc,L]
-    Bm, Cm = Bm.view(b, nc, L, N), Cm.view(b, nc, L, N)
+    L = max(1, int(chunk_len))
+    pad = (L - T % L) % L
+    X = F.pad(X, (0, 0, 0, 0, 0, pad))
+    dA = F.pad(dA, (0, 0, 0, pad))
+    Bm, Cm = F.pad(Bm, (0, 0, 0, pad)), F.pad(Cm, (0, 0, 0, pad))
+    nc = (T + pad) // L
+    X = X.reshape(b, nc, L, H, P).permute(0, 3, 1, 2, 4)  # [b,H,nc,L,P]
+    dA = dA.reshape(b, nc, L, H).permute(0, 3, 1, 2)  # [b,H,nc,L]
+    Bm, Cm = Bm.reshape(b, nc, L, N), Cm.reshape(b, nc, L, N)
 
-    idx = torch.arange(L, device=X.device)
-    causal = idx.view(L, 1) >= idx.view(1, L)
-    seg = segsum(dA)  # [b,H,nc,L,L]
-    Lmat = torch.where(causal, torch.exp(torch.where(causal, seg, 0.0)), 0.0)
+    incl, _, above = _masks(L, X.device, dt)
+    Lmat = torch.exp(segsum(dA)) * incl  # [b,H,nc,L,L]
     CB = Cm @ Bm.transpose(-1, -2)  # [b,nc,L,L]
     Y = (CB.unsqueeze(1) * Lmat) @ X  # diagonal blocks [b,H,nc,L,P]
 
-    a_cum = torch.cumsum(dA, dim=-1)  # [b,H,nc,L]: decay from chunk start through t
-    # decay from just after s to the chunk end: sum_{i>s} dA_i (reverse exclusive cumsum, exact)
-    a_next = F.pad(dA, (0, 1))[..., 1:]
-    a_out = torch.flip(torch.cumsum(torch.flip(a_next, (-1,)), dim=-1), (-1,))
+    dAc = dA.unsqueeze(-1)
+    a_cum = (incl @ dAc).squeeze(-1)  # [b,H,nc,L]: decay from chunk start through t
+    a_out = (above @ dAc).squeeze(-1)  # decay from just after s to the chunk end: sum_{i>s} dA_i
     # per-chunk state contributions: sum_s exp(a_out_s) X_s ⊗ B_s                       [b,H,nc,P,N]
     states = (X * torch.exp(a_out).unsqueeze(-1)).transpose(-1, -2) @ Bm.unsqueeze(1)
-    d_tot = torch.exp(a_cum[..., -1]).unsqueeze(-1).unsqueeze(-1)  # [b,H,nc,1,1]
-    h = torch.zeros(b, H, P, N, dtype=dt, device=X.device) if state is None else state.to(dt)
-    starts = []
-    for c in range(nc):
-        starts.append(h)
-        h = d_tot[:, :, c] * h + states[:, :, c]
-    h_start = torch.stack(starts, dim=2)  # [b,H,nc,P,N]
+    # sources (incoming state, chunks), targets (chunk starts, end): h_c = sum_{e<=c} exp(segsum(a_ext))[c,e] h_e
+    a_tot = dA.sum(-1)  # [b,H,nc]
+    a_ext = torch.cat([torch.zeros_like(a_tot[:, :, :1]), a_tot], dim=2)  # [b,H,E]
+    h0 = torch.zeros_like(states[:, :, :1]) if state is None else state.to(dt).unsqueeze(2)
+    h_ext = torch.cat([h0, states], dim=2)  # [b,H,E,P,N]
+    e_incl, _, _ = _masks(nc + 1, X.device, dt)
+    Wt = torch.exp(segsum(a_ext)) * e_incl  # [b,H,E,E]
+    h_all = (Wt @ h_ext.flatten(-2)).reshape(b, H, nc + 1, P, N)
+    h_start = h_all[:, :, :-1]  # [b,H,nc,P,N]
     # off-diagonal: C_t · (exp(a_cum_t) h_start)
     Y = Y + (Cm.unsqueeze(1) @ h_start.transpose(-1, -2)) * torch.exp(a_cum).unsqueeze(-1)
     Y = Y.permute(0, 2, 3, 1, 4).reshape(b, nc * L, H, P)[:, :T]
-    return Y, h
+    return Y, h_all[:, :, -1]
 
 
 def ssd_recurrent(X, dA, Bm, Cm, state):
@@ -166,7 +178,8 @@ class Mamba2Core(nn.Module):
         xc = self.conv1d(full).transpose(1, 2)  # [B,T,C]
         new_conv = full[:, :, full.shape[2] - (self.d_conv - 1):]
         x, X, dA, Bm, Cm = self._ssm_inputs(xc, dt)
-        y, h = ssd_recurrent(X, dA, Bm, Cm, ssm)
+        # the whole chunk as blocks of the chunked form seeded with the carried state: traceable with dynamic T
+        y, h = ssd_chunked(X, dA, Bm, Cm, ssm, self.chunk_len)
         return self._finish(y, x, z), new_conv, h
 
     def _reference(self, u: torch.Tensor) -> torch.Tensor:
@@ -174,7 +187,10 @@ class Mamba2Core(nn.Module):
         B_ = u.shape[0]
         conv = torch.zeros(B_, self.conv_dim, self.d_conv - 1, dtype=u.dtype, device=u.device)
         ssm = torch.zeros(B_, self.nheads, self.headdim, self.d_state, dtype=_ssm_dtype(u), device=u.device)
-        return self.step(u, conv, ssm)[0]
+        z, xBC, dt = self._split(u)
+        xc = self.conv1d(torch.cat([conv, xBC.transpose(1, 2)], dim=2)).transpose(1, 2)
+        x, X, dA, Bm, Cm = self._ssm_inputs(xc, dt)
+        return self._finish(ssd_recurrent(X, dA, Bm, Cm, ssm)[0], x, z)
 
 
 @register("mamba2")

@@ -5,9 +5,11 @@ Per head (K = head_size), with the state ``S`` indexed ``[key, value]`` and the 
     o_t = r_t (diag(u) k_tᵀ v_t + S_{t-1})
     S_t = diag(w_t) S_{t-1} + k_tᵀ v_t,        w_t = exp(-exp(d_t))
 
-Training uses a chunked parallel form (plain torch; a Python loop only over chunks, for the state hand-over);
-streaming uses the per-frame recurrence in ``step``. Only non-positive numbers are exponentiated in the chunked
-form (log-decays and their segment sums), and the WKV state is kept in fp32 even under autocast.
+Training and streaming share one chunked parallel form (plain torch, loop-free: the state hand-over between chunks
+is itself a decay-weighted sum), so ``step`` seeds it with the carried state and exports to ONNX with a dynamic
+chunk length; ``wkv_recurrent`` keeps the per-frame recurrence as the reference. Only non-positive numbers are
+exponentiated (log-decays and their segment sums, as triangular matmuls, never CumSum), and the WKV state is kept
+in fp32 even under autocast.
 
 The intra-chunk cost grows with ``chunk_len`` (a ``[L, L, K]`` pairwise-decay tensor per head and chunk); on CPU
 ``chunk_len=16`` measured about 2x faster than 32 for fwd+bwd at B=8, T=200, d=144, so 16 is the default.
@@ -31,61 +33,66 @@ def _wkv_dtype(t: torch.Tensor) -> torch.dtype:
     return torch.promote_types(t.dtype, torch.float32)
 
 
+def _masks(n, device, dt):
+    """Triangular 0/1 matrices over ``n`` positions (n may be a traced size): lower incl., strictly lower,
+    strictly upper. Segment sums are matmuls with these (never CumSum, never a difference of cumulative sums)."""
+    idx = torch.arange(n, device=device)
+    row, col = idx.view(-1, 1), idx.view(1, -1)
+    return (row >= col).to(dt), (row > col).to(dt), (row < col).to(dt)
+
+
+@torch.autocast("cpu", enabled=False)  # the recurrence and its state stay fp32 under autocast
+@torch.autocast("cuda", enabled=False)
 def wkv_chunked(r, k, v, logw, u, state=None, chunk_len: int = 32):
-    """Chunked parallel RWKV-6 WKV.
+    """Chunked parallel RWKV-6 WKV, loop-free (also the step form: traceable with a dynamic T).
 
     r, k, v, logw: ``[B, T, H, K]`` (``logw = -exp(d) <= 0``); u: ``[H, K]``; state: ``[B, H, K, K]`` or None.
     Returns ``(o [B, T, H, K], final_state [B, H, K, K])``. Computed in fp32 (or float64 for float64 inputs).
+
+    Time is padded to a multiple of ``chunk_len`` (zero keys/values and unit decays past T leave outputs and
+    state untouched). Within a chunk, pairwise decays are masked segment sums; across chunks, the state each
+    chunk starts from is a decay-weighted sum of the incoming state and the earlier chunks' contributions, again
+    with segment sums of per-chunk total log-decays. No CumSum, no Python loop over time, and only non-positive
+    numbers are exponentiated.
     """
     dt = _wkv_dtype(r)
     r, k, v, logw, u = (t.to(dt) for t in (r, k, v, logw, u))
     B, T, H, K = r.shape
-    L = max(1, min(chunk_len, T))
-    nc = (T + L - 1) // L
-    pad = nc * L - T
-    if pad:  # zero keys/values and unit decays past T only touch the (discarded) padded outputs
-        r, k, v, logw = (F.pad(t, (0, 0, 0, 0, 0, pad)) for t in (r, k, v, logw))
+    L = max(1, int(chunk_len))
+    pad = (L - T % L) % L
+    r, k, v, logw = (F.pad(t, (0, 0, 0, 0, 0, pad)) for t in (r, k, v, logw))
+    nc = (T + pad) // L
     # [B, H, nc, L, K]
-    r, k, v, logw = (t.view(B, nc, L, H, K).permute(0, 3, 1, 2, 4) for t in (r, k, v, logw))
+    r, k, v, logw = (t.reshape(B, nc, L, H, K).permute(0, 3, 1, 2, 4) for t in (r, k, v, logw))
 
-    idx = torch.arange(L, device=r.device)
-    # lw_prev[t] = logw[t-1] (0 at t=0); lw_next[j] = logw[j+1] (0 at L-1)
-    lw_prev = F.pad(logw, (0, 0, 1, 0))[..., :L, :]
-    lw_next = F.pad(logw, (0, 0, 0, 1))[..., 1:, :]
-    # decay from chunk start to just before t: sum_{s<t} logw_s          [B,H,nc,L,K]
-    a_in = torch.cumsum(lw_prev, dim=-2)
-    # decay from just after j to chunk end: sum_{s>j} logw_s             [B,H,nc,L,K]
-    a_out = torch.flip(torch.cumsum(torch.flip(lw_next, (-2,)), dim=-2), (-2,))
-    # total decay over the chunk                                         [B,H,nc,K]
-    a_tot = logw.sum(dim=-2)
+    incl, below, above = _masks(L, r.device, dt)
+    a_in = below @ logw  # decay from chunk start to just before t: sum_{s<t} logw_s      [B,H,nc,L,K]
+    a_out = above @ logw  # decay from just after j to chunk end: sum_{s>j} logw_s         [B,H,nc,L,K]
+    a_tot = logw.sum(dim=-2)  # total decay over the chunk                                 [B,H,nc,K]
 
-    # intra-chunk pairwise decay F[t,j] = sum_{j<s<t} logw_s <= 0 as masked segment sums (never a difference of
-    # cumulative sums, which loses precision under strong decays). The masked sum over s' runs as one matmul
-    # with a lower-triangular ones matrix (faster than cumsum + its flipped backward on CPU).   [B,H,nc,L,L,K]
-    s_ge = (idx.view(L, 1) >= idx.view(1, L) + 2).to(dt).view(L, L, 1)  # [s', j]: s' >= j+2 (s' indexes lw_prev)
-    tril = (idx.view(L, 1) >= idx.view(1, L)).to(dt)  # [t, s']: s' <= t
-    masked = (lw_prev.unsqueeze(-2) * s_ge).flatten(-2)  # [B,H,nc,s',(j,K)]
-    seg = (tril @ masked).view(B, H, nc, L, L, K)  # [.., t, j, K]; exactly 0 for j >= t-1
-    decay = torch.exp(seg)
-    # att[t,j] = sum_k r_t[k] k_j[k] exp(F[t,j,k]) for j < t
-    att = ((decay * k.unsqueeze(-3)) @ r.unsqueeze(-1)).squeeze(-1)  # [B,H,nc,L,L]
-    att = att * (idx.view(L, 1) > idx.view(1, L)).to(dt)
-    o = att @ v  # [B,H,nc,L,K]
+    # intra-chunk pairwise decay F[t,j] = sum_{j<s<t} logw_s <= 0 (exactly 0 for j >= t-1)    [B,H,nc,L,L,K]
+    masked = (logw.unsqueeze(-2) * below.unsqueeze(-1)).flatten(-2)  # [.., s, (j,K)]: logw_s if s > j
+    seg = (below @ masked).reshape(B, H, nc, L, L, K)  # [.., t, j, K]: sum over j < s < t
+    att = ((torch.exp(seg) * k.unsqueeze(-3)) @ r.unsqueeze(-1)).squeeze(-1)  # [B,H,nc,L,L]
+    o = (att * below) @ v  # j < t only                                                   [B,H,nc,L,K]
     o = o + (r * u.view(1, H, 1, 1, K) * k).sum(-1, keepdim=True) * v  # bonus (current frame)
 
-    # inter-chunk: hand the state over, chunk by chunk
+    # inter-chunk: source e in (incoming state, chunk 0 .. chunk nc-1), target c in (chunk 0 .. nc-1, end);
+    # state at target c = sum_{e <= c} exp(sum_{e < e' <= c} a_ext[e']) kvs[e], a_ext = (0, a_tot...)
     kv = (k * torch.exp(a_out)).transpose(-1, -2) @ v  # [B,H,nc,K,K]: contribution of each chunk
-    w_tot = torch.exp(a_tot).unsqueeze(-1)  # [B,H,nc,K,1]
-    S = torch.zeros(B, H, K, K, dtype=dt, device=r.device) if state is None else state.to(dt)
-    starts = []
-    for c in range(nc):
-        starts.append(S)
-        S = w_tot[:, :, c] * S + kv[:, :, c]
-    S_start = torch.stack(starts, dim=2)  # [B,H,nc,K,K]
-    o = o + (r * torch.exp(a_in)) @ S_start
+    S0 = torch.zeros_like(kv[:, :, :1]) if state is None else state.to(dt).unsqueeze(2)
+    kvs = torch.cat([S0, kv], dim=2)  # [B,H,E,K,K]
+    a_ext = torch.cat([torch.zeros_like(a_tot[:, :, :1]), a_tot], dim=2)  # [B,H,E,K]
+    E = nc + 1
+    e_incl, e_below, _ = _masks(E, r.device, dt)
+    m_ext = (a_ext.unsqueeze(-2) * e_below.unsqueeze(-1)).flatten(-2)  # [.., e', (e,K)]: a_ext[e'] if e' > e
+    G = (e_incl @ m_ext).reshape(B, H, E, E, K)  # [.., c, e, K]
+    Wt = torch.exp(G) * e_incl.unsqueeze(-1)  # e <= c only
+    S_all = (Wt.permute(0, 1, 4, 2, 3) @ kvs.transpose(2, 3)).transpose(2, 3)  # [B,H,K,c,V] -> [B,H,c,K,V]
+    o = o + (r * torch.exp(a_in)) @ S_all[:, :, :-1]
 
     o = o.permute(0, 2, 3, 1, 4).reshape(B, nc * L, H, K)[:, :T]
-    return o, S
+    return o, S_all[:, :, -1]
 
 
 def wkv_recurrent(r, k, v, w, u, state):
@@ -196,8 +203,10 @@ class RWKV6TimeMix(nn.Module):
         """x: [B,T,D]; shift: [B,D] (last frame seen); wkv: [B,H,K,K]. Returns y, shift', wkv'."""
         prev = torch.cat([shift.to(x.dtype).unsqueeze(1), x[:, :-1]], dim=1)
         r, k, v, g, d = self._project(x, prev)
-        w = torch.exp(-torch.exp(d.to(_wkv_dtype(d))))
-        o, S = wkv_recurrent(self._heads(r), self._heads(k), self._heads(v), self._heads(w), self.time_faaaa, wkv)
+        logw = -torch.exp(d.to(_wkv_dtype(d)))
+        # the whole chunk as blocks of the chunked form seeded with the carried state: traceable with dynamic T
+        o, S = wkv_chunked(self._heads(r), self._heads(k), self._heads(v), self._heads(logw), self.time_faaaa, wkv,
+                           self.chunk_len)
         return self._finish(o, g, x.dtype), x[:, -1], S
 
     def _reference(self, x: torch.Tensor) -> torch.Tensor:
@@ -205,7 +214,11 @@ class RWKV6TimeMix(nn.Module):
         B = x.shape[0]
         K = self.head_size
         S0 = torch.zeros(B, self.n_head, K, K, dtype=_wkv_dtype(x), device=x.device)
-        return self.step(x, torch.zeros_like(x[:, 0]), S0)[0]
+        prev = F.pad(x, (0, 0, 1, 0))[:, :-1]
+        r, k, v, g, d = self._project(x, prev)
+        w = torch.exp(-torch.exp(d.to(_wkv_dtype(d))))
+        o, _ = wkv_recurrent(self._heads(r), self._heads(k), self._heads(v), self._heads(w), self.time_faaaa, S0)
+        return self._finish(o, g, x.dtype)
 
 
 @register("rwkv")
