@@ -242,11 +242,12 @@ def train(run_dir: Path, model_cfg: EncoderConfig, tc: TrainConfig, train_manife
                         f"{(time.time() - start) / max(1, step - start_step):.2f} s/step")
                 if step % tc.eval_every == 0:
                     run_eval()
-                if progress_frac() >= 1.0:
+                if progress_frac() >= 1.0 and bi + 1 < len(batches):
                     done = True
                     break
             else:
                 epoch, epoch_pos = epoch + 1, 0
+                done = progress_frac() >= 1.0
     run_eval()
     env.close()
     summary = {"run_dir": str(run_dir), "steps": step, "epochs": epoch, "best_dev_wer": best,
