@@ -1,0 +1,106 @@
+"""The ONNX metadata contract (DESIGN.md §3): key names, encoding, and a parser. No torch here, ever.
+
+Every key lives in the ONNX ``metadata_props`` under the ``edgeasr.`` namespace and is a string; structured values
+are JSON. A client streams a model knowing only these keys:
+
+- ``graph_kind`` ``full`` | ``step`` | ``chunk``; ``mixer``; ``direction``; ``dirdrop``; ``precision``; ``quant_recipe``
+- ``sample_rate``, ``fbank`` (JSON of ``runtimes.features.FbankOptions``) — compute exactly these features
+- ``subsampling`` (4 fbank frames -> 1 encoder frame), ``chunk_multiple`` (step inputs: T % chunk_multiple == 0),
+  ``chunk_frames`` (recommended fbank frames per chunk), ``lookahead_frames``
+- ``vocab`` (JSON list, index = logprob column), ``blank_id``
+- ``states`` (JSON list of ``{name, shape (no batch axis), dtype, init}``, in graph order): feed ``in.<name>``
+  (batch-first, every element = ``init`` at the start of an utterance) and carry ``out.<name>`` to the next chunk
+- ``inputs`` / ``outputs`` (JSON lists of graph I/O names), ``state_input_prefix`` / ``state_output_prefix``
+- ``format_version``, ``opset``, ``source_sha256`` (sha256 of the checkpoint weights file)
+
+``read_metadata`` uses only ``onnx`` (a small protobuf reader) and returns typed values.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from runtimes.errors import UserError
+
+PREFIX = "edgeasr."
+FORMAT_VERSION = 1
+STATE_INPUT_PREFIX = "in."
+STATE_OUTPUT_PREFIX = "out."
+GRAPH_KINDS = ("full", "step", "chunk")
+
+JSON_KEYS = ("fbank", "vocab", "states", "inputs", "outputs")
+INT_KEYS = ("format_version", "sample_rate", "subsampling", "chunk_multiple", "chunk_frames", "lookahead_frames",
+            "blank_id", "opset")
+STR_KEYS = ("graph_kind", "mixer", "direction", "dirdrop", "precision", "quant_recipe", "source_sha256",
+            "state_input_prefix", "state_output_prefix")
+KEYS = ("format_version", "graph_kind", "mixer", "direction", "dirdrop", "precision", "quant_recipe",
+        "sample_rate", "fbank", "subsampling", "chunk_multiple", "chunk_frames", "lookahead_frames", "vocab",
+        "blank_id", "states", "inputs", "outputs", "state_input_prefix", "state_output_prefix", "source_sha256",
+        "opset")
+REQUIRED = ("format_version", "graph_kind", "sample_rate", "fbank", "subsampling", "vocab", "blank_id", "states",
+            "inputs", "outputs")
+
+
+class MetadataError(UserError):
+    """An ONNX file without (valid) edgeasr metadata."""
+
+
+def encode_metadata(meta: dict) -> dict[str, str]:
+    """Typed values -> ``{"edgeasr.<key>": str}`` (JSON compact and key-sorted: deterministic bytes)."""
+    unknown = set(meta) - set(KEYS)
+    if unknown:
+        raise ValueError(f"unknown metadata keys: {sorted(unknown)}")
+    out = {}
+    for key in KEYS:
+        if key not in meta:
+            continue
+        v = meta[key]
+        out[PREFIX + key] = json.dumps(v, sort_keys=True, separators=(",", ":")) if key in JSON_KEYS else str(v)
+    return out
+
+
+def decode_metadata(props: dict[str, str], source: str = "model") -> dict:
+    """``{"edgeasr.<key>": str}`` -> typed dict; raises MetadataError naming ``source`` when keys are missing."""
+    raw = {k[len(PREFIX):]: v for k, v in props.items() if k.startswith(PREFIX)}
+    if not raw:
+        raise MetadataError(f"{source}: no edgeasr metadata (not exported by edgeasr export)")
+    missing = [k for k in REQUIRED if k not in raw]
+    if missing:
+        raise MetadataError(f"{source}: edgeasr metadata incomplete (missing {', '.join(missing)})")
+    meta = {}
+    for k, v in raw.items():
+        try:
+            meta[k] = json.loads(v) if k in JSON_KEYS else int(v) if k in INT_KEYS else v
+        except (ValueError, TypeError) as e:
+            raise MetadataError(f"{source}: edgeasr.{k} is malformed ({e})") from None
+    if meta["graph_kind"] not in GRAPH_KINDS:
+        raise MetadataError(f"{source}: unknown graph kind {meta['graph_kind']!r}")
+    if meta["format_version"] > FORMAT_VERSION:
+        raise MetadataError(f"{source}: metadata format {meta['format_version']} is newer than this reader "
+                            f"({FORMAT_VERSION})")
+    return meta
+
+
+def read_metadata(model_or_path) -> dict:
+    """Typed edgeasr metadata of an ONNX file path or a loaded ``onnx.ModelProto``."""
+    import onnx
+
+    if isinstance(model_or_path, (str, Path)):
+        path = Path(model_or_path)
+        if not path.is_file():
+            raise MetadataError(f"{path}: no such file")
+        try:
+            model = onnx.load(str(path), load_external_data=False)
+        except Exception as e:  # protobuf DecodeError and friends
+            raise MetadataError(f"{path}: not a readable ONNX file ({type(e).__name__})") from None
+        source = str(path)
+    else:
+        model, source = model_or_path, "model"
+    return decode_metadata({p.key: p.value for p in model.metadata_props}, source)
+
+
+def state_io_names(meta: dict) -> list[tuple[str, str]]:
+    """[(input name, output name)] per state, in graph order."""
+    pi = meta.get("state_input_prefix", STATE_INPUT_PREFIX)
+    po = meta.get("state_output_prefix", STATE_OUTPUT_PREFIX)
+    return [(pi + s["name"], po + s["name"]) for s in meta["states"]]
