@@ -171,4 +171,4 @@ def list_pretrained(as_json):
     Console().print(t)
 
 
-COMMANDS = [train, evaluate, transcribe, list_pretrained]
+COMMANDS = [train, evaluate, list_pretrained]  # transcribe: toolchain.cli_runtime (every backend)

@@ -88,6 +88,8 @@ class OpenVinoBackend(Backend):
         self._meta = meta
         if meta["graph_kind"] != "step":
             self.stateful = False
+        if self.stateful:
+            self._stateful_compiled(1)  # compile the single-stream stateful model now, not inside the first chunk
 
     def _deactivate(self) -> None:
         self.request = self.compiled = None
