@@ -94,3 +94,14 @@ def test_transcribe_corrupt_audio_is_one_line(corpus, tmp_path):
     bad.write_bytes(b"RIFF\x00\x00\x00\x00WAVEfmt garbage")
     p = run(EDGEASR + ["transcribe", "default", str(bad)], check=False)
     assert p.returncode != 0 and "bad.wav" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_bad_manifest_row_is_named_and_skippable(corpus, tmp_path):
+    rows = (corpus / "train.jsonl").read_text().splitlines()[:3]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("\n".join([rows[0], '{"audio_filepath": "missing.wav", "text": "hi", "duration": 1.0}',
+                              rows[1].replace('"text": "', '"text": "!!! ').split('"text"')[0] + '"text": "", "duration": 1.0}']))
+    p = run(EDGEASR + ["train", "--mixer", "none", "--train", str(bad), "--dev", str(bad), "--out",
+                       str(tmp_path / "r")], check=False)
+    assert p.returncode != 0 and "row 2" in p.stderr and "Traceback" not in p.stderr
+    assert not (tmp_path / "r" / "model.safetensors").exists()

@@ -56,8 +56,9 @@ def load_model(name_or_dir: str, direction: str | None = None):
 @click.option("--seed", type=int)
 @click.option("--threads", type=int)
 @click.option("--resume", is_flag=True, help="Continue from RUN_DIR's last checkpoint.")
+@click.option("--skip-bad-rows", is_flag=True, help="Skip (and list) bad manifest rows instead of failing.")
 def train(mixer, config_file, train_manifest, dev_manifest, run_dir, epochs, max_minutes, batch_frames, lr,
-          d_model, layers, dirdrop, dirdrop_p, direction, causal, seed, threads, resume):
+          d_model, layers, dirdrop, dirdrop_p, direction, causal, seed, threads, resume, skip_bad_rows):
     """Train a CTC encoder; checkpoints (safetensors + config.json) land in RUN_DIR."""
     from toolchain.train import resolve_config, resume_config, train as run_training
 
@@ -78,7 +79,7 @@ def train(mixer, config_file, train_manifest, dev_manifest, run_dir, epochs, max
             "train.lr": lr, "train.seed": seed, "train.threads": threads})
     command = "edgeasr " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     summary = run_training(run_dir, model_cfg, tc, train_manifest, dev_manifest, resume=resume,
-                           console=console, command=command)
+                           console=console, command=command, on_bad_row="skip" if skip_bad_rows else "fail")
     click.echo(json.dumps({k: v for k, v in summary.items() if k != "history"}))
 
 
@@ -87,8 +88,9 @@ def train(mixer, config_file, train_manifest, dev_manifest, run_dir, epochs, max
 @click.option("--test", "manifests", required=True, multiple=True, type=click.Path(path_type=Path))
 @click.option("--direction", "directions", default="l2r,alt,bi", show_default=True,
               help="Comma-separated inference modes.")
+@click.option("--skip-bad-rows", is_flag=True, help="Skip (and list) bad manifest rows instead of failing.")
 @click.option("--json", "as_json", is_flag=True)
-def evaluate(model, manifests, directions, as_json):
+def evaluate(model, manifests, directions, skip_bad_rows, as_json):
     """WER of a checkpoint (torch reference) per manifest x direction mode."""
     from runtimes.features import FbankOptions
     from toolchain.dataset import load_utterances
@@ -99,7 +101,7 @@ def evaluate(model, manifests, directions, as_json):
     opts = FbankOptions.from_dict(config["features"])
     rows = []
     for m in manifests:
-        utts = load_utterances(read_manifest(m), opts)
+        utts = load_utterances(read_manifest(m, on_error="skip" if skip_bad_rows else "fail"), opts)
         for d in directions.split(","):
             try:
                 net.set_direction(d)

@@ -124,7 +124,7 @@ def _load_train_state(run_dir: Path, optimizer) -> dict:
 
 def train(run_dir: Path, model_cfg: EncoderConfig, tc: TrainConfig, train_manifest: Path, dev_manifest: Path,
           resume: bool = False, feature_opts: FbankOptions = FbankOptions(), console: Console | None = None,
-          command: str = "") -> dict:
+          command: str = "", on_bad_row: str = "fail") -> dict:
     run_dir = Path(run_dir)
     env = _Dist()
     console = console or Console(stderr=True)
@@ -135,8 +135,8 @@ def train(run_dir: Path, model_cfg: EncoderConfig, tc: TrainConfig, train_manife
     device = env.device()
     run_dir.mkdir(parents=True, exist_ok=True)
 
-    train_entries = read_manifest(train_manifest)
-    dev_entries = read_manifest(dev_manifest)[: tc.dev_limit]
+    train_entries = read_manifest(train_manifest, on_error=on_bad_row, validate_audio=True)
+    dev_entries = read_manifest(dev_manifest, on_error=on_bad_row, validate_audio=True)[: tc.dev_limit]
     if not train_entries:
         raise UserError(f"{train_manifest}: no training utterances")
     with _progress(console, env.main) as prog:
