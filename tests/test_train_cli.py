@@ -97,10 +97,12 @@ def test_transcribe_corrupt_audio_is_one_line(corpus, tmp_path):
 
 
 def test_bad_manifest_row_is_named_and_skippable(corpus, tmp_path):
-    rows = (corpus / "train.jsonl").read_text().splitlines()[:3]
+    wav = str(next((corpus / "wavs" / "train").glob("*.wav")))
     bad = tmp_path / "bad.jsonl"
-    bad.write_text("\n".join([rows[0], '{"audio_filepath": "missing.wav", "text": "hi", "duration": 1.0}',
-                              rows[1].replace('"text": "', '"text": "!!! ').split('"text"')[0] + '"text": "", "duration": 1.0}']))
+    bad.write_text("\n".join(json.dumps(r) for r in [
+        {"audio_filepath": wav, "text": "in the beginning", "duration": 1.0},
+        {"audio_filepath": "missing.wav", "text": "hi", "duration": 1.0},
+        {"audio_filepath": wav, "text": "!!!", "duration": 1.0}]))
     p = run(EDGEASR + ["train", "--mixer", "none", "--train", str(bad), "--dev", str(bad), "--out",
                        str(tmp_path / "r")], check=False)
     assert p.returncode != 0 and "row 2" in p.stderr and "Traceback" not in p.stderr
