@@ -96,7 +96,7 @@ def test_transcribe_corrupt_audio_is_one_line(corpus, tmp_path):
     assert p.returncode != 0 and "bad.wav" in p.stderr and "Traceback" not in p.stderr
 
 
-def test_bad_manifest_row_is_named_and_skippable(corpus, tmp_path):
+def test_bad_manifest_row_is_named_by_train(corpus, tmp_path):
     wav = str(next((corpus / "wavs" / "train").glob("*.wav")))
     bad = tmp_path / "bad.jsonl"
     bad.write_text("\n".join(json.dumps(r) for r in [
