@@ -105,19 +105,28 @@ class Stream:
     # --- feeding ---------------------------------------------------------------------------------------------
     def accept_waveform(self, samples: np.ndarray) -> str | None:
         """Float samples in [-1, 1] at the model's rate; returns the partial transcript when it changed."""
+        self.feed(samples)
+        self.session._run([self])
+        return self._partial()
+
+    def feed(self, samples: np.ndarray) -> None:
+        """Buffer samples without running the model (``StreamingSession.process`` then batches streams)."""
         if self.finished:
             raise UserError("stream already flushed: call reset() to start a new utterance")
         self.fbank.accept(samples)
-        return self.accept_features(self.fbank.pop())
+        self.feed_features(self.fbank.pop())
 
-    def accept_features(self, frames: np.ndarray) -> str | None:
-        """Fbank frames ``[T, F]`` (for callers with their own frontend); returns the changed partial or None."""
+    def feed_features(self, frames: np.ndarray) -> None:
         frames = np.asarray(frames, np.float32)
         if frames.ndim != 2 or frames.shape[1] != self.session.num_bins:
             raise UserError(f"features must be [T, {self.session.num_bins}], got {list(frames.shape)}")
         if len(frames):
             self._frames = np.concatenate([self._frames, frames]) if len(self._frames) else frames
             self.frames_in += len(frames)
+
+    def accept_features(self, frames: np.ndarray) -> str | None:
+        """Fbank frames ``[T, F]`` (for callers with their own frontend); returns the changed partial or None."""
+        self.feed_features(frames)
         self.session._run([self])
         return self._partial()
 

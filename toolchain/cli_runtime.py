@@ -35,8 +35,11 @@ def model_sample_rate(model: str) -> int | None:
     from toolchain import pretrained
 
     d = pretrained.resolve_model_dir(model)
+    if d is None:  # same words as toolchain.cli_model.load_model
+        names = ", ".join(["default", *pretrained.shipped()])
+        raise UserError(f"{model}: not a checkpoint directory nor a shipped model ({names})")
     try:
-        return int(json.loads((d / "config.json").read_text())["features"]["sample_rate"]) if d else None
+        return int(json.loads((d / "config.json").read_text())["features"]["sample_rate"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
 

@@ -31,8 +31,13 @@ class TorchBackend(Backend):
 
     @classmethod
     def available(cls) -> tuple[bool, str]:
-        if importlib.util.find_spec("torch") is None:
-            return False, "torch not installed (the reference backend is part of the toolchain): pip install edgeasr"
+        why = "torch not installed"
+        try:
+            found = importlib.util.find_spec("torch") is not None
+        except (ImportError, ValueError) as e:
+            found, why = False, f"torch not importable ({e})"
+        if not found:
+            return False, f"{why}; the reference backend is part of the toolchain: pip install edgeasr"
         return True, "torch reference (checkpoint RUN_DIR or shipped name)"
 
     @property

@@ -37,6 +37,8 @@ def available(name: str) -> tuple[bool, str]:
         return backend_class(name).available()
     except BackendUnavailable as e:
         return False, str(e)
+    except Exception as e:  # a broken install must not break listing the others
+        return False, f"{type(e).__name__}: {' '.join(str(e).split())[:200]} ({EXTRAS[name]})"
 
 
 def get_backend(name: str, model, **options):
