@@ -126,6 +126,21 @@ def metadata(encoder: Encoder, config: dict, kind: str, direction: str, chunk_fr
     }
 
 
+def _declare_state_shapes(model: onnx.ModelProto, encoder: Encoder) -> None:
+    """State outputs get the exact declared shape ``[batch, *spec.shape]`` of their inputs (shape inference
+    leaves some as symbolic Slice lengths; runtimes such as TensorRT need fixed state shapes)."""
+    specs = {STATE_OUTPUT_PREFIX + s.name: s for s in encoder.state_specs()}
+    for out in model.graph.output:
+        spec = specs.get(out.name)
+        if spec is None:
+            continue
+        shape = out.type.tensor_type.shape
+        del shape.dim[:]
+        shape.dim.add().dim_param = "batch"
+        for n in spec.shape:
+            shape.dim.add().dim_value = int(n)
+
+
 @torch.no_grad()
 def build_onnx(encoder: Encoder, config: dict, kind: str, direction: str, chunk_frames: int = 32,
                opset: int = OPSET, source_sha256: str = "") -> tuple[onnx.ModelProto, list[str]]:
@@ -142,6 +157,8 @@ def build_onnx(encoder: Encoder, config: dict, kind: str, direction: str, chunk_
                           input_names=wrapper.input_names, output_names=wrapper.output_names,
                           dynamic_axes=wrappers.dynamic_axes(kind, wrapper), do_constant_folding=True)
     model = graph_clean.clean(onnx.load_from_string(buf.getvalue()))
+    if kind == "step":
+        _declare_state_shapes(model, encoder)
     model.graph.name = f"edgeasr_{encoder.cfg.mixer}_{kind}_{direction}"
     model.doc_string = "edgeasr encoder; see metadata_props edgeasr.*"
     for k, v in encode_metadata(metadata(encoder, config, kind, direction, chunk_frames, source_sha256,

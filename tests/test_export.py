@@ -115,8 +115,10 @@ def test_export_verified_with_metadata(exported, mixer, kind):
         enc = small_encoder(mixer)
         assert [(s.name, list(s.shape), s.init) for s in enc.state_specs()] == \
                [(s["name"], s["shape"], s["init"]) for s in meta["states"]]
-        for i in model.graph.input[1:]:  # batch-first states
-            assert i.type.tensor_type.shape.dim[0].dim_param == "batch"
+        for i, o, spec in zip(model.graph.input[1:], model.graph.output[2:], meta["states"]):  # batch-first, fixed
+            for v in (i, o):
+                dims = v.type.tensor_type.shape.dim
+                assert dims[0].dim_param == "batch" and [d.dim_value for d in dims[1:]] == spec["shape"], v.name
     else:
         assert meta["states"] == []
 
