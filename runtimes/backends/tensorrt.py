@@ -42,7 +42,7 @@ def _cudart():
 def _check(result):
     """cuda-python calls return (err, *values): raise on error, return the value(s)."""
     err, *values = result if isinstance(result, tuple) else (result,)
-    if int(err) != 0:
+    if int(getattr(err, "value", err)) != 0:
         raise RuntimeError(f"CUDA error {err}")
     return values[0] if len(values) == 1 else tuple(values) if values else None
 
@@ -232,16 +232,23 @@ class TensorRTBackend(Backend):
         _check(_cudart().cudaStreamSynchronize(self.stream))
 
     def _execute(self) -> None:
-        if not self.context.execute_async_v3(self.stream):
+        if not self.context.execute_async_v3(int(self.stream)):
             raise UserError(f"{self.model_path}: TensorRT execution failed")
 
     # --- generic inference ---------------------------------------------------------------------------------
+    def _check_profile(self, name: str, shape: tuple) -> None:
+        mn, _, mx = self._profile_shapes().get(name, (None, None, None))
+        if mn is not None and not all(a <= d <= b for a, d, b in zip(mn, shape, mx)):
+            raise UserError(f"tensorrt: {name} shape {list(shape)} is outside the engine profile "
+                            f"{list(mn)}..{list(mx)} (rebuild with larger max_batch / max_frames)")
+
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         host_in = {}
         for name in self.inputs:
             if name not in feeds:
                 raise UserError(f"tensorrt: missing input {name}")
             a = np.ascontiguousarray(feeds[name], dtype=self.np_dtype[name])
+            self._check_profile(name, a.shape)
             host_in[name] = a  # keep alive until the stream is synchronised
             buf = self._scratch_buf(name, a.nbytes)
             self._h2d(buf.ptr, a)
@@ -298,6 +305,7 @@ class TensorRTBackend(Backend):
 
     def step(self, x: np.ndarray, handle: _TrtState):
         x = np.ascontiguousarray(x, np.float32)
+        self._check_profile("x", x.shape)
         xb = self._scratch_buf("x", x.nbytes)
         self._h2d(xb.ptr, x)
         self.context.set_input_shape("x", x.shape)
