@@ -49,6 +49,13 @@ def open_backend(model: str, backend: str | None, stream: bool, threads: int, pr
     """(backend instance, activated) for an ONNX file (chosen backend, default ort) or a RUN_DIR/NAME (torch)."""
     from runtimes.backends import get_backend
 
+    supported = {"openvino": ("fp32", "bf16", "fp16"), "tensorrt": ("fp32", "fp16")}
+    chosen = backend or ("ort" if _is_onnx(model) else "torch")
+    if precision and precision not in supported.get(chosen, ("fp32",)):
+        raise UserError(f"--precision {precision} is not offered by the {chosen} backend "
+                        f"(choose {', '.join(supported.get(chosen, ('fp32',)))})")
+    if precision == "fp32":
+        precision = None
     if _is_onnx(model):
         if not Path(model).is_file():
             raise UserError(f"{model}: no such ONNX file")
