@@ -467,3 +467,168 @@ def test_shipped_model_same_transcripts_every_backend(tmp_path):
         ref, _ = stream_file(TorchBackend("default", kind="step"), samples)
         for name in names:
             assert stream_file(get_backend(name, step), samples)[0] == ref, (name, wav)
+
+
+# --- TensorRT backend bookkeeping, against a fake TensorRT (runs everywhere) ----------------------------------
+def _fake_tensorrt_modules():
+    """In-process stand-ins for ``tensorrt`` and ``cuda.bindings.runtime``: "device" memory is host memory and the
+    "engine" is ONNX Runtime reading and writing the bound addresses. This checks the backend's own bookkeeping
+    (profile, cache, shapes, addresses, ping-pong states, copies) — it is NOT TensorRT and proves nothing about it."""
+    import ctypes
+    import types
+
+    import onnxruntime as ort
+
+    mem = {}
+    cudart = types.ModuleType("cuda.bindings.runtime")
+    cudart.cudaMemcpyKind = types.SimpleNamespace(cudaMemcpyHostToDevice=1, cudaMemcpyDeviceToHost=2)
+
+    def malloc(n):
+        buf = np.zeros(n, np.uint8)
+        mem[buf.ctypes.data] = buf
+        return 0, buf.ctypes.data
+
+    cudart.cudaMalloc = malloc
+    cudart.cudaFree = lambda p: (mem.pop(p) is not None and 0,)
+    cudart.cudaMemcpyAsync = lambda dst, src, n, kind, stream: (ctypes.memmove(dst, src, n) and 0,)
+    cudart.cudaStreamCreate = lambda: (0, 7)
+    cudart.cudaStreamSynchronize = cudart.cudaStreamDestroy = lambda s: (0,)
+    cudart.cudaGetDeviceCount = lambda: (0, 1)
+    cudart.cudaGetDeviceProperties = lambda i: (0, types.SimpleNamespace(name=b"Fake GPU", major=9, minor=0))
+    cuda = types.ModuleType("cuda")
+    bindings = types.ModuleType("cuda.bindings")
+    bindings.runtime, cuda.bindings = cudart, bindings
+
+    trt = types.ModuleType("tensorrt")
+    trt.__version__ = "10.12.0.36"
+    trt.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, level=2: None})
+    trt.TensorIOMode = types.SimpleNamespace(INPUT="in", OUTPUT="out")
+    trt.DataType = types.SimpleNamespace(FLOAT=np.float32, INT64=np.int64)
+    trt.nptype = lambda t: t
+    trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE=0)
+    trt.BuilderFlag = types.SimpleNamespace(FP16=1)
+    trt.NetworkDefinitionCreationFlag = types.SimpleNamespace(STRONGLY_TYPED=1)
+    trt.builds = []
+
+    class Parser:
+        def __init__(self, network, logger):
+            self.network, self.num_errors = network, 0
+
+        def parse(self, data, path=None):
+            self.network.data = data
+            return True
+
+    class Builder:
+        def __init__(self, logger):
+            pass
+
+        def create_network(self, flags=0):
+            return types.SimpleNamespace(data=None)
+
+        def create_builder_config(self):
+            return types.SimpleNamespace(set_memory_pool_limit=lambda *a: None, set_flag=lambda f: None,
+                                         add_optimization_profile=lambda p: None)
+
+        def create_optimization_profile(self):
+            p = types.SimpleNamespace(shapes={})
+            p.set_shape = lambda name, mn, opt, mx: p.shapes.__setitem__(name, (mn, opt, mx))
+            return p
+
+        def build_serialized_network(self, network, config):
+            trt.builds.append(1)
+            return network.data
+
+    class Context:
+        def __init__(self, engine):
+            self.engine, self.shapes, self.addr = engine, {}, {}
+
+        def set_input_shape(self, name, shape):
+            self.shapes[name] = tuple(shape)
+
+        def set_tensor_address(self, name, ptr):
+            self.addr[name] = ptr
+
+        def _run(self):
+            feeds = {}
+            for i in self.engine.sess.get_inputs():
+                dt = np.int64 if "int64" in i.type else np.float32
+                n = int(np.prod(self.shapes[i.name])) * np.dtype(dt).itemsize
+                raw = (ctypes.c_char * n).from_address(self.addr[i.name])
+                feeds[i.name] = np.frombuffer(raw, dt).reshape(self.shapes[i.name]).copy()
+            names = [o.name for o in self.engine.sess.get_outputs()]
+            return dict(zip(names, self.engine.sess.run(names, feeds)))
+
+        def get_tensor_shape(self, name):
+            return self._run()[name].shape
+
+        def execute_async_v3(self, stream):
+            ins = {self.addr[i.name] for i in self.engine.sess.get_inputs()}
+            outs = {self.addr[o.name] for o in self.engine.sess.get_outputs()}
+            assert not ins & outs, "a buffer is bound as both input and output"
+            for name, v in self._run().items():
+                v = np.ascontiguousarray(v)
+                ctypes.memmove(self.addr[name], v.ctypes.data, v.nbytes)
+            return True
+
+    class Engine:
+        def __init__(self, blob):
+            so = ort.SessionOptions()
+            so.intra_op_num_threads = 1
+            self.sess = ort.InferenceSession(blob, so, providers=["CPUExecutionProvider"])
+            self.io = [i.name for i in self.sess.get_inputs()] + [o.name for o in self.sess.get_outputs()]
+            self.num_io_tensors = len(self.io)
+
+        def get_tensor_name(self, i):
+            return self.io[i]
+
+        def get_tensor_mode(self, name):
+            return "in" if name in {i.name for i in self.sess.get_inputs()} else "out"
+
+        def get_tensor_dtype(self, name):
+            arg = next(a for a in self.sess.get_inputs() + self.sess.get_outputs() if a.name == name)
+            return np.int64 if "int64" in arg.type else np.float32
+
+        def get_tensor_shape(self, name):
+            arg = next(a for a in self.sess.get_inputs() + self.sess.get_outputs() if a.name == name)
+            return [d if isinstance(d, int) else -1 for d in arg.shape]
+
+        def create_execution_context(self):
+            return Context(self)
+
+    trt.Builder, trt.OnnxParser, trt.Engine = Builder, Parser, Engine
+    trt.Runtime = type("Runtime", (), {"__init__": lambda self, lg: None,
+                                       "deserialize_cuda_engine": lambda self, blob: Engine(blob)})
+    return {"tensorrt": trt, "cuda": cuda, "cuda.bindings": bindings, "cuda.bindings.runtime": cudart}
+
+
+@needs_wav
+def test_tensorrt_backend_bookkeeping_with_fake_tensorrt(models, audio, monkeypatch, tmp_path):
+    fakes = _fake_tensorrt_modules()
+    for name, mod in fakes.items():
+        monkeypatch.setitem(sys.modules, name, mod)
+    monkeypatch.setenv("EDGEASR_TRT_CACHE", str(tmp_path / "cache"))
+    from runtimes.backends.tensorrt import TensorRTBackend
+
+    assert TensorRTBackend.available() == (True, "tensorrt 10.12.0.36 on Fake GPU sm_90")
+    step = models["rwkv"]["step"]
+    o_text, o_lp = stream_file(get_backend("ort", step), audio[0])
+    b = get_backend("tensorrt", step, max_batch=2)
+    t_text, t_lp = stream_file(b, audio[0])
+    assert t_text == o_text and np.abs(t_lp - o_lp).max() < 1e-5
+    assert not b.cache_hit and b.engine_path.is_file() and b.engine_path.with_suffix(".json").is_file()
+    b2 = get_backend("tensorrt", step, max_batch=2).activate()
+    assert b2.cache_hit and len(fakes["tensorrt"].builds) == 1  # second load: from the on-disk engine cache
+    # two concurrent streams batched through the ping-pong buffers equal separate ones
+    sess = StreamingSession(b2, keep_logprobs=True)
+    streams = [sess.stream, sess.new_stream()]
+    for i in range(0, max(len(a) for a in audio), 1600):
+        for k, st in enumerate(streams):
+            st.feed(audio[k][i:i + 1600])
+        sess.process(streams)
+    sess.flush_all(streams)
+    assert streams[0].text == o_text
+    assert np.abs(sess.stream_logprobs(streams[0]) - o_lp).max() < 1e-5
+    full = OfflineSession(get_backend("tensorrt", models["rwkv"]["full"], max_batch=2))
+    assert np.abs(full.logprobs(full.features(audio[0])) - o_lp).max() < 1e-4
+    with pytest.raises(UserError, match="outside the engine profile"):
+        b2.step(np.zeros((3, 32, 80), np.float32), b2.init_state(1))
