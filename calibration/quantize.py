@@ -1,0 +1,231 @@
+"""The int8 recipe (DESIGN.md §4): which nodes are quantized, and one ONNX Runtime ``quantize_static`` call that writes
+the QDQ artifact every backend reads (ORT CPU, OpenVINO CPU, TensorRT >= 10.12).
+
+Recipe (``RECIPE``): QuantFormat.QDQ, activations and weights QInt8 (S8S8), symmetric (zero points all 0),
+per-channel weights (MatMul axis 1 = output columns of a ``[K, N]`` weight, Conv axis 0 = output channels), biases
+left fp32 (``QuantizeBias=False``: TensorRT rejects the INT32 bias DequantizeLinear ORT writes by default).
+
+Node selection (``select_nodes``) — the rule, stated once:
+
+1. Candidates are ``MatMul``/``Gemm`` with a constant 2-D float weight ``[K, N]`` as second input and ``Conv`` with a
+   constant weight. Activation x activation products (attention scores, WKV/SSM state products) have no constant
+   weight and are never candidates: they are the recurrence and stay fp32.
+2. A MatMul/Gemm weight must be an ``nn.Linear`` weight. The torch exporter stores a Linear's weight transposed
+   and folded under a generated name ``onnx::MatMul_<n>`` (Gemm: ``<module>.weight``); a parameter used in a
+   functional matmul keeps its own parameter name (RWKV ``time_maa_w1/w2`` and ``time_decay_w1/w2``: the low-rank
+   "lora" token-shift and decay projections), and constant matrices of the recurrence are folded ``Constant``
+   outputs. So: generated Linear weight -> candidate; named parameter or folded constant -> fp32.
+3. Excluded by name (node name or weight name, case-insensitive): ``ctc`` (the CTC projection, also recognised as
+   the MatMul that reads the ``encoder_out`` graph output), ``lora``, ``maa``, ``decay``, ``time_`` (RWKV mixing
+   parameters), ``offset`` (deformable offsets), ``dt_``/``a_log`` (Mamba step sizes). Norms, exp/softplus,
+   gates, token-shift lerp are elementwise ops and never candidates.
+4. Conv: only the subsampling convolutions (weight name contains ``subsampling``, ``group == 1``). Depthwise convs
+   (conv module, Mamba ``conv1d`` whose window is a carried state) stay fp32.
+5. Nothing touching a state: a candidate whose data input or output is a graph input/output (``in.*``/``out.*``,
+   ``x``, ``encoder_out``, ``logprobs``) is excluded, so no Q/DQ ever sits on a state tensor.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import onnx
+
+from runtimes.errors import UserError
+from runtimes.metadata import PREFIX, read_metadata
+
+METHODS = ("minmax", "percentile", "entropy")
+EXCLUDE_TOKENS = ("ctc", "lora", "maa", "decay", "time_", "offset", "dt_", "a_log")
+QUANT_OPS = ("QuantizeLinear", "DequantizeLinear", "QLinearMatMul", "QLinearConv", "MatMulInteger", "ConvInteger",
+             "DynamicQuantizeLinear", "MatMulNBits", "DequantizeLinearFixed")
+RECIPE = {"format": "QDQ", "activations": "int8", "weights": "int8", "scheme": "S8S8", "symmetric": True,
+          "per_channel": True, "per_channel_axis": {"MatMul": 1, "Gemm": 1, "Conv": 0}, "zero_points": 0,
+          "bias": "fp32", "tool": "onnxruntime.quantization.quantize_static"}
+
+
+class QuantizeError(UserError):
+    """A quantization that cannot or must not be written; one line for the user."""
+
+
+@dataclass
+class NodeChoice:
+    name: str
+    op_type: str
+    weight: str
+    shape: list
+    quantize: bool
+    reason: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def load(path) -> onnx.ModelProto:
+    p = Path(path)
+    if not p.is_file():
+        raise QuantizeError(f"{p}: no such ONNX file")
+    try:
+        return onnx.load(str(p))
+    except Exception as e:
+        raise QuantizeError(f"{p}: not a readable ONNX file ({type(e).__name__})") from None
+
+
+def already_quantized(model: onnx.ModelProto) -> str | None:
+    """Why ``model`` is already quantized (precision metadata or quantized ops), or None."""
+    meta = {p.key: p.value for p in model.metadata_props}
+    prec = meta.get(PREFIX + "precision", "fp32")
+    if prec not in ("fp32", ""):
+        return f"its edgeasr.precision is {prec}"
+    ops = sorted({n.op_type for n in model.graph.node} & set(QUANT_OPS))
+    if ops:
+        return f"it already contains {', '.join(ops)}"
+    if any(t.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8) for t in model.graph.initializer):
+        return "it already has int8 weights"
+    return None
+
+
+def select_nodes(model: onnx.ModelProto) -> list[NodeChoice]:
+    """Every MatMul/Gemm/Conv with a constant weight, with the decision and its reason (see the module doc)."""
+    g = model.graph
+    inits = {t.name: t for t in g.initializer}
+    io = {v.name for v in g.input} | {v.name for v in g.output}
+    consts = {o for n in g.node if n.op_type == "Constant" for o in n.output}
+    out = []
+    for n in g.node:
+        if n.op_type not in ("MatMul", "Gemm", "Conv") or len(n.input) < 2:
+            continue
+        w = n.input[1]
+        if w not in inits and w not in consts:
+            continue  # activation x activation: recurrence/attention products, not a weight
+        t = inits.get(w)
+        shape = list(t.dims) if t is not None else []
+        low = (n.name + " " + w).lower()
+
+        def choice(ok: bool, reason: str) -> NodeChoice:
+            return NodeChoice(n.name, n.op_type, w, shape, ok, reason)
+
+        if t is None or t.data_type != onnx.TensorProto.FLOAT:
+            out.append(choice(False, "weight is not an fp32 initializer"))
+            continue
+        hit = next((tok for tok in EXCLUDE_TOKENS if tok in low), None)
+        if hit:
+            what = {"ctc": "CTC projection", "lora": "low-rank projection", "maa": "low-rank token-shift (ddlerp)",
+                    "decay": "decay projection", "time_": "RWKV mixing parameter", "offset": "deformable offsets",
+                    "dt_": "Mamba step size", "a_log": "Mamba A"}[hit]
+            out.append(choice(False, f"{what} (name contains {hit!r})"))
+            continue
+        if n.input[0] in io or any(o in io for o in n.output):
+            out.append(choice(False, "reads or writes a graph input/output (state or boundary tensor)"))
+            continue
+        if n.op_type == "Conv":
+            group = next((a.i for a in n.attribute if a.name == "group"), 1)
+            if "subsampling" in w and group == 1:
+                out.append(choice(True, "subsampling conv"))
+            else:
+                out.append(choice(False, "depthwise/stateful conv" if group != 1 else "not a subsampling conv"))
+            continue
+        if len(shape) != 2:
+            out.append(choice(False, f"weight of rank {len(shape)} (not a Linear)"))
+            continue
+        if "Constant" in w or w in consts:
+            out.append(choice(False, "folded constant matrix (recurrence/mask)"))
+            continue
+        if not (w.startswith("onnx::MatMul") or w.startswith("onnx::Gemm") or w.endswith(".weight")):
+            out.append(choice(False, "named parameter in a functional matmul (low-rank/mixing)"))
+            continue
+        out.append(choice(True, "per-frame Linear"))
+    return out
+
+
+def extra_options(method: str) -> dict:
+    opts = {"QuantizeBias": False, "ActivationSymmetric": True, "WeightSymmetric": True,
+            "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1, "Gemm": 1, "Conv": 0},
+            "CalibTensorRangeSymmetric": True, "DedicatedQDQPair": False, "CalibMaxIntermediateOutputs": 16}
+    if method == "percentile":
+        opts["CalibPercentile"] = 99.999
+    return opts
+
+
+def _method(method: str):
+    from onnxruntime.quantization import CalibrationMethod
+
+    if method not in METHODS:
+        raise QuantizeError(f"unknown calibration method {method!r}; choose {', '.join(METHODS)}")
+    return {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+            "entropy": CalibrationMethod.Entropy}[method]
+
+
+def quantize_to(model_path, reader, out_path, nodes: list[str], method: str = "minmax",
+                cache_path: str | Path | None = None) -> None:
+    """One ``quantize_static`` call (QDQ S8S8 symmetric per-channel) of ``nodes``; ranges are taken from
+    ``cache_path`` when it exists (written there otherwise), so the fallback search calibrates once."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    if not nodes:
+        raise QuantizeError("no node selected for int8 (nothing to quantize in this graph)")
+    logging.getLogger().setLevel(logging.ERROR)  # ORT's "consider pre-processing" warnings
+    quantize_static(str(model_path), str(out_path), reader, quant_format=QuantFormat.QDQ,
+                    op_types_to_quantize=["MatMul", "Gemm", "Conv"], per_channel=True, reduce_range=False,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, nodes_to_quantize=list(nodes),
+                    calibrate_method=_method(method), extra_options=extra_options(method),
+                    calibration_cache_path=None if cache_path is None else str(cache_path))
+
+
+def recipe(method: str, calib: dict, quantized: list[str], kept: list[dict], dev: dict | None = None) -> dict:
+    r = dict(RECIPE, method=method, calibration=calib, nodes_quantized=len(quantized),
+             nodes_kept_fp32=len(kept), quantized=quantized, kept_fp32=kept)
+    if dev is not None:
+        r["dev"] = dev
+    return r
+
+
+def finalize(qdq_path, fp32_meta_model: onnx.ModelProto, recipe_dict: dict) -> onnx.ModelProto:
+    """The QDQ model with the source's metadata, ``precision=int8`` and the recipe (compact JSON string)."""
+    m = onnx.load(str(qdq_path))
+    del m.metadata_props[:]
+    for p in fp32_meta_model.metadata_props:
+        if p.key == PREFIX + "precision":
+            m.metadata_props.add(key=p.key, value="int8")
+        elif p.key == PREFIX + "quant_recipe":
+            m.metadata_props.add(key=p.key, value=json.dumps(recipe_dict, sort_keys=True, separators=(",", ":")))
+        else:
+            m.metadata_props.add(key=p.key, value=p.value)
+    m.graph.name = fp32_meta_model.graph.name + "_int8"
+    m.doc_string = fp32_meta_model.doc_string
+    return m
+
+
+def write_atomic(model: onnx.ModelProto, out: Path) -> int:
+    """Check, then write through a temp file in the output directory and rename; nothing is left on failure."""
+    out = Path(out)
+    data = model.SerializeToString(deterministic=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        onnx.checker.check_model(tmp, full_check=True)
+        read_metadata(tmp)
+        os.replace(tmp, out)
+    except BaseException as e:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise QuantizeError(f"{out}: cannot write ({e.strerror or e})") from None
+        raise
+    return len(data)
+
+
+def check_output(out: Path) -> None:
+    out = Path(out)
+    if out.is_dir():
+        raise QuantizeError(f"{out}: is a directory, not an output file")
+    if not out.parent.is_dir():
+        raise QuantizeError(f"{out}: output directory {out.parent} does not exist")
+    if not os.access(out.parent, os.W_OK):
+        raise QuantizeError(f"{out}: output directory is not writable")
