@@ -117,6 +117,8 @@ class StreamingCalibrationReader(CalibrationDataReader):
                 if self.max_samples and self.stats["samples"] >= self.max_samples:
                     return
                 self.stats["samples"] += 1
+                if any(np.any(v != 0) for k, v in feeds.items() if k not in ("x", "x_lens")):
+                    self.stats["samples_with_nonzero_state"] += 1
                 yield feeds
             if self.progress:
                 self.progress(i + 1, len(self.paths))
@@ -128,8 +130,6 @@ class StreamingCalibrationReader(CalibrationDataReader):
         outs = [o for _, o in names]
         for c in self._chunks(f):
             feeds = {"x": c, **states}
-            if any(np.any(v != 0) for v in states.values()):
-                self.stats["samples_with_nonzero_state"] += 1
             yield feeds  # the chunk with the state actually carried into it
             res = sess.run(outs, {"x": c, **states})
             states = {iname: r for (iname, _), r in zip(names, res)}

@@ -1,0 +1,329 @@
+"""int8 (issue 5): the QDQ recipe (symmetric int8, zero points 0, per-channel weights), node selection (states,
+recurrence, low-rank, decay, CTC stay fp32), TensorRT lint, streaming-state calibration, ORT and OpenVINO int8
+streaming close to fp32, metadata, and one-line refusals with no partial file. Tiny random-init encoders and real
+speech (pocketsphinx LibriVox clips)."""
+import glob
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from click.testing import CliRunner
+from onnx import numpy_helper
+
+from calibration import data as cdata, quantize as cq, sensitivity as sens
+from calibration.int8 import quantize_model
+from exporters.onnx_export import export
+from exporters.trt_lint import lint_model
+from models.checkpoint import load_checkpoint
+from runtimes.errors import UserError
+from runtimes.metadata import read_metadata
+from test_export import save_tiny
+from toolchain.cli import main
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+WAVS = sorted(glob.glob("/usr/share/pocketsphinx/test/data/librivox/*.wav"))
+needs_audio = pytest.mark.skipif(len(WAVS) < 3, reason="pocketsphinx-testdata LibriVox clips not installed")
+
+
+def manifest(path: Path, wavs, text="a test sentence") -> Path:
+    path.write_text("".join(json.dumps({"audio_filepath": w, "text": text, "duration": 1.0}) + "\n" for w in wavs))
+    return path
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """mixer -> {kind: fp32 path}; rwkv step+full, mamba2 step (tiny, exported once)."""
+    root = tmp_path_factory.mktemp("q")
+    out = {}
+    torch.set_num_threads(1)
+    for mixer, kinds in (("rwkv", ("step", "full")), ("mamba2", ("step",))):
+        model, config = load_checkpoint(save_tiny(root / f"ck_{mixer}", mixer))
+        out[mixer] = {k: export(model, config, root / f"{mixer}_{k}.onnx", k, "l2r", verify=False).path
+                      for k in kinds}
+    return out
+
+
+_Q: dict = {}
+
+
+@pytest.fixture(scope="module")
+def quantized(models, tmp_path_factory):
+    root = tmp_path_factory.mktemp("q8")
+
+    def get(mixer, kind="step"):
+        if (mixer, kind) not in _Q:
+            out = root / f"{mixer}_{kind}.int8.onnx"
+            rep = quantize_model(models[mixer][kind], WAVS, out, max_utterances=3, max_samples=40)
+            _Q[(mixer, kind)] = (out, rep)
+        return _Q[(mixer, kind)]
+
+    return get
+
+
+def _qdq(model):
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    return [(n, inits) for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+
+
+# --- recipe ------------------------------------------------------------------------------------------------------
+@needs_audio
+@pytest.mark.parametrize("mixer", ["rwkv", "mamba2"])
+def test_zero_points_int8_and_per_channel_weights(quantized, mixer):
+    path, rep = quantized(mixer)
+    m = onnx.load(str(path))
+    qdq = _qdq(m)
+    assert qdq
+    per_channel = 0
+    for n, inits in qdq:
+        zp = inits[n.input[2]]
+        assert zp.dtype == np.int8 and not zp.any(), n.name
+        scale = inits[n.input[1]]
+        assert scale.dtype == np.float32 and (scale > 0).all()
+        if n.op_type == "DequantizeLinear" and n.input[0] in inits:  # a weight
+            assert inits[n.input[0]].dtype == np.int8
+            axis = next(a.i for a in n.attribute if a.name == "axis")
+            assert scale.ndim == 1 and scale.size == inits[n.input[0]].shape[axis] > 1
+            per_channel += 1
+    assert per_channel == rep["nodes_quantized"]  # every quantized node has per-channel int8 weights
+
+
+@needs_audio
+@pytest.mark.parametrize("mixer", ["rwkv", "mamba2"])
+def test_states_untouched_and_excluded_nodes_fp32(quantized, models, mixer):
+    path, rep = quantized(mixer)
+    m = onnx.load(str(path))
+    boundary = {v.name for v in m.graph.input} | {v.name for v in m.graph.output}
+    for n, _ in _qdq(m):
+        assert not (set(n.input) | set(n.output)) & boundary, f"Q/DQ touches graph I/O: {n.name}"
+    prod = {o: n for n in m.graph.node for o in n.output}
+    q_nodes = {n.name for n in m.graph.node if n.op_type in ("MatMul", "Conv", "Gemm")
+               and any(prod.get(i) is not None and prod[i].op_type == "DequantizeLinear" for i in n.input)}
+    assert q_nodes == {r["node"] for r in rep["nodes"] if r["precision"] == "int8"}
+    for r in rep["nodes"]:
+        low = (r["node"] + r["weight"]).lower()
+        if any(t in low for t in ("ctc", "lora", "maa", "decay")):
+            assert r["precision"] == "fp32", r
+    assert any("ctc" in r["node"] and r["precision"] == "fp32" for r in rep["nodes"])
+    if mixer == "rwkv":
+        assert any("decay" in r["weight"] and r["precision"] == "fp32" for r in rep["nodes"])
+        assert any("maa" in r["weight"] and r["precision"] == "fp32" for r in rep["nodes"])
+    # the recurrence (products without a constant weight) is never a candidate and stays float MatMul
+    fp32 = onnx.load(str(models[mixer]["step"]))
+    inits = {t.name for t in fp32.graph.initializer}
+    act_act = [n.name for n in fp32.graph.node if n.op_type == "MatMul" and not set(n.input) & inits]
+    assert act_act and not set(act_act) & q_nodes
+
+
+@needs_audio
+def test_lint_trt_passes_and_metadata(quantized):
+    path, rep = quantized("rwkv")
+    errors = [p for p in lint_model(path) if p.severity == "error"]
+    assert errors == []
+    meta = read_metadata(path)
+    assert meta["precision"] == "int8"
+    r = json.loads(meta["quant_recipe"])
+    assert r["scheme"] == "S8S8" and r["symmetric"] and r["per_channel"] and r["format"] == "QDQ"
+    assert r["method"] == "minmax" and r["calibration"]["samples"] == 40 and r["calibration"]["streaming_states"]
+    assert r["nodes_quantized"] == rep["nodes_quantized"] and len(r["quantized"]) == r["nodes_quantized"]
+    assert meta["states"] == read_metadata(path)["states"] and meta["graph_kind"] == "step"
+    res = CliRunner().invoke(main, ["inspect", str(path), "--json"])
+    assert res.exit_code == 0 and json.loads(res.output)["metadata"]["precision"] == "int8"
+
+
+# --- calibration -------------------------------------------------------------------------------------------------
+@needs_audio
+def test_calibration_samples_carry_real_states(models):
+    r = cdata.StreamingCalibrationReader(models["rwkv"]["step"], WAVS[:2], max_samples=10)
+    samples = list(iter(r.get_next, None))
+    assert len(samples) == 10 and r.stats["utterances"] == 1
+    state_names = [k for k in samples[0] if k.startswith("in.")]
+    assert state_names and all(not samples[0][k].any() for k in state_names)  # utterance start: initial state
+    for s in samples[1:]:
+        assert any(s[k].any() for k in state_names)  # then the state the fp32 model carried
+        assert s["x"].shape == (1, 32, 80)
+    assert r.stats["samples_with_nonzero_state"] == 9
+    # the state fed to chunk 2 is exactly what the fp32 model produced on chunk 1
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(models["rwkv"]["step"]), providers=["CPUExecutionProvider"])
+    outs = sess.run([k.replace("in.", "out.") for k in state_names], samples[0])
+    for k, v in zip(state_names, outs):
+        np.testing.assert_array_equal(samples[1][k], v)
+    r.rewind()
+    again = r.get_next()
+    np.testing.assert_array_equal(again["x"], samples[0]["x"])
+
+
+@needs_audio
+def test_full_graph_calibrates_on_utterances(models, tmp_path):
+    r = cdata.StreamingCalibrationReader(models["rwkv"]["full"], WAVS[:3])
+    s = list(iter(r.get_next, None))
+    assert len(s) == 3 and all(set(x) == {"x", "x_lens"} for x in s)
+    out = tmp_path / "full.int8.onnx"
+    rep = quantize_model(models["rwkv"]["full"], WAVS[:4], out)
+    assert read_metadata(out)["precision"] == "int8" and rep["nodes_quantized"] > 10
+
+
+# --- backends ----------------------------------------------------------------------------------------------------
+def _stream_logprobs(backend_name, path, wav):
+    from runtimes.audio import load_audio
+    from runtimes.backends import get_backend
+    from runtimes.session import StreamingSession
+
+    # OpenVINO 2026.4's stateful (MakeStateful) compile of a QDQ step graph throws in the CPU plugin's low-precision
+    # AssignAndReadValueTransformation; explicit state I/O compiles and runs the int8 kernels.
+    opts = {"stateful": False} if backend_name == "openvino" else {}
+    b = get_backend(backend_name, path, threads=1, **opts)
+    s = StreamingSession(b, keep_logprobs=True)
+    samples, _ = load_audio(wav)
+    for i in range(0, len(samples), 4000):
+        s.accept_waveform(samples[i:i + 4000])
+    s.flush()
+    lp = s.stream_logprobs(s.stream)
+    b.deactivate()
+    return lp
+
+
+def _cos(a, b):
+    a, b = a.ravel(), b.ravel()
+    return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+
+
+@needs_audio
+@pytest.mark.parametrize("backend", ["ort", "openvino"])
+def test_int8_streams_close_to_fp32(quantized, models, backend):
+    from runtimes.backends import available
+
+    ok, why = available(backend)
+    if not ok:
+        pytest.skip(why)
+    path, _ = quantized("rwkv")
+    ref = _stream_logprobs("ort", models["rwkv"]["step"], WAVS[3])
+    got = _stream_logprobs(backend, path, WAVS[3])
+    assert got.shape == ref.shape and np.isfinite(got).all()
+    cos = _cos(got, ref)
+    print(f"{backend}: cosine(int8, fp32 logprobs) = {cos:.5f}")
+    assert cos > 0.99
+
+
+@needs_audio
+def test_int8_kernels_really_run(quantized, tmp_path):
+    """ORT fuses the QDQ pairs into QLinearMatMul/QLinearConv; OpenVINO compiles int8 FullyConnected."""
+    import onnxruntime as ort
+
+    path, rep = quantized("rwkv")
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.log_severity_level = 3
+    so.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node]
+    int8_ops = [o for o in ops if o in ("QLinearMatMul", "QLinearConv", "MatMulInteger", "ConvInteger",
+                                        "MatMulIntegerToFloat", "DynamicQuantizeMatMul")]
+    assert len(int8_ops) >= rep["nodes_quantized"] // 2, sorted(set(ops))
+    try:
+        import openvino as ov
+    except ImportError:
+        pytest.skip("openvino not installed")
+    c = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": "1"})
+    i8 = [op for op in c.get_runtime_model().get_ordered_ops()
+          if op.get_rt_info()["layerType"].astype(str) in ("FullyConnected", "Convolution", "MatMul")
+          and op.get_rt_info()["runtimePrecision"].astype(str) in ("i8", "u8")]
+    assert len(i8) >= rep["nodes_quantized"] // 2
+
+
+# --- accuracy-aware ---------------------------------------------------------------------------------------------
+def test_greedy_fallback_order_and_budget():
+    cands = ["a", "b", "c", "d"]
+    sq = {"a": {"sqnr_db": 40}, "b": {"sqnr_db": 10}, "c": {"sqnr_db": 30}, "d": {"sqnr_db": 20}}
+    built = []
+
+    def build(nodes):
+        built.append(tuple(nodes))
+        return Path(str(len(built)))
+
+    def evaluate(p):  # WER falls as the sensitive nodes b, d go back to fp32
+        nodes = built[int(str(p)) - 1]
+        return 0.1 + 0.05 * ("b" in nodes) + 0.05 * ("d" in nodes)
+
+    res = sens.greedy_fallback(cands, sq, build, evaluate, wer_fp32=0.1, budget=0.01, max_fallback=1.0)
+    assert res.kept[:2] == ["b", "d"] and "a" in res.quantized and res.delta <= 0.01
+    with pytest.raises(sens.BudgetError, match="unreachable"):
+        sens.greedy_fallback(cands, sq, build, evaluate, wer_fp32=0.1, budget=0.01, max_fallback=0.25)
+    assert sens.corpus_wer(["a b c", "d"], ["a x c", "d"]) == pytest.approx(0.25)
+
+
+@needs_audio
+def test_cli_accuracy_aware_report(models, tmp_path):
+    m = manifest(tmp_path / "c.jsonl", WAVS[:3])
+    out, rep = tmp_path / "m.int8.onnx", tmp_path / "r.json"
+    res = CliRunner().invoke(main, ["quantize", str(models["rwkv"]["step"]), "--calib", str(m), "--out", str(out),
+                                    "--max-wer-drop", "0.5", "--dev", str(m), "--report", str(rep),
+                                    "--max-samples", "20", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    r = json.loads(rep.read_text())
+    assert r["dev"]["delta_wer"] <= 0.5 and r["nodes_quantized"] > 0
+    assert all("sqnr_db" in n for n in r["nodes"] if n["precision"] == "int8")
+    assert "ΔWER" in res.output and read_metadata(out)["precision"] == "int8"
+
+
+@needs_audio
+def test_cli_unreachable_budget_writes_nothing(models, tmp_path, monkeypatch):
+    m = manifest(tmp_path / "c.jsonl", WAVS[:3])
+    out = tmp_path / "m.int8.onnx"
+    calls = {"n": 0}
+
+    def fake_wer(path, utts, threads=1):  # the fp32 model is perfect, every int8 candidate is worse
+        calls["n"] += 1
+        return 0.0 if calls["n"] == 1 else 0.5
+
+    monkeypatch.setattr(sens, "dev_wer", fake_wer)
+    res = CliRunner().invoke(main, ["quantize", str(models["rwkv"]["step"]), "--calib", str(m), "--out", str(out),
+                                    "--max-wer-drop", "0.01", "--dev", str(m), "--max-samples", "12",
+                                    "--no-progress"])
+    assert res.exit_code == 2 and "unreachable" in res.output and "Traceback" not in res.output
+    assert len(res.output.strip().splitlines()[-1]) > 0 and not out.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+# --- bad input ---------------------------------------------------------------------------------------------------
+def _run(args):
+    res = CliRunner().invoke(main, ["quantize", *map(str, args), "--no-progress"])
+    return res.exit_code, res.output
+
+
+@needs_audio
+def test_bad_inputs_one_line_no_file(models, quantized, tmp_path):
+    step = models["rwkv"]["step"]
+    out = tmp_path / "o.int8.onnx"
+    one = manifest(tmp_path / "one.jsonl", WAVS[:1])
+    code, msg = _run([step, "--calib", one, "--out", out])
+    assert code == 2 and "too small" in msg
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    code, msg = _run([step, "--calib", empty, "--out", out])
+    assert code == 2 and "no usable rows" in msg
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunkjunkjunk")
+    code, msg = _run([step, "--calib", manifest(tmp_path / "b.jsonl", [WAVS[0], str(bad), WAVS[1]]), "--out", out])
+    assert code == 2 and "unreadable" in msg and str(bad) in msg
+    q8, _ = quantized("rwkv")
+    code, msg = _run([q8, "--calib", manifest(tmp_path / "ok.jsonl", WAVS[:3]), "--out", out])
+    assert code == 2 and "already quantized" in msg
+    code, msg = _run([step, "--calib", tmp_path / "ok.jsonl", "--out", out, "--max-wer-drop", "0.1"])
+    assert code == 2 and "--dev" in msg
+    for code, msg in [(code, msg)]:
+        assert "Traceback" not in msg
+    assert not out.exists() and [p for p in tmp_path.iterdir() if p.name.startswith(".o.int8")] == []
+
+
+def test_already_quantized_detection():
+    m = onnx.helper.make_model(onnx.helper.make_graph(
+        [onnx.helper.make_node("DequantizeLinear", ["w", "s"], ["y"])], "g", [],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])]))
+    assert "DequantizeLinear" in cq.already_quantized(m)
+    with pytest.raises(UserError):
+        raise cq.QuantizeError("x")
