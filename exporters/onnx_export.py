@@ -22,6 +22,7 @@ import torch
 
 from exporters import graph_clean, verify as verify_mod, wrappers
 from models.conformer import Encoder
+from runtimes.features import FbankOptions
 from runtimes.metadata import (FORMAT_VERSION, STATE_INPUT_PREFIX, STATE_OUTPUT_PREFIX, encode_metadata)
 
 OPSET = 17
@@ -98,7 +99,8 @@ def _trace_inputs(encoder: Encoder, kind: str) -> tuple:
 def metadata(encoder: Encoder, config: dict, kind: str, direction: str, chunk_frames: int, source_sha256: str,
              wrapper) -> dict:
     specs = encoder.state_specs() if kind == "step" else []
-    feats = config.get("features", {})
+    # every fbank option spelled out (defaults included): clients must not guess the training features
+    feats = FbankOptions.from_dict(config.get("features", {})).to_dict()
     return {
         "format_version": FORMAT_VERSION,
         "graph_kind": kind,

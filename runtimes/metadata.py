@@ -73,6 +73,9 @@ def decode_metadata(props: dict[str, str], source: str = "model") -> dict:
             meta[k] = json.loads(v) if k in JSON_KEYS else int(v) if k in INT_KEYS else v
         except (ValueError, TypeError) as e:
             raise MetadataError(f"{source}: edgeasr.{k} is malformed ({e})") from None
+    if not isinstance(meta["fbank"], dict) or "num_bins" not in meta["fbank"]:
+        # a client must compute exactly the training features: never fall back to defaults silently
+        raise MetadataError(f"{source}: edgeasr.fbank does not describe the features (needs num_bins and options)")
     if meta["graph_kind"] not in GRAPH_KINDS:
         raise MetadataError(f"{source}: unknown graph kind {meta['graph_kind']!r}")
     if meta["format_version"] > FORMAT_VERSION:
