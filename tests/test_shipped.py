@@ -1,0 +1,64 @@
+"""The shipped flagship end to end: its card is honest (WER re-measured), and its int8 QDQ step graph transcribes
+held-out TTS voices within the ΔWER budget on ONNX Runtime and OpenVINO (issue 5)."""
+import json
+
+import pytest
+
+from toolchain import pretrained
+
+pytestmark = pytest.mark.skipif(pretrained.resolve_model_dir("default") is None,
+                                reason="no shipped default model in toolchain/pretrained")
+INT8_WER_BUDGET = 0.03  # absolute, over a small held-out set (a few hundred words)
+
+
+@pytest.fixture(scope="module")
+def heldout(tmp_path_factory):
+    from toolchain.corpus import synthesize_corpus
+    from toolchain.manifest import read_manifest
+
+    out = tmp_path_factory.mktemp("heldout")
+    synthesize_corpus(out, hours=0.02, seed=11, jobs=1, progress=False)
+    return read_manifest(out / "train.jsonl")[:12], read_manifest(out / "test.jsonl")[:24]
+
+
+def test_pretrained_lists_default_with_card(tmp_path):
+    from click.testing import CliRunner
+
+    from toolchain.cli import main
+
+    r = CliRunner().invoke(main, ["pretrained", "--json"])
+    assert r.exit_code == 0
+    rows = json.loads(r.output)
+    flagship = next(x for x in rows if x["default"])
+    assert flagship["mixer"] == "rwkv" and 3e6 <= flagship["parameters"] <= 5e6
+    assert flagship["size_mb"] <= 10 and "edgeasr train" in flagship["command"]
+    assert set(flagship["wer"]["test"]) == {"l2r", "alt", "bi"}
+
+
+def test_int8_within_wer_budget_on_ort_and_openvino(heldout, tmp_path):
+    from calibration.int8 import quantize_model
+    from exporters.onnx_export import export
+    from runtimes.audio import load_audio
+    from runtimes.backends import get_backend
+    from runtimes.session import OfflineSession
+    from toolchain.cli_model import load_model
+    from toolchain.metrics import wer
+
+    calib, test = heldout
+    encoder, config = load_model("default", "l2r")
+    fp32 = tmp_path / "step.onnx"
+    export(encoder, config, fp32, "step", "l2r", 32, verify=False)
+    int8 = tmp_path / "step.int8.onnx"
+    quantize_model(fp32, [e.audio_filepath for e in calib], int8)
+    refs = [e.text for e in test]
+    audio = [load_audio(e.audio_filepath)[0] for e in test]
+
+    def run(path, backend):
+        session = OfflineSession(get_backend(backend, path))
+        return [session.transcribe(a) for a in audio]
+
+    base = wer(refs, run(fp32, "ort"))
+    for backend in ("ort", "openvino"):
+        got = wer(refs, run(int8, backend))
+        print(f"{backend}: WER fp32 {base:.3f} -> int8 {got:.3f}")
+        assert abs(got - base) <= INT8_WER_BUDGET, backend
