@@ -8,7 +8,7 @@ PYTEST_WORKERS ?= 2
 APT_PACKAGES := espeak-ng flite festival festvox-kallpc16k pocketsphinx-testdata sox bible-kjv bible-kjv-text
 DEMO_DIR ?= work/demo
 
-.PHONY: setup system-deps demo test test-slow clean
+.PHONY: setup system-deps demo test test-slow corpus train-flagship clean
 
 setup: system-deps $(VENV)/.installed
 
@@ -36,6 +36,18 @@ test: setup
 
 test-slow: setup
 	$(PY) -m pytest -q -n $(PYTEST_WORKERS) -m slow --durations=15
+
+# The shipped flagship's recipe (toolchain/pretrained/*/config.json records the exact command and its WER).
+corpus: setup
+	$(EDGEASR) data synth --out work/corpus --hours 6 --seed 0
+	$(EDGEASR) data real --out work/real
+
+TRAIN_MINUTES ?= 85
+train-flagship: corpus
+	$(EDGEASR) train --config configs/flagship.json --train work/corpus/train.jsonl --dev work/corpus/dev.jsonl \
+	  --out work/runs/rwkv-dirdrop-both --max-minutes $(TRAIN_MINUTES)
+	$(PY) -m toolchain.ship work/runs/rwkv-dirdrop-both --name rwkv-dirdrop-both \
+	  --test work/corpus/test.jsonl --real work/real/real.jsonl
 
 clean:
 	rm -rf work .pytest_cache .hypothesis
