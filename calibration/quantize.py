@@ -29,13 +29,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import onnx
 
 from runtimes.errors import UserError
+from runtimes.files import atomic_write
 from runtimes.metadata import PREFIX, read_metadata
 
 METHODS = ("minmax", "percentile", "entropy")
@@ -201,24 +201,14 @@ def finalize(qdq_path, fp32_meta_model: onnx.ModelProto, recipe_dict: dict) -> o
 
 def write_atomic(model: onnx.ModelProto, out: Path) -> int:
     """Check, then write through a temp file in the output directory and rename; nothing is left on failure."""
-    out = Path(out)
-    data = model.SerializeToString(deterministic=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+    def check(tmp: str) -> None:
         onnx.checker.check_model(tmp, full_check=True)
         read_metadata(tmp)
-        os.replace(tmp, out)
-    except BaseException as e:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        if isinstance(e, OSError):
-            raise QuantizeError(f"{out}: cannot write ({e.strerror or e})") from None
-        raise
-    return len(data)
+
+    try:
+        return atomic_write(out, model.SerializeToString(deterministic=True), check)
+    except OSError as e:
+        raise QuantizeError(f"{out}: cannot write ({e.strerror or e})") from None
 
 
 def check_output(out: Path) -> None:

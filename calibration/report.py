@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-from pathlib import Path
+
+from runtimes.files import atomic_write
 
 
 def build_report(model: str, out: str, method: str, calib: dict, choices: list, sensitivity: dict,
@@ -42,13 +41,4 @@ def format_report(r: dict) -> str:
 
 
 def write_report(r: dict, path) -> None:
-    p = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(r, f, indent=2)
-        os.replace(tmp, p)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, json.dumps(r, indent=2).encode())

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ import torch
 from exporters import graph_clean, verify as verify_mod, wrappers
 from models.conformer import Encoder
 from runtimes.features import FbankOptions
+from runtimes.files import atomic_write
 from runtimes.metadata import (FORMAT_VERSION, STATE_INPUT_PREFIX, STATE_OUTPUT_PREFIX, encode_metadata)
 
 OPSET = 17
@@ -192,23 +192,10 @@ def export(encoder: Encoder, config: dict, out: Path, kind: str, direction: str 
             worst = ", ".join(f"{n}={e:.3g}" for n, e in bad[:5])
             raise ExportError(f"verification failed (max abs error > {tolerance:g}); worst tensors: {worst}; "
                               f"nothing written to {out}")
-    try:
-        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    try:  # what landed on disk is what was checked
+        atomic_write(out, data, check=lambda tmp: onnx.checker.check_model(tmp, full_check=True))
     except OSError as e:
-        raise ExportError(f"{out}: cannot write ({e.strerror})") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        onnx.checker.check_model(tmp, full_check=True)  # what landed on disk is what was checked
-        os.replace(tmp, out)
-    except BaseException as e:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        if isinstance(e, OSError):
-            raise ExportError(f"{out}: cannot write ({e.strerror or e})") from None
-        raise
+        raise ExportError(f"{out}: cannot write ({e.strerror or e})") from None
     hist = graph_clean.op_histogram(model)
     return ExportResult(out, kind, direction, len(data), sum(hist.values()), hist, time.perf_counter() - t0,
                         report, notes)

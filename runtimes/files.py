@@ -1,0 +1,28 @@
+"""Atomic file writes: a temp file beside the target, an optional check of what landed on disk, then a rename.
+A failed write or check leaves nothing behind, so users never see a half-written artifact."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+
+def atomic_write(path, data: bytes, check: Callable[[str], None] | None = None) -> int:
+    """Write ``data`` to ``path`` atomically; ``check(tmp_path)`` may raise to abort. Returns the byte count.
+    OSError (unwritable directory, full disk) propagates for the caller to turn into its one-line error."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if check is not None:
+            check(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return len(data)
