@@ -12,8 +12,15 @@ Two streaming modes:
   request; ``reset_state()`` starts a new utterance. The batch axis is made static before the pass (one compiled
   model per batch size): with a dynamic batch, ``reset_state()`` yields zero-*sized* variables and the next
   inference silently returns empty outputs (measured with OpenVINO 2026.4).
+
+int8 (QDQ) step graphs always run in explicit-state mode: OpenVINO 2026.4's CPU plugin fails to compile the
+MakeStateful version of a QDQ step graph (``[AssignAndReadValueTransformation] index out of range`` in its
+low-precision pipeline), while the same graph with states as I/O compiles and runs the int8 kernels. The backend
+switches by itself and says so with a notice (``self.notices`` and one ``notice:`` line on stderr).
 """
 from __future__ import annotations
+
+import sys
 
 import numpy as np
 
@@ -37,6 +44,7 @@ class OpenVinoBackend(Backend):
         if precision not in PRECISIONS:
             raise UserError(f"openvino: unknown precision {precision!r}; choose f32 or bf16")
         self.stateful = stateful
+        self.notices: list[str] = []
         self._stateful_models: dict[int, tuple] = {}
 
     @classmethod
@@ -88,8 +96,17 @@ class OpenVinoBackend(Backend):
         self._meta = meta
         if meta["graph_kind"] != "step":
             self.stateful = False
+        elif self.stateful and str(meta.get("precision", "fp32")).lower() == "int8":
+            self.stateful = False
+            self._notice(f"{self.model_path}: int8 step graph runs with explicit state I/O on OpenVINO (its "
+                         "CPU plugin cannot compile the MakeStateful form of a QDQ graph: "
+                         "AssignAndReadValueTransformation index out of range)")
         if self.stateful:
             self._stateful_compiled(1)  # compile the single-stream stateful model now, not inside the first chunk
+
+    def _notice(self, msg: str) -> None:
+        self.notices.append(msg)
+        print(f"notice: {msg}", file=sys.stderr)
 
     def _deactivate(self) -> None:
         self.request = self.compiled = None
