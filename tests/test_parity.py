@@ -1,0 +1,243 @@
+"""Parity report (issue 6): `edgeasr parity` on a tiny exported rwkv model (step fp32 + int8, full fp32) over a
+handful of real TTS utterances: schema, md/html, skipped cells with reasons, thresholds naming the cell, reference
+derivation, bad input as one line, OpenVINO int8 explicit state, and the HTML in headless Chromium.
+
+Timings are reported, never asserted (DESIGN.md §7). Cells run in-process (``--in-process``) except in the one test
+of the per-process RSS measurement, to keep this light on 2 cores."""
+import json
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from click.testing import CliRunner
+
+from exporters.onnx_export import export, sha256_file
+from models.checkpoint import load_checkpoint
+from test_export import save_tiny
+from toolchain.cli import main
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+ROOT = Path(__file__).resolve().parents[1]
+needs_tts = pytest.mark.skipif(shutil.which("espeak-ng") is None or shutil.which("flite") is None,
+                               reason="TTS engines missing (make system-deps)")
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """Tiny checkpoint, its step/full/int8 exports and a tiny synthesized corpus."""
+    if shutil.which("espeak-ng") is None or shutil.which("flite") is None or shutil.which("festival") is None:
+        pytest.skip("TTS engines missing (make system-deps)")
+    from calibration.int8 import quantize_model
+    from toolchain.corpus import synthesize_corpus
+    from toolchain.manifest import read_manifest
+
+    root = tmp_path_factory.mktemp("parity")
+    torch.set_num_threads(1)
+    run = save_tiny(root / "ck", "rwkv")
+    model, config = load_checkpoint(run)
+    sha = sha256_file(run / "model.safetensors")
+    paths = {k: export(model, config, root / f"tiny.{k}.onnx", k, "l2r", verify=False, source_sha256=sha).path
+             for k in ("step", "full")}
+    synthesize_corpus(root / "corpus", hours=0.005, jobs=1, progress=False)
+    calib = [e.audio_filepath for e in read_manifest(root / "corpus" / "train.jsonl")][:3]
+    paths["int8"] = root / "tiny.step.int8.onnx"
+    quantize_model(paths["step"], calib, paths["int8"], max_utterances=3, max_samples=40)
+    return {"root": root, "run": run, "test": root / "corpus" / "test.jsonl", **paths}
+
+
+def parity(args, cwd=None):
+    r = CliRunner()
+    if cwd is None:
+        return r.invoke(main, ["parity", *map(str, args)])
+    with r.isolated_filesystem(temp_dir=cwd):
+        return r.invoke(main, ["parity", *map(str, args)])
+
+
+@pytest.fixture(scope="module")
+def full_report(setup):
+    out = setup["root"] / "report"
+    res = parity(["--model", setup["step"], "--model", setup["int8"], "--model", setup["full"], "--test",
+                  setup["test"], "--reference", setup["run"], "--out", out, "--max-utterances", 3, "--in-process"])
+    assert res.exit_code == 0, res.output
+    return out, json.loads((out / "report.json").read_text()), res.output
+
+
+def _cells(report, **kw):
+    return [c for c in report["cells"] if all(c.get(k) == v for k, v in kw.items())]
+
+
+def test_report_schema_cells_and_files(full_report):
+    out, rep, output = full_report
+    assert rep["schema"] == "edgeasr-parity/1" and rep["passed"] is True and rep["failures"] == []
+    for key in ("created", "host", "threads", "test", "reference", "models", "backends", "modes", "thresholds",
+                "measurement", "cells", "warnings"):
+        assert key in rep, key
+    assert rep["test"]["utterances"] == 3 and rep["reference"]["how"] == "--reference"
+    refs = _cells(rep, role="reference")
+    assert {c["mode"] for c in refs} == {"step", "full"} and all(c["status"] == "reference" for c in refs)
+    ok = {(c["model"], c["backend"], c["precision"], c["mode"]) for c in _cells(rep, status="ok", role="candidate")}
+    assert ("tiny.step.onnx", "ort", "fp32", "step") in ok and ("tiny.full.onnx", "ort", "fp32", "full") in ok
+    assert ("tiny.step.int8.onnx", "ort", "int8", "step") in ok
+    from runtimes.backends import available
+
+    if available("openvino")[0]:
+        assert ("tiny.step.int8.onnx", "openvino", "int8", "step") in ok
+        assert ("tiny.step.onnx", "openvino", "fp32", "step") in ok
+    keys = {"wer", "cer", "wer_delta", "agreement_pct", "err_max_abs", "err_p99", "cosine_min", "rtf_median",
+            "rtf_p90", "rtf_encoder_median", "latency_ms_p50", "latency_ms_p95", "latency_ms_p99",
+            "first_partial_ms_median", "peak_rss_mb", "load_s"}
+    step = _cells(rep, model="tiny.step.onnx", backend="ort", precision="fp32")[0]
+    assert keys <= set(step["metrics"]) and "state_err_max_abs" in step["metrics"] and step["file_mb"] > 0
+    assert step["metrics"]["err_max_abs"] < 1e-3 and step["metrics"]["state_err_max_abs"] < 1e-3
+    assert step["metrics"]["agreement_pct"] == 100.0 and step["metrics"]["wer_delta"] == 0.0
+    assert len(step["latencies_ms"]) > 0 and step["rss_scope"] == "shared process"
+    full = _cells(rep, model="tiny.full.onnx", backend="ort")[0]
+    assert full["metrics"]["err_max_abs"] < 1e-3 and full["metrics"]["latency_ms_p50"] is None
+    i8 = _cells(rep, model="tiny.step.int8.onnx", backend="ort")[0]
+    assert 0 < i8["metrics"]["err_max_abs"] and i8["metrics"]["cosine_min"] > 0.9
+    # missing backends are listed, with the reason, for every model: never silently absent
+    for b in ("tensorrt", "ort-cuda"):
+        if not available(b)[0]:
+            sk = _cells(rep, backend=b)
+            assert len(sk) == 3 and all(c["status"] == "skipped" and c["reason"] for c in sk)
+    peer = _cells(rep, role="peer")
+    assert len(peer) == 1 and (peer[0]["status"] == "ok" or peer[0]["reason"])
+    if peer[0]["status"] == "ok":
+        assert 0 <= peer[0]["metrics"]["wer"] and peer[0]["metrics"]["rtf_median"] > 0
+    md = (out / "report.md").read_text()
+    assert "| tiny.step.int8.onnx | ort | int8 | step | ok |" in md and "skipped" in md
+    html = (out / "report.html").read_text()
+    assert html.count('<svg class="plot"') == 3 and "http://" not in html.replace("http://www.w3.org/2000/svg", "")
+    assert "tiny.step.int8.onnx" in output and "report.html" in output
+
+
+def test_threshold_failure_exits_nonzero_naming_the_cell(setup, tmp_path):
+    res = parity(["--model", setup["step"], "--model", setup["int8"], "--test", setup["test"], "--reference",
+                  setup["run"], "--out", tmp_path / "r", "--backends", "ort", "--modes", "step", "--no-peer",
+                  "--max-utterances", 2, "--max-err", 1e-3, "--in-process"])
+    assert res.exit_code == 1, res.output
+    assert "FAIL tiny.step.int8.onnx|ort|int8|step: max abs logprob error" in res.output
+    assert "FAIL tiny.step.onnx|" not in res.output  # fp32 stays within 1e-3
+    rep = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert rep["passed"] is False and any("tiny.step.int8.onnx|ort|int8|step" in f for f in rep["failures"])
+    assert _cells(rep, model="tiny.step.int8.onnx")[0]["threshold_failures"]
+    assert "FAIL" in (tmp_path / "r" / "report.md").read_text()
+
+
+def test_reference_derived_from_source_sha_and_isolated_rss(setup, tmp_path, monkeypatch):
+    """No --reference: the checkpoint under work/runs/ with the ONNX's weights hash is found. Cells in their own
+    process report that process's own peak RSS (no torch in an ONNX cell: well below the parent's)."""
+    shutil.copytree(setup["run"], tmp_path / "work" / "runs" / "tiny")
+    monkeypatch.chdir(tmp_path)
+    res = parity(["--model", setup["step"], "--test", setup["test"], "--out", tmp_path / "r", "--backends", "ort",
+                  "--modes", "step", "--no-peer", "--max-utterances", 1])
+    assert res.exit_code == 0, res.output
+    rep = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert rep["reference"]["how"].startswith("derived") and rep["reference"]["model"].endswith("work/runs/tiny")
+    cell = _cells(rep, backend="ort", status="ok")[0]
+    ref = _cells(rep, role="reference")[0]
+    assert cell["rss_scope"] == "own process" and 0 < cell["metrics"]["base_rss_mb"] <= cell["metrics"]["peak_rss_mb"]
+    assert cell["metrics"]["peak_rss_mb"] < ref["metrics"]["peak_rss_mb"]  # torch lives only in the reference cell
+    assert cell["metrics"]["err_max_abs"] < 1e-3
+
+
+def _one_line_error(res):
+    assert res.exit_code not in (0, 1), res.output
+    lines = [ln for ln in res.output.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in res.output, res.output
+    return lines[0]
+
+
+def test_bad_inputs_one_line(setup, tmp_path):
+    base = ["--model", setup["step"], "--reference", setup["run"], "--backends", "ort", "--no-peer", "--in-process"]
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    assert "no usable rows" in _one_line_error(parity([*base, "--test", empty, "--out", tmp_path / "a"]))
+    assert "not found" in _one_line_error(parity([*base, "--test", tmp_path / "nope.jsonl", "--out", tmp_path / "b"]))
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    msg = _one_line_error(parity([*base, "--test", setup["test"], "--out", blocker / "out"]))
+    assert "--out" in msg and "cannot write" in msg
+    assert "not a directory" in _one_line_error(parity([*base, "--test", setup["test"], "--out", blocker]))
+    # a model with another vocabulary in the same comparison
+    m = onnx.load(str(setup["full"]))
+    for p in m.metadata_props:
+        if p.key == "edgeasr.vocab":
+            p.value = json.dumps(json.loads(p.value) + ["#"])
+    other = tmp_path / "other_vocab.onnx"
+    onnx.save(m, str(other))
+    msg = _one_line_error(parity([*base, "--model", other, "--test", setup["test"], "--out", tmp_path / "c"]))
+    assert "different vocabularies" in msg and "other_vocab.onnx" in msg
+    # no --reference and no checkpoint with these weights anywhere here
+    msg = _one_line_error(parity(["--model", setup["step"], "--test", setup["test"], "--out", tmp_path / "d",
+                                  "--no-peer"], cwd=tmp_path))
+    assert "--reference" in msg and "required" in msg
+    assert "unknown backend" in _one_line_error(parity([*base, "--test", setup["test"], "--out", tmp_path / "e",
+                                                        "--backends", "ort,cuda-magic"]))
+
+
+def test_openvino_int8_step_uses_explicit_state(setup, capfd):
+    from runtimes.audio import load_audio
+    from runtimes.backends import available, get_backend
+    from runtimes.session import StreamingSession
+    from toolchain.manifest import read_manifest
+
+    if not available("openvino")[0]:
+        pytest.skip(available("openvino")[1])
+    wav = read_manifest(setup["test"])[0].audio_filepath
+    samples, _ = load_audio(wav)
+    out = {}
+    for name in ("openvino", "ort"):
+        b = get_backend(name, setup["int8"], threads=1)  # stateful is the OpenVINO default: it must switch itself
+        s = StreamingSession(b, keep_logprobs=True)
+        for i in range(0, len(samples), 3000):
+            s.accept_waveform(samples[i:i + 3000])
+        s.flush()
+        out[name] = (s.stream_logprobs(s.stream), b)
+    lp, b = out["openvino"]
+    assert b.stateful is False and any("explicit state" in n for n in b.notices)
+    assert "notice:" in capfd.readouterr().err
+    ref = out["ort"][0]
+    assert lp.shape == ref.shape and np.isfinite(lp).all()
+    cos = float(lp.ravel() @ ref.ravel() / np.linalg.norm(lp) / np.linalg.norm(ref))
+    assert cos > 0.99
+    # an fp32 step graph keeps the stateful default
+    b32 = get_backend("openvino", setup["step"], threads=1).activate()
+    assert b32.stateful is True and not b32.notices
+
+
+def test_report_html_in_headless_chromium(full_report, tmp_path):
+    """No page errors (window.onerror / console.error recorded into the DOM), every plot rendered; the screenshot
+    is kept as an artifact (work/artifacts/parity_report.png in a checkout, the tmp dir otherwise)."""
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None:
+        pytest.skip("chromium not installed: make system-deps (apt-get install chromium)")
+    out, rep, _ = full_report
+    url = (out / "report.html").resolve().as_uri()
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", "--no-first-run", "--enable-logging=stderr", "--v=0",
+             f"--user-data-dir={tempfile.mkdtemp(prefix='chromium-', dir=tmp_path)}"]
+    dom = subprocess.run([exe, *flags, "--virtual-time-budget=2000", "--dump-dom", url], capture_output=True,
+                         text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    import re
+
+    errors = re.search(r'<pre id="page-errors">(.*?)</pre>', dom.stdout, re.S)
+    assert errors is not None and errors.group(1).strip() == "", errors and errors.group(1)
+    plots = re.search(r'data-plots="(\d+)"', dom.stdout)
+    expected = re.search(r'data-plots-expected="(\d+)"', dom.stdout)
+    assert plots and expected and int(plots.group(1)) == int(expected.group(1)) == 3, dom.stdout[:500]
+    assert "Uncaught" not in dom.stderr and ':CONSOLE(' not in dom.stderr, dom.stderr[-2000:]
+    art_dir = ROOT / "work" / "artifacts" if (ROOT / ".git").exists() else tmp_path
+    art_dir.mkdir(parents=True, exist_ok=True)
+    shot = art_dir / "parity_report.png"
+    r = subprocess.run([exe, *flags, "--window-size=1400,1800", "--hide-scrollbars", f"--screenshot={shot}", url],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and shot.is_file() and shot.stat().st_size > 10_000, r.stderr[-2000:]
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    print(f"screenshot: {shot}")
