@@ -1,0 +1,209 @@
+"""edgeasr bench / experiment dirdrop: report structure, cap bookkeeping, bad input. Behaviour only: no timing is
+ever asserted (DESIGN.md §7)."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from runtimes.errors import UserError
+from toolchain import bench as B
+
+ROOT = Path(__file__).resolve().parents[1]
+EDGEASR = [sys.executable, "-m", "toolchain.cli"]
+TINY = {"mha": {"heads": 2, "left_context": 8}, "rwkv": {"head_size": 16}, "mamba2": {}}
+
+
+def _run(*args, cwd=ROOT):
+    return subprocess.run([*EDGEASR, *args], capture_output=True, text=True, cwd=cwd,
+                          env=dict(os.environ, OMP_NUM_THREADS="1"))
+
+
+def _tiny_checkpoint(dest: Path, mixer: str, dirdrop: str = "none", p: float = 0.0) -> Path:
+    import torch
+
+    from models.checkpoint import save_checkpoint
+    from models.config import EncoderConfig
+    from models.conformer import Encoder
+    from runtimes.features import FbankOptions
+    from runtimes.vocab import BLANK_ID, VOCAB
+
+    torch.manual_seed(0)
+    cfg = EncoderConfig(mixer=mixer, mixer_options=TINY.get(mixer, {}), d_model=32, n_layers=2, conv_kernel=5,
+                        dropout=0.0, direction="bi", dirdrop=dirdrop, dirdrop_p=p)
+    enc = Encoder(cfg).eval()
+    with torch.no_grad():
+        enc.feat_mean.fill_(-8.0)
+        enc.feat_std.fill_(4.0)
+    save_checkpoint(dest, enc, {"features": FbankOptions().to_dict(), "vocab": list(VOCAB), "blank_id": BLANK_ID,
+                                "subsampling": 4, "metrics": {"step": 1, "dev_wer": 1.0}})
+    return dest
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory):
+    import numpy as np
+    import soundfile as sf
+
+    d = tmp_path_factory.mktemp("test_manifest")
+    rng = np.random.default_rng(0)
+    rows = []
+    for i, text in enumerate(["hello world", "the cat sat", "streaming speech"]):
+        path = d / f"u{i}.wav"
+        sf.write(path, (0.1 * rng.standard_normal(16000 + 4000 * i)).astype("float32"), 16000)
+        rows.append({"audio_filepath": str(path), "text": text, "duration": (16000 + 4000 * i) / 16000})
+    m = d / "test.jsonl"
+    m.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return m
+
+
+@pytest.fixture(scope="module")
+def tiny_bench(tmp_path_factory, manifest):
+    out = tmp_path_factory.mktemp("bench")
+    report, paths = B.bench([], ["none", "mha"], [2.0, 8.0], ["ort"], ["full", "step"], out, threads=1,
+                            cap_s=600, d_model=32, n_layers=2, mixer_options=TINY, test=manifest,
+                            chunks_ms=[160, 320], sweep_mixers=["mha", "none"], sweep_limit=2)
+    return report, paths
+
+
+def test_parse_lengths_and_choices():
+    assert B.parse_lengths("60m,10s,60s,10m") == [10.0, 60.0, 600.0, 3600.0]
+    assert B.parse_lengths("1h,500ms,1.5min") == [0.5, 90.0, 3600.0]
+    assert B.label_length(3600) == "1h" and B.label_length(600) == "10m" and B.label_length(2) == "2s"
+    for bad in ("10x", "", "ten", "-5s", "0s", "10s,,abc"):
+        with pytest.raises(UserError):
+            B.parse_lengths(bad)
+    assert B.parse_choices("all", ["a", "b"], "mixer") == ["a", "b"]
+    with pytest.raises(UserError, match="unknown mixer transformer"):
+        B.parse_choices("mha,transformer", ["mha", "none"], "mixer")
+
+
+def test_fit_exponent():
+    lengths = [10, 60, 600]
+    assert B.fit_exponent(lengths, [2 * x for x in lengths]) == pytest.approx(1.0)
+    assert B.fit_exponent(lengths, [3e-3 * x * x for x in lengths]) == pytest.approx(2.0)
+    assert B.fit_exponent([10], [1.0]) is None
+
+
+def test_bench_writes_every_cell_with_an_exponent(tiny_bench):
+    report, paths = tiny_bench
+    for p in paths.values():
+        assert p.is_file() and p.stat().st_size > 0
+    on_disk = json.loads(paths["json"].read_text())
+    assert on_disk["schema"] == B.SCHEMA and on_disk == json.loads(json.dumps(report))
+    cells = report["longform"]["cells"]
+    assert {(c["mixer"], c["kind"], c["backend"]) for c in cells} == {
+        (m, k, "ort") for m in ("none", "mha") for k in ("full", "step")}
+    for c in cells:
+        assert [p["length"] for p in c["points"]] == ["2s", "8s"]
+        for p in c["points"]:
+            assert p["status"] == "ok", p
+            assert p["time_s"] > 0 and p["mps"] > 0 and p["peak_rss_mb"] > 0
+            assert p["out_frames"] == (p["frames"] + 3) // 4
+        assert isinstance(c["exponent"], float) and isinstance(c["exponent_last"], float)
+    assert {c["direction"] for c in cells if c["kind"] == "full"} == {"bi"}
+    assert {c["direction"] for c in cells if c["kind"] == "step"} == {"l2r"}
+    assert "random-init" in report["models_note"] and "synthetic fbank" in report["inputs_note"]
+    md = paths["md"].read_text()
+    assert "| mha | full | ort | bi |" in md and "| none | step | ort | l2r |" in md
+    html = paths["html"].read_text()
+    assert html.count("<svg") >= 4 and "time vs length" in html and "<script src" not in html
+
+
+def test_chunk_sweep_rows(tiny_bench):
+    report, paths = tiny_bench
+    sw = report["sweep"]
+    rows = sw["rows"]
+    assert {(r["mixer"], r["mode"], r["chunk_ms"]) for r in rows} == {
+        (m, mode, c) for m in ("mha", "none") for mode in ("chunk", "step") for c in (160, 320)}
+    for r in rows:
+        assert r["status"] == "ok" and 0 <= r["wer"] and r["rtf_median"] > 0 and r["utterances"] == 2
+    assert {r["chunk_frames"] for r in rows} == {16, 32}
+    assert "Chunk-size sweep" in paths["md"].read_text() and "WER is meaningless" in paths["md"].read_text()
+
+
+def test_cap_skips_are_recorded(tmp_path):
+    report, paths = B.bench([], ["none"], [1.0, 2.0, 4.0], ["ort"], ["step"], tmp_path, cap_s=1e-9,
+                            d_model=32, n_layers=2)
+    (cell,) = report["longform"]["cells"]
+    first, *rest = cell["points"]
+    assert first["status"] == "ok"
+    assert all(p["status"].startswith("skipped: cap") for p in rest)
+    assert "skipped: cap" in paths["md"].read_text()
+
+
+def test_memory_cap_kills_and_skips(tmp_path):
+    report, _ = B.bench([], ["none"], [1.0, 2.0], ["ort"], ["full"], tmp_path, mem_cap_mb=1.0,
+                        d_model=32, n_layers=2)
+    a, b = report["longform"]["cells"][0]["points"]
+    assert a["status"].startswith("killed: memory cap")
+    assert b["status"].startswith("skipped: after 1s killed")
+
+
+def test_unavailable_backend_is_listed_not_absent(tmp_path):
+    report, _ = B.bench([], ["none"], [1.0], ["tensorrt"], ["full"], tmp_path, d_model=32, n_layers=2)
+    (cell,) = report["longform"]["cells"]
+    assert cell["points"][0]["status"].startswith("skipped: backend unavailable")
+
+
+def test_experiment_dirdrop_table(tmp_path, manifest):
+    from toolchain.experiment import dirdrop
+
+    none = _tiny_checkpoint(tmp_path / "no-dd", "rwkv")
+    both = _tiny_checkpoint(tmp_path / "dd-both", "rwkv", "both", 0.2)
+    report, paths = dirdrop([str(both), str(none)], manifest, tmp_path / "out", limit=2)
+    rows = {r["variant"]: r for r in report["rows"]}
+    assert [r["variant"] for r in report["rows"]] == ["none", "r2l", "both"]
+    assert rows["r2l"]["status"] == "not trained" and rows["r2l"]["wer"] == {}
+    for v in ("none", "both"):
+        assert rows[v]["status"] == "ok" and set(rows[v]["wer"]) == {"l2r", "alt", "bi"}
+        assert rows[v]["utterances"] == 2
+    assert rows["both"]["dirdrop_p"] == 0.2 and rows["both"]["path"] == str(both)
+    md = paths["md"].read_text()
+    assert "| rwkv | DirDrop-R2L | - | - | - | - | - | - | not trained |" in md
+    assert "| rwkv | DirDrop-Both | 0.2 |" in md
+    assert json.loads(paths["json"].read_text())["rows"] == json.loads(json.dumps(report["rows"]))
+
+
+def test_cli_experiment_dirdrop(tmp_path, manifest):
+    ck = _tiny_checkpoint(tmp_path / "r2l", "mamba2", "r2l", 0.3)
+    r = _run("experiment", "dirdrop", "--model", str(ck), "--test", str(manifest), "--out", str(tmp_path / "o"),
+             "--limit", "1")
+    assert r.returncode == 0, r.stderr
+    assert "DirDrop-R2L" in r.stdout and "not trained" in r.stdout
+    assert (tmp_path / "o" / "dirdrop.json").is_file()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["bench", "--model", "/nonexistent/run"], "not a checkpoint directory"),
+    (["bench", "--mixers", "transformer"], "unknown mixer transformer"),
+    (["bench", "--lengths", "10x"], "bad length '10x'"),
+    (["bench", "--backends", "cuda"], "unknown backend cuda"),
+    (["bench", "--kinds", "chunk"], "unknown graph kind chunk"),
+    (["bench", "--test", "/nonexistent.jsonl"], "test manifest not found"),
+    (["bench", "--chunks-ms", "abc"], "bad chunk sizes"),
+    (["experiment", "dirdrop", "--model", "/nonexistent/run", "--test", "x.jsonl"], "test manifest not found"),
+])
+def test_cli_bad_input_one_line(tmp_path, args, message):
+    r = _run(*args, "--out", str(tmp_path / "o"))
+    assert r.returncode != 0
+    assert message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_cli_experiment_missing_model_and_unidirectional(tmp_path, manifest):
+    r = _run("experiment", "dirdrop", "--model", "/nonexistent/run", "--test", str(manifest),
+             "--out", str(tmp_path / "o"))
+    assert r.returncode != 0 and "not a checkpoint directory" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    ck = _tiny_checkpoint(tmp_path / "mha", "mha")
+    r = _run("experiment", "dirdrop", "--model", str(ck), "--test", str(manifest), "--out", str(tmp_path / "o"))
+    assert r.returncode != 0 and "not bidirectional" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_cli_unwritable_out(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    r = _run("bench", "--mixers", "none", "--lengths", "1s", "--out", str(blocker / "sub"))
+    assert r.returncode != 0 and "cannot create output directory" in r.stderr
