@@ -4,9 +4,12 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 EDGEASR := $(VENV)/bin/edgeasr
 PYTEST_WORKERS ?= 2
-# Debian packages: TTS engines for the embedded corpus, real test recordings, public-domain text, sox
-APT_PACKAGES := espeak-ng flite festival festvox-kallpc16k pocketsphinx-testdata sox bible-kjv bible-kjv-text
+# Debian packages: TTS engines for the embedded corpus, real test recordings, public-domain text, sox, and
+# chromium (headless: the parity report's HTML check)
+APT_PACKAGES := espeak-ng flite festival festvox-kallpc16k pocketsphinx-testdata sox bible-kjv bible-kjv-text chromium
 DEMO_DIR ?= work/demo
+DEMO_MODEL ?= default
+DEMO_FULL_DIRECTION ?= bi
 
 .PHONY: setup system-deps demo test test-slow corpus train-flagship clean
 
@@ -26,10 +29,14 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
+# the whole main job on the embedded default; every step is a plain CLI call you can copy
 demo: setup
 	$(EDGEASR) pretrained
 	$(EDGEASR) data synth --out $(DEMO_DIR) --hours 0.02 --seed 7
-	$(EDGEASR) eval default --test $(DEMO_DIR)/test.jsonl --direction l2r,alt,bi
+	$(EDGEASR) export $(DEMO_MODEL) --kind full --direction $(DEMO_FULL_DIRECTION) --out $(DEMO_DIR)/model.full.onnx
+	$(EDGEASR) export $(DEMO_MODEL) --kind step --out $(DEMO_DIR)/model.step.onnx
+	$(EDGEASR) quantize $(DEMO_DIR)/model.step.onnx --calib $(DEMO_DIR)/train.jsonl --out $(DEMO_DIR)/model.step.int8.onnx --max-utterances 32 --no-progress
+	$(EDGEASR) parity --model $(DEMO_DIR)/model.step.onnx --model $(DEMO_DIR)/model.step.int8.onnx --model $(DEMO_DIR)/model.full.onnx --test $(DEMO_DIR)/test.jsonl --reference $(DEMO_MODEL) --backends all --out $(DEMO_DIR)/parity
 
 test: setup
 	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --durations=15
