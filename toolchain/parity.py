@@ -12,7 +12,8 @@ Measured per cell (DESIGN.md §7):
   transcripts, %).
 - Output error against the reference: max abs, p99 abs and cosine (worst utterance) of the **logprobs** — the one
   tensor every graph kind returns (full graphs have no ``encoder_out``; ORT step sessions do not bind it).
-  Step mode also compares the final states (max abs over every state, after the last chunk).
+  Step mode also compares the final states after the last chunk: max abs over every state, and relative to the
+  largest |reference state| (WKV/SSM states grow with the utterance, so absolute figures alone mislead).
 - RTF = processing seconds / audio seconds, per utterance, audio loading and model load excluded: end to end
   (features + encoder + decode) and encoder only; median and p90. Chunk latency (step): wall time of each
   ``accept_waveform`` call that ran the model, fed chunk-sized pieces, p50/p95/p99. First-partial latency (step):
@@ -433,13 +434,16 @@ def compare(ref: dict, got: dict) -> dict:
                    cosine_mean=float(np.mean(cos)))
     if frame_mismatch:
         out["frame_mismatch_utterances"] = frame_mismatch
-    st = {}
+    st, rel = {}, {}
     for a, b in zip(ref.get("states", []), got.get("states", [])):
         for k, v in a.items():
             if k in b and b[k].shape == v.shape and v.size:
-                st[k] = max(st.get(k, 0.0), float(np.abs(v.astype(np.float64) - b[k]).max()))
-    if st:
+                e = float(np.abs(v.astype(np.float64) - b[k]).max())
+                st[k] = max(st.get(k, 0.0), e)
+                rel[k] = max(rel.get(k, 0.0), e / max(float(np.abs(v).max()), 1e-12))
+    if st:  # absolute, and relative to the largest |reference state| (WKV/SSM states grow with the utterance)
         out["state_err_max_abs"] = max(st.values())
+        out["state_err_rel"] = max(rel.values())
         out["state_err_by_state"] = {k: _r(v, 7) for k, v in st.items()}
     return out
 

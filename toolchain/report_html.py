@@ -25,6 +25,7 @@ COLUMNS = [  # (key, header, format)
     ("err_p99", "p99 err", lambda v: f"{v:.2g}"),
     ("cosine_min", "cos", lambda v: f"{v:.5f}"),
     ("state_err_max_abs", "state err", lambda v: f"{v:.2g}"),
+    ("state_err_rel", "state rel", lambda v: f"{v:.2g}"),
     ("rtf_median", "RTF med", lambda v: f"{v:.3f}"),
     ("rtf_p90", "RTF p90", lambda v: f"{v:.3f}"),
     ("latency_ms_p50", "lat p50 ms", lambda v: f"{v:.1f}"),
@@ -45,7 +46,7 @@ def cell_label(c: dict) -> str:
     return f"{c['backend']}/{c['precision']}/{c['mode']}"
 
 
-def rows(report: dict) -> list[list[str]]:
+def rows(report: dict, reason_width: int | None = None) -> list[list[str]]:
     """Header + one row per cell (measured, errored and skipped alike)."""
     head = ["model", "backend", "prec", "mode", "status", *[h for _, h, _ in COLUMNS], "size MB"]
     out = [head]
@@ -57,7 +58,7 @@ def rows(report: dict) -> list[list[str]]:
         if c.get("threshold_failures"):
             status = "FAIL"
         if c["status"] in ("skipped", "error"):
-            vals = [c.get("reason", "")[:90]] + [""] * (len(COLUMNS) - 1)
+            vals = [c.get("reason", "")[:reason_width]] + [""] * (len(COLUMNS) - 1)
         else:
             vals = [_fmt(m, k, f) for k, _, f in COLUMNS]
         size = c.get("file_mb")
@@ -68,7 +69,7 @@ def rows(report: dict) -> list[list[str]]:
 
 def summary_table(report: dict) -> str:
     """Plain-text table for the terminal (skipped/error rows show their reason after the status)."""
-    rs = rows(report)
+    rs = rows(report, reason_width=110)
     short = {"skipped", "error"}
     widths = [max([len(r[i]) for r in rs if r[4] not in short] or [0]) for i in range(len(rs[0]))]
     for i in range(5):
