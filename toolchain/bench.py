@@ -267,7 +267,9 @@ def _child_main(arg: str) -> None:
     try:
         result = run_cell(spec)
     except Exception as e:  # reported by the parent as a failed cell, one line
-        result = {"error": f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"}
+        msg = " ".join(str(e).split())
+        msg = msg if len(msg) <= 360 else msg[:120] + " ... " + msg[-220:]  # keep the cause at the end
+        result = {"error": f"{type(e).__name__}: {msg}"}
     sys.stdout.write("EDGEASR_BENCH " + json.dumps(result) + "\n")
 
 
