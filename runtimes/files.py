@@ -20,9 +20,16 @@ def atomic_write(path, data: bytes, check: Callable[[str], None] | None = None) 
             os.fsync(f.fileno())
         if check is not None:
             check(tmp)
+        os.chmod(tmp, _default_mode())  # mkstemp makes 0600; artifacts get the usual umask permissions
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
     return len(data)
+
+
+def _default_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask

@@ -22,6 +22,16 @@ from toolchain.train import evaluate
 SIZE_LIMIT_MB = 10.0
 
 
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine()
+
+
 def wer_table(model, config: dict, manifests: dict[str, Path]) -> dict:
     """{set: {mode: WER %}} for every inference mode the mixer supports."""
     opts = FbankOptions.from_dict(config["features"])
@@ -46,8 +56,7 @@ def ship(run_dir: Path, name: str, manifests: dict[str, Path], dest_root: Path =
         "dirdrop": f'{config["model"]["dirdrop"]}@{config["model"]["dirdrop_p"]}',
         "parameters": config.get("parameters"),
         "command": config.get("command", ""),
-        "trained_on": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads "
-                      f"(train threads {config['train'].get('threads')})",
+        "trained_on": f"{_cpu_name()}, CPU, {config['train'].get('threads') or 'default'} torch thread(s)",
         "train_wall_s": summary.get("wall_s"),
         "steps": summary.get("steps"),
         "train_hours": config.get("data", {}).get("train_hours"),
