@@ -26,6 +26,7 @@ from runtimes.session import fbank_options
 
 MIN_UTTERANCES = 2
 MIN_SAMPLES = 4
+STRIDE = 16  # MinMax stride: samples per pass are cut to a multiple of it
 
 
 class CalibrationError(UserError):
@@ -63,18 +64,30 @@ class StreamingCalibrationReader(CalibrationDataReader):
         self._sess = None
         self.stats = {"utterances": 0, "samples": 0, "frames": 0, "samples_with_nonzero_state": 0}
         self._it: Iterator[dict] | None = None
+        self._served, self._stop = 0, None
+        self.planned = 0
 
     # --- CalibrationDataReader ------------------------------------------------------------------------------
     def get_next(self) -> dict | None:
         if self._it is None:
-            self._it = self.samples()
-        return next(self._it, None)
+            self._it, self._served = self.samples(), 0
+        if self._stop is not None and self._served >= self._stop:
+            return None  # end of the current stride
+        feeds = next(self._it, None)
+        if feeds is not None:
+            self._served += 1
+        return feeds
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        """ORT's strided MinMax asks for samples [start, end) in order; the stream just continues."""
+        self._stop = end_index
 
     def rewind(self) -> None:
-        self._it = None
+        self._it, self._served, self._stop = None, 0, None
 
-    def __len__(self) -> int:  # an upper bound is not known without running; ORT only needs it for strides
-        return self.stats["samples"]
+    def __len__(self) -> int:
+        """Samples per pass, a multiple of the MinMax stride (set by ``check_calibration``)."""
+        return self.planned
 
     # --- samples -------------------------------------------------------------------------------------------
     def _session(self):
@@ -150,4 +163,7 @@ def check_calibration(reader: StreamingCalibrationReader) -> dict:
     if samples < MIN_SAMPLES or utts < MIN_UTTERANCES:
         raise CalibrationError(f"calibration set too small: {samples} sample(s) from {utts} usable utterance(s), "
                                f"need at least {MIN_SAMPLES} samples from {MIN_UTTERANCES} utterances")
+    if samples > STRIDE:  # whole strides only (ORT's strided MinMax); at most STRIDE-1 samples left out
+        samples -= samples % STRIDE
+    reader.planned = reader.max_samples = samples
     return {"utterances": utts, "samples": samples}

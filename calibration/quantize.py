@@ -35,6 +35,7 @@ from pathlib import Path
 import onnx
 
 from runtimes.errors import UserError
+from calibration.data import STRIDE
 from runtimes.files import atomic_write
 from runtimes.metadata import PREFIX, read_metadata
 
@@ -141,10 +142,14 @@ def select_nodes(model: onnx.ModelProto) -> list[NodeChoice]:
     return out
 
 
-def extra_options(method: str) -> dict:
+def extra_options(method: str, samples: int) -> dict:
     opts = {"QuantizeBias": False, "ActivationSymmetric": True, "WeightSymmetric": True,
             "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1, "Gemm": 1, "Conv": 0},
-            "CalibTensorRangeSymmetric": True, "DedicatedQDQPair": False, "CalibMaxIntermediateOutputs": 16}
+            "CalibTensorRangeSymmetric": True, "DedicatedQDQPair": False}
+    if method == "minmax":
+        # Bounded memory with every sample counted: ORT merges the ranges of each stride. (Its
+        # CalibMaxIntermediateOutputs is not usable: ORT 1.31 drops each full batch without computing its range.)
+        opts["CalibStridedMinMax"] = min(STRIDE, samples)
     if method == "percentile":
         opts["CalibPercentile"] = 99.999
     return opts
@@ -171,7 +176,7 @@ def quantize_to(model_path, reader, out_path, nodes: list[str], method: str = "m
     quantize_static(str(model_path), str(out_path), reader, quant_format=QuantFormat.QDQ,
                     op_types_to_quantize=["MatMul", "Gemm", "Conv"], per_channel=True, reduce_range=False,
                     activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, nodes_to_quantize=list(nodes),
-                    calibrate_method=_method(method), extra_options=extra_options(method),
+                    calibrate_method=_method(method), extra_options=extra_options(method, len(reader)),
                     calibration_cache_path=None if cache_path is None else str(cache_path))
 
 

@@ -126,7 +126,8 @@ def test_lint_trt_passes_and_metadata(quantized):
     assert meta["precision"] == "int8"
     r = json.loads(meta["quant_recipe"])
     assert r["scheme"] == "S8S8" and r["symmetric"] and r["per_channel"] and r["format"] == "QDQ"
-    assert r["method"] == "minmax" and r["calibration"]["samples"] == 40 and r["calibration"]["streaming_states"]
+    # 40 requested samples are cut to whole MinMax strides (32)
+    assert r["method"] == "minmax" and r["calibration"]["samples"] == 32 and r["calibration"]["streaming_states"]
     assert r["nodes_quantized"] == rep["nodes_quantized"] and len(r["quantized"]) == r["nodes_quantized"]
     assert meta["states"] == read_metadata(path)["states"] and meta["graph_kind"] == "step"
     res = CliRunner().invoke(main, ["inspect", str(path), "--json"])
@@ -327,3 +328,27 @@ def test_already_quantized_detection():
     assert "DequantizeLinear" in cq.already_quantized(m)
     with pytest.raises(UserError):
         raise cq.QuantizeError("x")
+
+
+@needs_audio
+def test_minmax_ranges_cover_every_calibration_sample(models, tmp_path, monkeypatch):
+    """Regression: ORT's CalibMaxIntermediateOutputs drops full batches without computing their ranges; the
+    strided MinMax must see every planned sample (here 2.5 strides' worth, cut to whole strides)."""
+    from calibration import quantize as q
+
+    r = cdata.StreamingCalibrationReader(models["rwkv"]["step"], WAVS[:3], max_samples=40)
+    planned = cdata.check_calibration(r)["samples"]
+    assert planned == 32 and len(r) == 32
+    served = []
+    real_next = r.get_next
+
+    def counting_next():
+        feeds = real_next()
+        if feeds is not None:
+            served.append(1)
+        return feeds
+
+    monkeypatch.setattr(r, "get_next", counting_next)
+    chosen = [c.name for c in q.select_nodes(q.load(models["rwkv"]["step"])) if c.quantize]
+    q.quantize_to(models["rwkv"]["step"], r, tmp_path / "m.int8.onnx", chosen)
+    assert len(served) == 32
