@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import platform
 import resource
 import subprocess
@@ -252,7 +251,7 @@ def run_cell(spec: CellSpec, utts: list[dict]) -> dict:
 
 def _run_isolated(spec: CellSpec, utts: list[dict], tmp: Path, index: int = 0) -> dict:
     """Run one cell in a fresh interpreter; a failure comes back as {"error": one line}."""
-    req, res = tmp / f"cell{index}.json", tmp / f"cell{index}.pkl"
+    req, res = tmp / f"cell{index}.json", tmp / f"cell{index}.npz"
     req.write_text(json.dumps({"spec": asdict(spec), "utts": utts}))
     env = dict(os.environ, OMP_NUM_THREADS=str(spec.threads), PYTHONPATH=os.pathsep.join(
         [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
@@ -261,8 +260,7 @@ def _run_isolated(spec: CellSpec, utts: list[dict], tmp: Path, index: int = 0) -
     if p.returncode != 0 or not res.is_file():
         lines = [ln for ln in (p.stderr or "").strip().splitlines() if ln.strip()]
         return {"error": (lines[-1] if lines else f"cell process exited {p.returncode}")[:400]}
-    with open(res, "rb") as f:
-        out = pickle.load(f)
+    out = _load_cell(res)
     out["notices"] = out.get("notices", []) + [ln[len("notice: "):] for ln in (p.stderr or "").splitlines()
                                                if ln.startswith("notice: ") and ln[8:] not in out.get("notices", [])]
     return out
@@ -275,9 +273,28 @@ def _cell_main(req: str, res: str) -> int:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    with open(res, "wb") as f:
-        pickle.dump(out, f)
+    _save_cell(out, res)
     return 0
+
+
+def _save_cell(out: dict, path) -> None:
+    """Cell results between processes without pickle: arrays in an .npz, everything else in JSON inside it."""
+    arrays = {f"lp{i}": a for i, a in enumerate(out["logprobs"])}
+    for i, st in enumerate(out["states"]):
+        arrays.update({f"st{i}/{k}": v for k, v in st.items()})
+    rest = {k: v for k, v in out.items() if k not in ("logprobs", "states")}
+    rest["n_states"] = len(out["states"])
+    with open(path, "wb") as f:
+        np.savez(f, __json__=np.frombuffer(json.dumps(rest).encode(), np.uint8), **arrays)
+
+
+def _load_cell(path) -> dict:
+    with np.load(path, allow_pickle=False) as z:
+        out = json.loads(bytes(z["__json__"]).decode())
+        out["logprobs"] = [z[f"lp{i}"] for i in range(len(out["hyps"]))]
+        out["states"] = [{k.split("/", 1)[1]: z[k] for k in z.files if k.startswith(f"st{i}/")}
+                         for i in range(out.pop("n_states"))]
+    return out
 
 
 # --- planning ----------------------------------------------------------------------------------------------------
