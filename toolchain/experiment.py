@@ -72,7 +72,7 @@ def dirdrop(model_refs, test: Path, out: Path, limit: int = 100, threads: int = 
                "dirdrop_p": m.get("dirdrop_p", 0.0), "model": ref, "path": str(path), "status": "ok",
                "parameters": config.get("parameters"), "train_steps": config.get("metrics", {}).get("step"),
                "dev_wer": config.get("metrics", {}).get("dev_wer"),
-               "training_finished": summary.is_file(), "utterances": len(utts), "wer": {}}
+               "training_finished": summary.is_file() or "card" in config, "utterances": len(utts), "wer": {}}
         for mode in MODES:
             model.set_direction(mode)
             w, _ = evaluate(model, utts, "cpu")
