@@ -590,7 +590,7 @@ def run_parity(models, test, reference=None, backends=("all",), modes=("step", "
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "edgeasr_version": _version(),
         "host": {"platform": platform.platform(), "python": platform.python_version(),
-                 "cpu": _cpu_name(), "cpu_count": os.cpu_count()},
+                 "cpu": cpu_name(), "cpu_count": os.cpu_count()},
         "threads": threads,
         "test": {"manifest": str(test), "utterances": len(utts), "audio_seconds": round(dur, 3)},
         "reference": pl.reference,
@@ -627,7 +627,7 @@ def _version() -> str:
         return "unknown"
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):

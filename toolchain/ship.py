@@ -6,7 +6,6 @@ training command, hardware, wall time, and WER per direction mode on held-out vo
 from __future__ import annotations
 
 import json
-import platform
 from pathlib import Path
 
 import click
@@ -16,20 +15,11 @@ from models.checkpoint import WEIGHTS, load_checkpoint, save_checkpoint
 from runtimes.features import FbankOptions
 from toolchain.dataset import load_utterances
 from toolchain.manifest import read_manifest
+from toolchain.parity import cpu_name
 from toolchain.pretrained import HERE
 from toolchain.train import evaluate
 
 SIZE_LIMIT_MB = 10.0
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
 
 
 def wer_table(model, config: dict, manifests: dict[str, Path]) -> dict:
@@ -56,7 +46,7 @@ def ship(run_dir: Path, name: str, manifests: dict[str, Path], dest_root: Path =
         "dirdrop": f'{config["model"]["dirdrop"]}@{config["model"]["dirdrop_p"]}',
         "parameters": config.get("parameters"),
         "command": config.get("command", ""),
-        "trained_on": f"{_cpu_name()}, CPU, {config['train'].get('threads') or 'default'} torch thread(s)",
+        "trained_on": f"{cpu_name()}, CPU, {config['train'].get('threads') or 'default'} torch thread(s)",
         "train_wall_s": summary.get("wall_s"),
         "steps": summary.get("steps"),
         "train_hours": config.get("data", {}).get("train_hours"),
