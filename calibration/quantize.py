@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -36,7 +35,7 @@ import onnx
 
 from runtimes.errors import UserError
 from calibration.data import STRIDE
-from runtimes.files import atomic_write
+from runtimes.files import atomic_write, output_path_problem
 from runtimes.metadata import PREFIX, read_metadata
 
 METHODS = ("minmax", "percentile", "entropy")
@@ -217,10 +216,6 @@ def write_atomic(model: onnx.ModelProto, out: Path) -> int:
 
 
 def check_output(out: Path) -> None:
-    out = Path(out)
-    if out.is_dir():
-        raise QuantizeError(f"{out}: is a directory, not an output file")
-    if not out.parent.is_dir():
-        raise QuantizeError(f"{out}: output directory {out.parent} does not exist")
-    if not os.access(out.parent, os.W_OK):
-        raise QuantizeError(f"{out}: output directory is not writable")
+    problem = output_path_problem(out)
+    if problem:
+        raise QuantizeError(problem)

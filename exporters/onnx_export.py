@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ import torch
 from exporters import graph_clean, verify as verify_mod, wrappers
 from models.conformer import Encoder
 from runtimes.features import FbankOptions
-from runtimes.files import atomic_write
+from runtimes.files import atomic_write, output_path_problem
 from runtimes.metadata import (FORMAT_VERSION, STATE_INPUT_PREFIX, STATE_OUTPUT_PREFIX, encode_metadata)
 
 OPSET = 17
@@ -176,12 +175,9 @@ def export(encoder: Encoder, config: dict, out: Path, kind: str, direction: str 
     """Export, verify, then atomically write ``out``. Nothing is left at ``out`` (or beside it) on failure."""
     t0 = time.perf_counter()
     out = Path(out)
-    if out.is_dir():
-        raise ExportError(f"{out}: is a directory, not an output file")
-    if not out.parent.is_dir():
-        raise ExportError(f"{out}: output directory {out.parent} does not exist")
-    if not os.access(out.parent, os.W_OK):
-        raise ExportError(f"{out}: output directory is not writable")
+    problem = output_path_problem(out)
+    if problem:
+        raise ExportError(problem)
     model, notes = build_onnx(encoder, config, kind, direction, chunk_frames, opset, source_sha256)
     data = model.SerializeToString(deterministic=True)
     report = None

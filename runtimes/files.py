@@ -33,3 +33,15 @@ def _default_mode() -> int:
     umask = os.umask(0)
     os.umask(umask)
     return 0o666 & ~umask
+
+
+def output_path_problem(out) -> str | None:
+    """Why ``out`` cannot receive an artifact (one line), or None; checked before any expensive work."""
+    out = Path(out)
+    if out.is_dir():
+        return f"{out}: is a directory, not an output file"
+    if not out.parent.is_dir():
+        return f"{out}: output directory {out.parent} does not exist"
+    if not os.access(out.parent, os.W_OK):
+        return f"{out}: output directory is not writable"
+    return None

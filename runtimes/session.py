@@ -150,10 +150,7 @@ class Stream:
         """End of stream: finish the fbank, run the padded remainder, return the final transcript."""
         if not self.finished:
             self.fbank.finish()
-            tail = self.fbank.pop()
-            if len(tail):
-                self._frames = np.concatenate([self._frames, tail]) if len(self._frames) else tail
-                self.frames_in += len(tail)
+            self.feed_features(self.fbank.pop())
             self.session._run([self])
             self.session._flush_remainder(self)
             self.finished = True
