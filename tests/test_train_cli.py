@@ -65,6 +65,15 @@ def test_train_resume_eval_transcribe(corpus, tmp_path):
     assert out["audio"] == str(wav) and isinstance(out["text"], str) and out["duration"] > 0.5
 
 
+def test_max_steps_ends_the_run_and_its_schedule(corpus, tmp_path):
+    run_dir = tmp_path / "run"
+    p = run(EDGEASR + ["train", "--mixer", "none", "--train", str(corpus / "train.jsonl"), "--dev",
+                       str(corpus / "dev.jsonl"), "--out", str(run_dir), "--epochs", "50", "--max-steps", "3",
+                       *TINY])
+    assert json.loads(p.stdout.strip().splitlines()[-1])["steps"] == 3
+    assert json.loads((run_dir / "config.json").read_text())["train"]["max_steps"] == 3
+
+
 def test_ddp_two_cpu_processes(corpus, tmp_path):
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
     assert torchrun, "torchrun is installed with torch"

@@ -45,6 +45,7 @@ def load_model(name_or_dir: str, direction: str | None = None):
 @click.option("--out", "run_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run dir.")
 @click.option("--epochs", type=int)
 @click.option("--max-minutes", type=float, help="Wall-clock budget; the LR schedule ends with it.")
+@click.option("--max-steps", type=int, help="Step budget; the LR schedule ends with it (equal-step comparisons).")
 @click.option("--batch-frames", type=int, help="Padded fbank frames per batch.")
 @click.option("--lr", type=float)
 @click.option("--d-model", type=int)
@@ -57,8 +58,8 @@ def load_model(name_or_dir: str, direction: str | None = None):
 @click.option("--threads", type=int)
 @click.option("--resume", is_flag=True, help="Continue from RUN_DIR's last checkpoint.")
 @click.option("--skip-bad-rows", is_flag=True, help="Skip (and list) bad manifest rows instead of failing.")
-def train(mixer, config_file, train_manifest, dev_manifest, run_dir, epochs, max_minutes, batch_frames, lr,
-          d_model, layers, dirdrop, dirdrop_p, direction, causal, seed, threads, resume, skip_bad_rows):
+def train(mixer, config_file, train_manifest, dev_manifest, run_dir, epochs, max_minutes, max_steps, batch_frames,
+          lr, d_model, layers, dirdrop, dirdrop_p, direction, causal, seed, threads, resume, skip_bad_rows):
     """Train a CTC encoder; checkpoints (safetensors + config.json) land in RUN_DIR."""
     from toolchain.train import resolve_config, resume_config, train as run_training
 
@@ -75,7 +76,8 @@ def train(mixer, config_file, train_manifest, dev_manifest, run_dir, epochs, max
         model_cfg, tc = resolve_config(config_file, {
             "model.mixer": mixer, "model.d_model": d_model, "model.n_layers": layers, "model.dirdrop": dirdrop,
             "model.dirdrop_p": dirdrop_p, "model.direction": direction, "model.causal": causal,
-            "train.epochs": epochs, "train.max_minutes": max_minutes, "train.batch_frames": batch_frames,
+            "train.epochs": epochs, "train.max_minutes": max_minutes, "train.max_steps": max_steps,
+            "train.batch_frames": batch_frames,
             "train.lr": lr, "train.seed": seed, "train.threads": threads})
     command = "edgeasr " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     summary = run_training(run_dir, model_cfg, tc, train_manifest, dev_manifest, resume=resume,

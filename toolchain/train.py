@@ -33,6 +33,7 @@ from toolchain.metrics import wer
 class TrainConfig:
     epochs: int = 40
     max_minutes: float = 0.0  # wall-clock budget; the LR schedule follows whichever budget ends first
+    max_steps: int = 0  # step budget (0: epochs decide); equal-step runs make mixer comparisons fair
     batch_frames: int = 16000  # padded fbank frames per batch (per process)
     lr: float = 2e-3
     weight_decay: float = 1e-2
@@ -177,6 +178,8 @@ def train(run_dir: Path, model_cfg: EncoderConfig, tc: TrainConfig, train_manife
 
     batches_per_epoch = len(make_batches(train_utts, tc.batch_frames)) // env.world
     total_steps = max(1, batches_per_epoch * tc.epochs)
+    if tc.max_steps > 0:
+        total_steps = min(total_steps, tc.max_steps)
     budget_s = tc.max_minutes * 60 if tc.max_minutes > 0 else float("inf")
     start = time.time()
     gen = torch.Generator().manual_seed(tc.seed + env.rank)
