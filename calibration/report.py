@@ -24,7 +24,7 @@ def build_report(model: str, out: str, method: str, calib: dict, choices: list, 
             "dev": dev, "nodes": nodes}
 
 
-def format_report(r: dict) -> str:
+def format_report(r: dict, all_nodes: bool = False) -> str:
     lines = [f"{r['out']}: {r['nodes_quantized']} node(s) int8, {r['nodes_kept_fp32']} weight node(s) kept fp32 "
              f"({r['method']} calibration on {r['calibration'].get('samples')} samples from "
              f"{r['calibration'].get('utterances')} utterances); size {r['size_bytes']['fp32'] / 1e6:.2f} MB -> "
@@ -33,8 +33,18 @@ def format_report(r: dict) -> str:
         d = r["dev"]
         lines.append(f"dev WER fp32 {d['wer_fp32']:.4f} -> int8 {d['wer_int8']:.4f} (ΔWER {d['delta_wer']:+.4f}, "
                      f"budget {d['budget']:.4f}, {d['utterances']} utterances)")
+    nodes = r["nodes"]
+    if not all_nodes:  # a summary: counts per (precision, reason) and the weakest int8 nodes by SQNR
+        counts: dict[tuple[str, str], int] = {}
+        for n in nodes:
+            counts[(n["precision"], n["reason"])] = counts.get((n["precision"], n["reason"]), 0) + 1
+        lines += [f"  {c:4d} {p:5s} {reason}" for (p, reason), c in sorted(counts.items())]
+        nodes = sorted((n for n in nodes if n.get("sqnr_db") is not None), key=lambda n: n["sqnr_db"])[:5]
+        if not nodes:
+            return "\n".join(lines)
+        lines.append("lowest SQNR (all nodes: --all-nodes or --json):")
     lines.append(f"{'precision':9s} {'sqnr dB':>8s}  {'node':40s} reason")
-    for n in r["nodes"]:
+    for n in nodes:
         s = n.get("sqnr_db")
         lines.append(f"{n['precision']:9s} {'' if s is None else f'{s:8.1f}':>8s}  {n['node'][:40]:40s} {n['reason']}")
     return "\n".join(lines)

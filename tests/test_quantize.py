@@ -352,3 +352,17 @@ def test_minmax_ranges_cover_every_calibration_sample(models, tmp_path, monkeypa
     chosen = [c.name for c in q.select_nodes(q.load(models["rwkv"]["step"])) if c.quantize]
     q.quantize_to(models["rwkv"]["step"], r, tmp_path / "m.int8.onnx", chosen)
     assert len(served) == 32
+
+
+def test_report_text_is_a_summary_unless_all_nodes():
+    from calibration.report import format_report
+
+    nodes = [{"node": f"mm{i}", "precision": "int8", "reason": "per-frame MatMul", "sqnr_db": 40.0 - i}
+             for i in range(30)] + [{"node": "ctc", "precision": "fp32", "reason": "policy: CTC head", "sqnr_db": None}]
+    r = {"out": "m.int8.onnx", "nodes_quantized": 30, "nodes_kept_fp32": 1, "method": "minmax",
+         "calibration": {"samples": 8, "utterances": 2}, "size_bytes": {"fp32": 4e6, "int8": 1e6, "ratio": 4.0},
+         "nodes": nodes}
+    short, full = format_report(r), format_report(r, all_nodes=True)
+    assert "30 int8  per-frame MatMul" in short and "1 fp32  policy: CTC head" in short
+    assert "mm29" in short and "mm0 " not in short  # the five weakest nodes only
+    assert all(n["node"] in full for n in nodes) and len(full.splitlines()) == 2 + len(nodes)

@@ -62,3 +62,27 @@ def test_int8_within_wer_budget_on_ort_and_openvino(heldout, tmp_path):
         got = wer(refs, run(int8, backend))
         print(f"{backend}: WER fp32 {base:.3f} -> int8 {got:.3f}")
         assert abs(got - base) <= INT8_WER_BUDGET, backend
+
+
+@pytest.mark.parametrize("name", sorted(pretrained.shipped()))
+def test_every_shipped_model_has_an_honest_card(name, tmp_path):
+    """Size and size class, the training command, and the card's WER on the real recordings re-measured on exactly
+    the shipped (fp16) weights."""
+    from toolchain.cli_data import POCKETSPHINX_DATA, collect_real
+    from toolchain.cli_model import load_model
+    from toolchain.ship import wer_table
+
+    path = pretrained.shipped()[name]
+    card = pretrained.card(path)
+    assert card["size_mb"] <= 10 and (path / "model.safetensors").stat().st_size <= 10e6
+    assert 2e6 <= card["parameters"] <= 5e6  # one size class: d_model 144, 6 layers
+    assert card["command"].startswith("edgeasr train") and card["steps"] > 0
+    model, config = load_model(name)
+    trained_modes = {"l2r", "alt", "bi"} if model.bidirectional else {config["model"]["direction"]}
+    assert set(card["wer"]["test"]) == trained_modes
+    if "real" not in card["wer"] or not POCKETSPHINX_DATA.is_dir():
+        pytest.skip("no real-recording WER on the card or pocketsphinx-testdata not installed")
+    collect_real(POCKETSPHINX_DATA, tmp_path)
+    again = wer_table(model, config, {"real": tmp_path / "real.jsonl"})["real"]
+    for mode, recorded in card["wer"]["real"].items():
+        assert again[mode] == pytest.approx(recorded, abs=0.01), mode

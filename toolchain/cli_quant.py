@@ -33,9 +33,10 @@ console = Console(stderr=True)
               help="Write the quantization report (JSON) here.")
 @click.option("--threads", type=int, default=1, show_default=True)
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--all-nodes", is_flag=True, help="Print every node's precision, SQNR and reason, not a summary.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def quantize(model, calib, out, method, max_utterances, max_samples, max_wer_drop, dev, max_dev_utterances,
-             max_fallback, report_path, threads, no_progress, as_json):
+             max_fallback, report_path, threads, no_progress, all_nodes, as_json):
     """Quantize an exported fp32 MODEL.onnx to int8 (QDQ, S8S8, symmetric, per-channel) calibrated on real
     streaming: each chunk of the calibration audio is fed with the state the fp32 model actually carried into it."""
     from calibration.int8 import quantize_model
@@ -84,7 +85,7 @@ def quantize(model, calib, out, method, max_utterances, max_samples, max_wer_dro
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
-        click.echo(format_report(report))
+        click.echo(format_report(report, all_nodes))
 
 
 COMMANDS = [quantize]

@@ -6,6 +6,7 @@ training command, hardware, wall time, and WER per direction mode on held-out vo
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import click
@@ -23,9 +24,10 @@ SIZE_LIMIT_MB = 10.0
 
 
 def wer_table(model, config: dict, manifests: dict[str, Path]) -> dict:
-    """{set: {mode: WER %}} for every inference mode the mixer supports."""
+    """{set: {mode: WER %}}: every inference mode of a bidirectional (RA) mixer; the trained mode otherwise (a
+    causally trained mha/deformable run non-causally is a different model, so that number would mislead)."""
     opts = FbankOptions.from_dict(config["features"])
-    modes = ("l2r", "alt", "bi") if model.bidirectional else ("l2r", "bi")
+    modes = ("l2r", "alt", "bi") if model.bidirectional else (config["model"]["direction"],)
     table = {}
     for name, path in manifests.items():
         utts = load_utterances(read_manifest(path), opts)
@@ -38,9 +40,17 @@ def wer_table(model, config: dict, manifests: dict[str, Path]) -> dict:
 
 
 def ship(run_dir: Path, name: str, manifests: dict[str, Path], dest_root: Path = HERE) -> dict:
+    """Write the fp16 model to a temporary folder, measure the card's WER on exactly those weights, then rename it
+    into place (a failed or interrupted ship leaves the previous shipped model untouched)."""
     model, config = load_checkpoint(run_dir)
     summary_path = Path(run_dir) / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    dest = Path(dest_root) / name
+    tmp = Path(dest_root) / f".{name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_checkpoint(tmp, model, {k: v for k, v in config.items() if k not in ("format", "model")},
+                    dtype=torch.float16)
+    shipped_model, shipped_config = load_checkpoint(tmp)
     card = {
         "mixer": config["model"]["mixer"],
         "dirdrop": f'{config["model"]["dirdrop"]}@{config["model"]["dirdrop_p"]}',
@@ -51,18 +61,18 @@ def ship(run_dir: Path, name: str, manifests: dict[str, Path], dest_root: Path =
         "steps": summary.get("steps"),
         "train_hours": config.get("data", {}).get("train_hours"),
         "dev_wer": config.get("metrics", {}).get("dev_wer"),
-        "wer": wer_table(model, config, manifests),
+        "wer": wer_table(shipped_model, shipped_config, manifests),
         "wer_sets": {k: str(v) for k, v in manifests.items()},
+        "size_mb": round((tmp / WEIGHTS).stat().st_size / 1e6, 2),
     }
-    dest = Path(dest_root) / name
-    save_checkpoint(dest, model, {**{k: v for k, v in config.items() if k not in ("format", "model")},
-                                  "card": card}, dtype=torch.float16)
-    card["size_mb"] = round((dest / WEIGHTS).stat().st_size / 1e6, 2)
     if card["size_mb"] > SIZE_LIMIT_MB:
+        shutil.rmtree(tmp)
         raise click.ClickException(f"{name}: {card['size_mb']} MB exceeds the {SIZE_LIMIT_MB} MB shipping limit")
-    cfg = json.loads((dest / "config.json").read_text())
+    cfg = json.loads((tmp / "config.json").read_text())
     cfg["card"] = card
-    (dest / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+    (tmp / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
     return card
 
 

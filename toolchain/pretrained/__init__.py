@@ -12,7 +12,8 @@ DEFAULT = "rwkv-dirdrop-both"
 
 
 def shipped() -> dict[str, Path]:
-    return {p.name: p for p in sorted(HERE.iterdir()) if (p / "config.json").is_file()}
+    return {p.name: p for p in sorted(HERE.iterdir())
+            if not p.name.startswith(".") and (p / "config.json").is_file()}  # .NAME.tmp: a ship in progress
 
 
 def card(path: Path) -> dict:
