@@ -11,7 +11,7 @@ DEMO_DIR ?= work/demo
 DEMO_MODEL ?= default
 DEMO_FULL_DIRECTION ?= bi
 
-.PHONY: setup system-deps demo test test-slow corpus train-flagship clean
+.PHONY: setup system-deps demo test test-slow corpus train-flagship train-baselines clean
 
 setup: system-deps $(VENV)/.installed
 
@@ -55,6 +55,21 @@ train-flagship: corpus
 	  --out work/runs/rwkv-dirdrop-both --max-minutes $(TRAIN_MINUTES)
 	$(PY) -m toolchain.ship work/runs/rwkv-dirdrop-both --name rwkv-dirdrop-both \
 	  --test work/corpus/test.jsonl --real work/real/real.jsonl
+
+# The comparison models: same size class and the flagship's step count (1590), one torch thread each;
+# `make -j2 train-baselines` runs two at a time on a 2-core machine.
+BASELINE_STEPS ?= 1590
+BASELINES = rwkv-no-dirdrop mamba2-dirdrop-both mha deformable none
+baseline_args_rwkv-no-dirdrop = --mixer rwkv --direction bi --dirdrop none
+baseline_args_mamba2-dirdrop-both = --mixer mamba2 --direction bi --dirdrop both --dirdrop-p 0.2
+baseline_args_mha = --mixer mha
+baseline_args_deformable = --mixer deformable
+baseline_args_none = --mixer none
+train-baselines: $(addprefix baseline-,$(BASELINES))
+baseline-%: corpus
+	OMP_NUM_THREADS=1 $(EDGEASR) train --config configs/baseline.json --train work/corpus/train.jsonl \
+	  --dev work/corpus/dev.jsonl --max-steps $(BASELINE_STEPS) $(baseline_args_$*) --out work/runs/$*
+	$(PY) -m toolchain.ship work/runs/$* --name $* --test work/corpus/test.jsonl --real work/real/real.jsonl
 
 clean:
 	rm -rf work .pytest_cache .hypothesis
