@@ -74,6 +74,19 @@ def test_max_steps_ends_the_run_and_its_schedule(corpus, tmp_path):
     assert json.loads((run_dir / "config.json").read_text())["train"]["max_steps"] == 3
 
 
+def test_resume_with_a_larger_step_budget_continues_a_finished_run(corpus, tmp_path):
+    run_dir = tmp_path / "run"
+    common = ["--train", str(corpus / "train.jsonl"), "--dev", str(corpus / "dev.jsonl"), "--out", str(run_dir)]
+    run(EDGEASR + ["train", "--mixer", "none", *common, "--epochs", "50", "--max-steps", "2", *TINY])
+    p = run(EDGEASR + ["train", *common, "--resume", "--max-steps", "4"])
+    assert "resumed from step 2" in p.stderr + p.stdout
+    assert json.loads(p.stdout.strip().splitlines()[-1])["steps"] == 4
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["train"]["max_steps"] == 4
+    # the card's command must reproduce the weights: the first run, then the resume
+    assert config["command"].count("edgeasr train") == 2 and "--resume" in config["command"]
+
+
 def test_ddp_two_cpu_processes(corpus, tmp_path):
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
     assert torchrun, "torchrun is installed with torch"

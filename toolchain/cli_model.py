@@ -1,6 +1,7 @@
 """CLI commands around checkpoints: train, eval, transcribe (torch reference), pretrained."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import shlex
 import sys
@@ -68,6 +69,9 @@ def train(mixer, config_file, train_manifest, dev_manifest, run_dir, epochs, max
             raise UserError(f"{m}: manifest not found")
     if resume and (run_dir / "config.json").is_file():
         model_cfg, tc, _ = resume_config(run_dir)
+        # Budgets may be raised on resume to continue a finished run; the model and recipe stay as trained.
+        budgets = {"epochs": epochs, "max_minutes": max_minutes, "max_steps": max_steps, "threads": threads}
+        tc = dataclasses.replace(tc, **{k: v for k, v in budgets.items() if v is not None})
     else:
         if mixer is None and config_file is None:
             raise UserError("--mixer or --config is required")

@@ -168,6 +168,9 @@ def train(run_dir: Path, model_cfg: EncoderConfig, tc: TrainConfig, train_manife
         step, epoch, epoch_pos, elapsed_before = meta["step"], meta["epoch"], meta["epoch_pos"], meta["elapsed_s"]
         best, history = meta["best_dev_wer"], meta["history"]
         say(f"resumed from step {step} (epoch {epoch}, best dev WER {best:.3f})")
+        previous = read_config(run_dir).get("command", "")
+        if previous and command and not command.startswith(previous):
+            command = f"{previous} && {command}"  # the card must show every command that produced the weights
     model.to(device).train()
     n_params = count_parameters(model)
     say(f"model: {model_cfg.mixer}, {n_params / 1e6:.2f} M parameters, device {device}, world {env.world}")
