@@ -279,11 +279,13 @@ def _cell_main(req: str, res: str) -> int:
 
 def _save_cell(out: dict, path) -> None:
     """Cell results between processes without pickle: arrays in an .npz, everything else in JSON inside it."""
-    arrays = {f"lp{i}": a for i, a in enumerate(out["logprobs"])}
-    for i, st in enumerate(out["states"]):
+    # the peer cell has neither logprobs nor states (its own model and vocabulary)
+    logprobs, states = out.get("logprobs", []), out.get("states", [])
+    arrays = {f"lp{i}": a for i, a in enumerate(logprobs)}
+    for i, st in enumerate(states):
         arrays.update({f"st{i}/{k}": v for k, v in st.items()})
     rest = {k: v for k, v in out.items() if k not in ("logprobs", "states")}
-    rest["n_states"] = len(out["states"])
+    rest.update(n_logprobs=len(logprobs), n_states=len(states))
     with open(path, "wb") as f:
         np.savez(f, __json__=np.frombuffer(json.dumps(rest).encode(), np.uint8), **arrays)
 
@@ -291,7 +293,7 @@ def _save_cell(out: dict, path) -> None:
 def _load_cell(path) -> dict:
     with np.load(path, allow_pickle=False) as z:
         out = json.loads(bytes(z["__json__"]).decode())
-        out["logprobs"] = [z[f"lp{i}"] for i in range(len(out["hyps"]))]
+        out["logprobs"] = [z[f"lp{i}"] for i in range(out.pop("n_logprobs"))]
         out["states"] = [{k.split("/", 1)[1]: z[k] for k in z.files if k.startswith(f"st{i}/")}
                          for i in range(out.pop("n_states"))]
     return out
