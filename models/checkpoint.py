@@ -67,7 +67,7 @@ def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: 
 
 
 def save_checkpoint(run_dir: Path, model: Encoder, meta: dict, weights_name: str = WEIGHTS,
-                    dtype: torch.dtype | None = None) -> None:
+                    dtype: torch.dtype | None = None, config_name: str = CONFIG) -> None:
     """Weights first, then the config that points at them: a reader never sees a config without weights."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -75,11 +75,11 @@ def save_checkpoint(run_dir: Path, model: Encoder, meta: dict, weights_name: str
              for k, v in model.state_dict().items()}
     atomic_save_tensors(run_dir / weights_name, state)
     config = {**meta, "format": FORMAT, "model": model.cfg.to_dict()}
-    atomic_write_json(run_dir / CONFIG, config)
+    atomic_write_json(run_dir / config_name, config)
 
 
-def read_config(run_dir: Path) -> dict:
-    path = Path(run_dir) / CONFIG
+def read_config(run_dir: Path, config_name: str = CONFIG) -> dict:
+    path = Path(run_dir) / config_name
     if not path.is_file():
         raise CheckpointError(f"{path}: missing (not a checkpoint directory)")
     try:
@@ -91,10 +91,11 @@ def read_config(run_dir: Path) -> dict:
     return config
 
 
-def load_checkpoint(run_dir: Path, weights_name: str = WEIGHTS) -> tuple[Encoder, dict]:
+def load_checkpoint(run_dir: Path, weights_name: str = WEIGHTS,
+                    config_name: str = CONFIG) -> tuple[Encoder, dict]:
     """Returns (fp32 model in eval mode, config dict). Weights stored in fp16 are upcast."""
     run_dir = Path(run_dir)
-    config = read_config(run_dir)
+    config = read_config(run_dir, config_name)
     try:
         cfg = EncoderConfig.from_dict(config["model"])
     except (TypeError, ValueError) as e:

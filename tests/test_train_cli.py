@@ -47,11 +47,8 @@ def test_train_resume_eval_transcribe(corpus, tmp_path):
 
     # resume continues counting from the saved step for one more epoch
     state = json.loads((run_dir / "train_state.json").read_text())
-    cfg = json.loads((run_dir / "config.json").read_text())
-    cfg["train"]["epochs"] = 2
-    (run_dir / "config.json").write_text(json.dumps(cfg))
     p = run(EDGEASR + ["train", "--train", str(corpus / "train.jsonl"), "--dev", str(corpus / "dev.jsonl"),
-                       "--out", str(run_dir), "--resume"])
+                       "--out", str(run_dir), "--resume", "--epochs", "2"])
     assert "resumed from step" in p.stderr
     assert json.loads(p.stdout.strip().splitlines()[-1])["steps"] > state["step"]
 
@@ -81,10 +78,30 @@ def test_resume_with_a_larger_step_budget_continues_a_finished_run(corpus, tmp_p
     p = run(EDGEASR + ["train", *common, "--resume", "--max-steps", "4"])
     assert "resumed from step 2" in p.stderr + p.stdout
     assert json.loads(p.stdout.strip().splitlines()[-1])["steps"] == 4
+    last = json.loads((run_dir / "last.json").read_text())
+    assert last["train"]["max_steps"] == 4 and last["metrics"]["step"] == 4
+    # the command recorded with the weights must reproduce them: the first run, then the resume
+    assert last["command"].count("edgeasr train") == 2 and "--resume" in last["command"]
+
+
+def test_config_json_describes_the_best_weights_not_the_last(corpus, tmp_path, monkeypatch):
+    """Dev WER 0.9, 0.5, 0.7, 0.8 at steps 1-4: model.safetensors and config.json are step 2's, last.* step 4's."""
+    import toolchain.train as tr
+    from models.config import EncoderConfig
+
+    wers = iter([0.9, 0.5, 0.7, 0.8, 0.8])  # the last value: the end-of-run eval, if it runs again
+    monkeypatch.setattr(tr, "evaluate", lambda *a, **k: (next(wers), []))
+    run_dir = tmp_path / "run"
+    tc = tr.TrainConfig(epochs=50, max_steps=4, eval_every=1, batch_frames=4000, threads=1)
+    tr.train(run_dir, EncoderConfig(mixer="none", d_model=32, n_layers=2), tc, corpus / "train.jsonl",
+             corpus / "dev.jsonl", command="edgeasr train test")
     config = json.loads((run_dir / "config.json").read_text())
-    assert config["train"]["max_steps"] == 4
-    # the card's command must reproduce the weights: the first run, then the resume
-    assert config["command"].count("edgeasr train") == 2 and "--resume" in config["command"]
+    assert config["metrics"]["step"] == 2 and config["metrics"]["dev_wer"] == 0.5
+    assert json.loads((run_dir / "last.json").read_text())["metrics"]["step"] == 4
+    from safetensors.torch import load_file
+
+    assert any((load_file(run_dir / "model.safetensors")[k] != v).any()
+               for k, v in load_file(run_dir / "last.safetensors").items())
 
 
 def test_ddp_two_cpu_processes(corpus, tmp_path):

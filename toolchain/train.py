@@ -26,6 +26,8 @@ from runtimes.features import FbankOptions
 from runtimes.vocab import BLANK_ID, VOCAB, ctc_greedy
 from toolchain.dataset import collate, feature_stats, load_utterances, make_batches
 from toolchain.manifest import read_manifest
+
+LAST_CONFIG = "last.json"  # config of last.safetensors (resume point); config.json describes model.safetensors
 from toolchain.metrics import wer
 
 
@@ -162,13 +164,13 @@ def train(run_dir: Path, model_cfg: EncoderConfig, tc: TrainConfig, train_manife
     step, epoch, epoch_pos, elapsed_before, best = 0, 0, 0, 0.0, float("inf")
     history: list[dict] = []
     if resume and (run_dir / "train_state.json").is_file():
-        last, _ = load_checkpoint(run_dir, "last.safetensors")
+        last, _ = load_checkpoint(run_dir, "last.safetensors", _last_config_name(run_dir))
         model.load_state_dict(last.state_dict())
         meta = _load_train_state(run_dir, optimizer)
         step, epoch, epoch_pos, elapsed_before = meta["step"], meta["epoch"], meta["epoch_pos"], meta["elapsed_s"]
         best, history = meta["best_dev_wer"], meta["history"]
         say(f"resumed from step {step} (epoch {epoch}, best dev WER {best:.3f})")
-        previous = read_config(run_dir).get("command", "")
+        previous = read_config(run_dir, _last_config_name(run_dir)).get("command", "")
         if previous and command and not command.startswith(previous):
             command = f"{previous} && {command}"  # the card must show every command that produced the weights
     model.to(device).train()
@@ -199,7 +201,8 @@ def train(run_dir: Path, model_cfg: EncoderConfig, tc: TrainConfig, train_manife
         if not env.main:
             return
         meta = {**meta_common, "metrics": {"step": step, "epoch": epoch, "dev_wer": dev_wer}}
-        save_checkpoint(run_dir, model, meta, "last.safetensors")
+        # last and best each keep their own config: config.json always describes model.safetensors
+        save_checkpoint(run_dir, model, meta, "last.safetensors", config_name=LAST_CONFIG)
         if dev_wer <= best:
             best = dev_wer
             save_checkpoint(run_dir, model, {**meta, "metrics": {**meta["metrics"], "best": True}})
@@ -290,8 +293,13 @@ def resolve_config(config_file: Path | None, overrides: dict) -> tuple[EncoderCo
         raise UserError(f"invalid training config: {e}") from None
 
 
+def _last_config_name(run_dir: Path) -> str:
+    # runs written before last.json existed kept the last checkpoint's config in config.json
+    return LAST_CONFIG if (Path(run_dir) / LAST_CONFIG).is_file() else "config.json"
+
+
 def resume_config(run_dir: Path) -> tuple[EncoderConfig, TrainConfig, dict]:
-    config = read_config(run_dir)
+    config = read_config(run_dir, _last_config_name(run_dir))
     return EncoderConfig.from_dict(config["model"]), TrainConfig.from_dict(config["train"]), config
 
 
