@@ -300,3 +300,68 @@ def test_data_layer_does_not_import_torch():
     code = ("import sys, runtimes.audio, toolchain.manifest, toolchain.corpus, toolchain.textsource, "
             "toolchain.cli_data; sys.exit(1 if 'torch' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1]).returncode == 0
+
+
+# --------------------------------------------------------------------------------------------- transcode
+
+
+@needs_tts
+def test_transcode_opus_keeps_rows_and_is_compact(corpus, tmp_path):
+    from toolchain.transcode import transcode_manifest
+
+    root, _ = corpus
+    src = read_manifest(root / "dev.jsonl")
+    stats = transcode_manifest(root / "dev.jsonl", tmp_path / "opus", codec="opus", kbps=18, jobs=2)
+    out = read_manifest(tmp_path / "opus" / "dev.jsonl")
+    assert [(e.text, e.duration, e.extra) for e in out] == [(e.text, e.duration, e.extra) for e in src]
+    rows = [json.loads(line) for line in (tmp_path / "opus" / "dev.jsonl").read_text().splitlines()]
+    assert all(not Path(r["audio_filepath"]).is_absolute() for r in rows)  # the folder moves as a whole
+    assert stats["source_bytes"] / stats["bytes"] > 5 and 10 < stats["kbps"] < 30
+    for a, b in zip(src, out):
+        x, _ = load_audio(a.audio_filepath)
+        y, _ = load_audio(b.audio_filepath)
+        assert abs(len(x) - len(y)) <= 0.02 * 16000
+        n = min(len(x), len(y))
+        # lossy but the same speech: waveform energy envelopes (20 ms) correlate strongly
+        env = lambda s: np.sqrt(np.mean(s[: n // 320 * 320].reshape(-1, 320) ** 2, axis=1))  # noqa: E731
+        assert np.corrcoef(env(x), env(y))[0, 1] > 0.95
+    assert not list((tmp_path / "opus").rglob("*.tmp"))
+
+
+@needs_tts
+def test_transcode_flac_is_lossless_at_16_bit(corpus, tmp_path):
+    from toolchain.transcode import transcode_manifest
+
+    root, _ = corpus
+    transcode_manifest(root / "test.jsonl", tmp_path / "flac", codec="flac", jobs=1)
+    for a, b in zip(read_manifest(root / "test.jsonl"), read_manifest(tmp_path / "flac" / "test.jsonl")):
+        x, _ = load_audio(a.audio_filepath)
+        y, _ = load_audio(b.audio_filepath)
+        assert np.array_equal(x, y)  # 16 kHz 16-bit sources round-trip bit-exactly
+
+
+@needs_tts
+@pytest.mark.parametrize("extra, needle", [
+    (["--kbps", "2"], "--kbps must be between"),
+    (["--codec", "mp3"], "Invalid value for '--codec'"),
+])
+def test_transcode_cli_bad_options_are_one_line(corpus, tmp_path, extra, needle):
+    from toolchain.cli import main
+
+    root, _ = corpus
+    res = CliRunner().invoke(main, ["data", "transcode", str(root / "dev.jsonl"), "--out", str(tmp_path / "o"),
+                                    *extra])
+    assert res.exit_code != 0 and needle in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "o" / "dev.jsonl").exists()
+
+
+def test_transcode_cli_rejects_missing_manifest_and_in_place(tmp_path):
+    from toolchain.cli import main
+
+    res = CliRunner().invoke(main, ["data", "transcode", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path)])
+    assert res.exit_code == 2 and "manifest not found" in res.output
+    wav = tmp_path / "a.wav"
+    write_wav(wav, np.zeros(8000, np.float32), 16000)
+    write_manifest(tmp_path / "m.jsonl", [Entry(str(wav), "hello", 0.5)])
+    res = CliRunner().invoke(main, ["data", "transcode", str(tmp_path / "m.jsonl"), "--out", str(tmp_path)])
+    assert res.exit_code == 2 and "--out must differ" in res.output

@@ -63,6 +63,32 @@ def _print_synth_summary(out: Path, stats: dict) -> None:
             f"with {r['jobs']} job(s); {r['wall_s']} s in all")
 
 
+@data.command("transcode")
+@click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Output folder: the manifest copy and audio/.")
+@click.option("--codec", type=click.Choice(["opus", "flac"]), default="opus", show_default=True,
+              help="opus: lossy, ~13x smaller than wav at 18 kb/s; flac: lossless.")
+@click.option("--kbps", default=18.0, show_default=True, type=float, help="Opus target bit rate.")
+@click.option("--jobs", default=2, show_default=True, type=int, help="Encoder worker processes.")
+def transcode(manifest: Path, out: Path, codec: str, kbps: float, jobs: int):
+    """Copy a manifest with its audio re-encoded compactly, to move a corpus to a remote (GPU) trainer."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from toolchain.transcode import transcode_manifest
+
+    if not manifest.is_file():
+        raise UserError(f"manifest not found: {manifest}")
+    with Progress(console=Console(stderr=True), transient=True) as prog:
+        task = prog.add_task("transcode", total=sum(1 for line in manifest.open() if line.strip()))
+        stats = transcode_manifest(manifest, out, codec=codec, kbps=kbps, jobs=jobs,
+                                   progress=lambda n: prog.advance(task, n))
+    click.echo(f"{stats['manifest']}: {stats['utterances']} utterances, {stats['hours']:.2f} h, {codec} "
+               f"{stats['kbps']:.1f} kb/s, {stats['bytes'] / 1e6:.1f} MB "
+               f"({stats['source_bytes'] / max(1, stats['bytes']):.1f}x smaller than the source)")
+
+
 @data.command("real")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Output folder for real.jsonl (and the wavs converted from raw PCM).")
