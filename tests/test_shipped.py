@@ -77,6 +77,7 @@ def test_every_shipped_model_has_an_honest_card(name, tmp_path):
     assert card["size_mb"] <= 10 and (path / "model.safetensors").stat().st_size <= 10e6
     assert 2e6 <= card["parameters"] <= 5e6  # one size class: d_model 144, 6 layers
     assert card["command"].startswith("edgeasr train") and card["steps"] > 0
+    assert 0 < card["weights_step"] <= card["steps"]  # the shipped weights are one checkpoint of that run
     model, config = load_model(name)
     trained_modes = {"l2r", "alt", "bi"} if model.bidirectional else {config["model"]["direction"]}
     assert set(card["wer"]["test"]) == trained_modes

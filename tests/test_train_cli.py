@@ -146,3 +146,59 @@ def test_bad_manifest_row_is_named_by_train(corpus, tmp_path):
                        str(tmp_path / "r")], check=False)
     assert p.returncode != 0 and "row 2" in p.stderr and "Traceback" not in p.stderr
     assert not (tmp_path / "r" / "model.safetensors").exists()
+
+
+def test_time_limit_stops_early_and_resume_finishes_the_schedule(corpus, tmp_path):
+    run_dir = tmp_path / "run"
+    common = ["--train", str(corpus / "train.jsonl"), "--dev", str(corpus / "dev.jsonl"), "--out", str(run_dir)]
+    p = run(EDGEASR + ["train", "--mixer", "none", *common, "--epochs", "50", "--max-steps", "6",
+                       "--time-limit", "0.0001", *TINY])
+    first = json.loads(p.stdout.strip().splitlines()[-1])
+    assert first["stopped"] == "time-limit" and 1 <= first["steps"] < 6
+    p = run(EDGEASR + ["train", *common, "--resume"])
+    second = json.loads(p.stdout.strip().splitlines()[-1])
+    assert f"resumed from step {first['steps']}" in p.stderr
+    assert second["steps"] == 6 and second["stopped"] is None
+    assert second["total_train_s"] >= second["wall_s"]  # the card's train time spans every invocation
+    assert json.loads((run_dir / "last.json").read_text())["hardware"]
+
+
+def test_time_limit_must_not_be_negative(corpus, tmp_path):
+    p = run(EDGEASR + ["train", "--mixer", "none", "--train", str(corpus / "train.jsonl"), "--dev",
+                       str(corpus / "dev.jsonl"), "--out", str(tmp_path / "r"), "--time-limit", "-1"], check=False)
+    assert p.returncode == 2 and "--time-limit must be >= 0" in p.stderr and "Traceback" not in p.stderr
+
+
+@pytest.mark.parametrize("sig", ["SIGKILL", "SIGINT"])
+def test_interrupted_training_keeps_loadable_checkpoints_and_resumes(corpus, tmp_path, sig):
+    """Kill (or Ctrl-C) a run that checkpoints every step at a random moment: both checkpoints still load,
+    no temporary files are left where a loader could see them, and --resume continues from the last one."""
+    import signal
+    import time
+
+    from models.checkpoint import load_checkpoint
+
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"train": {"eval_every": 1, "dev_limit": 2, "epochs": 200, "max_steps": 1000}}))
+    run_dir = tmp_path / "run"
+    common = ["--train", str(corpus / "train.jsonl"), "--dev", str(corpus / "dev.jsonl"), "--out", str(run_dir)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(EDGEASR + ["train", "--mixer", "none", "--config", str(cfg), *common, *TINY],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (run_dir / "train_state.json").is_file():
+        time.sleep(0.2)
+    time.sleep(1.5)  # land somewhere inside later checkpoint writes
+    proc.send_signal(getattr(signal, sig))
+    _, err = proc.communicate(timeout=120)
+    if sig == "SIGINT":
+        assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
+    else:
+        assert proc.returncode == -signal.SIGKILL
+    load_checkpoint(run_dir)
+    load_checkpoint(run_dir, "last.safetensors", "last.json")
+    step = json.loads((run_dir / "train_state.json").read_text())["step"]
+    assert step >= 1
+    p = run(EDGEASR + ["train", *common, "--resume", "--max-steps", str(step + 2)])
+    assert f"resumed from step {step}" in p.stderr
+    assert json.loads(p.stdout.strip().splitlines()[-1])["steps"] == step + 2

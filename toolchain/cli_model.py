@@ -58,12 +58,16 @@ def load_model(name_or_dir: str, direction: str | None = None):
 @click.option("--seed", type=int)
 @click.option("--threads", type=int)
 @click.option("--resume", is_flag=True, help="Continue from RUN_DIR's last checkpoint.")
+@click.option("--time-limit", type=float, default=0.0,
+              help="Minutes for this invocation: stop early with a resumable checkpoint (LR schedule unchanged).")
 @click.option("--skip-bad-rows", is_flag=True, help="Skip (and list) bad manifest rows instead of failing.")
 def train(mixer, config_file, train_manifest, dev_manifest, run_dir, epochs, max_minutes, max_steps, batch_frames,
-          lr, d_model, layers, dirdrop, dirdrop_p, direction, causal, seed, threads, resume, skip_bad_rows):
+          lr, d_model, layers, dirdrop, dirdrop_p, direction, causal, seed, threads, resume, time_limit, skip_bad_rows):
     """Train a CTC encoder; checkpoints (safetensors + config.json) land in RUN_DIR."""
     from toolchain.train import resolve_config, resume_config, train as run_training
 
+    if time_limit < 0:
+        raise UserError(f"--time-limit must be >= 0 minutes, got {time_limit:g}")
     for m in (train_manifest, dev_manifest):
         if not m.is_file():
             raise UserError(f"{m}: manifest not found")
@@ -85,7 +89,8 @@ def train(mixer, config_file, train_manifest, dev_manifest, run_dir, epochs, max
             "train.lr": lr, "train.seed": seed, "train.threads": threads})
     command = "edgeasr " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     summary = run_training(run_dir, model_cfg, tc, train_manifest, dev_manifest, resume=resume,
-                           console=console, command=command, on_bad_row="skip" if skip_bad_rows else "fail")
+                           console=console, command=command, on_bad_row="skip" if skip_bad_rows else "fail",
+                           time_limit_s=time_limit * 60)
     click.echo(json.dumps({k: v for k, v in summary.items() if k != "history"}))
 
 

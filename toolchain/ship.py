@@ -56,9 +56,12 @@ def ship(run_dir: Path, name: str, manifests: dict[str, Path], dest_root: Path =
         "dirdrop": f'{config["model"]["dirdrop"]}@{config["model"]["dirdrop_p"]}',
         "parameters": config.get("parameters"),
         "command": config.get("command", ""),
-        "trained_on": f"{cpu_name()}, CPU, {config['train'].get('threads') or 'default'} torch thread(s)",
-        "train_wall_s": summary.get("wall_s"),
+        # runs before "hardware" was recorded all trained on this machine's CPU
+        "trained_on": config.get("hardware")
+        or f"{cpu_name()}, CPU, {config['train'].get('threads') or 'default'} torch thread(s)",
+        "train_wall_s": summary.get("total_train_s", summary.get("wall_s")),
         "steps": summary.get("steps"),
+        "weights_step": config.get("metrics", {}).get("step"),  # the best dev-WER checkpoint, not always the last
         "train_hours": config.get("data", {}).get("train_hours"),
         "dev_wer": config.get("metrics", {}).get("dev_wer"),
         "wer": wer_table(shipped_model, shipped_config, manifests),

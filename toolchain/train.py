@@ -127,7 +127,9 @@ def _load_train_state(run_dir: Path, optimizer) -> dict:
 
 def train(run_dir: Path, model_cfg: EncoderConfig, tc: TrainConfig, train_manifest: Path, dev_manifest: Path,
           resume: bool = False, feature_opts: FbankOptions = FbankOptions(), console: Console | None = None,
-          command: str = "", on_bad_row: str = "fail") -> dict:
+          command: str = "", on_bad_row: str = "fail", time_limit_s: float = 0.0) -> dict:
+    """``time_limit_s`` ends this invocation early with a resumable checkpoint (a preemptible or time-capped
+    job) without touching the LR schedule, which follows the run's own budgets across resumes."""
     run_dir = Path(run_dir)
     env = _Dist()
     console = console or Console(stderr=True)
@@ -136,6 +138,9 @@ def train(run_dir: Path, model_cfg: EncoderConfig, tc: TrainConfig, train_manife
         torch.set_num_threads(tc.threads)
     torch.manual_seed(tc.seed)
     device = env.device()
+    if device.type == "cuda":  # TF32 matmuls: ~free speed on Ampere+, far inside CTC training's noise
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     run_dir.mkdir(parents=True, exist_ok=True)
 
     train_entries = read_manifest(train_manifest, on_error=on_bad_row, validate_audio=True)
@@ -190,7 +195,7 @@ def train(run_dir: Path, model_cfg: EncoderConfig, tc: TrainConfig, train_manife
     gen = torch.Generator().manual_seed(tc.seed + env.rank)
     meta_common = {"features": feature_opts.to_dict(), "vocab": list(VOCAB), "blank_id": BLANK_ID,
                    "subsampling": model_cfg.subsampling, "train": asdict(tc), "parameters": n_params,
-                   "command": command, "data": {"train": str(train_manifest), "dev": str(dev_manifest),
+                   "command": command, "hardware": describe_hardware(device, env.world, tc.threads), "data": {"train": str(train_manifest), "dev": str(dev_manifest),
                                                 "train_hours": round(hours, 3)}}
 
     def progress_frac() -> float:
@@ -221,6 +226,7 @@ def train(run_dir: Path, model_cfg: EncoderConfig, tc: TrainConfig, train_manife
 
     done = progress_frac() >= 1.0
     start_step = step
+    stopped = None  # "time-limit" when this invocation ended early (resume to continue)
     with _progress(console, env.main) as prog:
         task = prog.add_task("train", total=total_steps, completed=step)
         while not done and epoch < tc.epochs:
@@ -251,19 +257,34 @@ def train(run_dir: Path, model_cfg: EncoderConfig, tc: TrainConfig, train_manife
                         f"{(time.time() - start) / max(1, step - start_step):.2f} s/step")
                 if step % tc.eval_every == 0:
                     run_eval()
-                if progress_frac() >= 1.0 and bi + 1 < len(batches):
+                stop_now = time_limit_s > 0 and time.time() - start >= time_limit_s
+                if stop_now:
+                    stopped = "time-limit"
+                if (progress_frac() >= 1.0 or stop_now) and bi + 1 < len(batches):
                     done = True
                     break
             else:
                 epoch, epoch_pos = epoch + 1, 0
-                done = progress_frac() >= 1.0
+                done = progress_frac() >= 1.0 or stopped is not None
     run_eval()
     env.close()
     summary = {"run_dir": str(run_dir), "steps": step, "epochs": epoch, "best_dev_wer": best,
-               "wall_s": round(time.time() - start, 1), "parameters": n_params, "history": history}
+               "wall_s": round(time.time() - start, 1), "total_train_s": round(elapsed_before + time.time() - start, 1),
+               "parameters": n_params, "hardware": meta_common["hardware"], "stopped": stopped,
+               "history": history}
     if env.main:
         atomic_write_json(run_dir / "summary.json", summary)
     return summary
+
+
+def describe_hardware(device: torch.device, world: int, threads: int) -> str:
+    """What trained the weights, for the model card: GPU name, or CPU model and torch threads."""
+    if device.type == "cuda":
+        what = f"{torch.cuda.get_device_name(device)}, CUDA"
+    else:
+        from toolchain.parity import cpu_name
+        what = f"{cpu_name()}, CPU, {threads or torch.get_num_threads()} torch thread(s)"
+    return f"{world} x {what}" if world > 1 else what
 
 
 def _progress(console: Console, enabled: bool) -> Progress:
