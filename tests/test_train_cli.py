@@ -202,3 +202,23 @@ def test_interrupted_training_keeps_loadable_checkpoints_and_resumes(corpus, tmp
     p = run(EDGEASR + ["train", *common, "--resume", "--max-steps", str(step + 2)])
     assert f"resumed from step {step}" in p.stderr
     assert json.loads(p.stdout.strip().splitlines()[-1])["steps"] == step + 2
+
+
+def test_eval_breaks_wer_down_by_a_manifest_field(corpus):
+    p = run(EDGEASR + ["eval", "default", "--test", str(corpus / "test.jsonl"), "--direction", "bi", "--by", "voice",
+                       "--json"])
+    rows = json.loads(p.stdout)
+    voices = {json.loads(line)["voice"] for line in (corpus / "test.jsonl").read_text().splitlines()}
+    assert {r["group"] for r in rows} == voices | {"all"}
+    total = next(r for r in rows if r["group"] == "all")
+    assert sum(r["utterances"] for r in rows if r["group"] != "all") == total["utterances"]
+    assert all(0 <= r["cer"] and 0 <= r["wer"] for r in rows)
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--by", "nosuchfield"], "no row has the field 'nosuchfield' (fields: voice)"),
+    (["--direction", "l2r,sideways"], "unknown mode(s) sideways"),
+])
+def test_eval_bad_options_are_one_line(corpus, extra, needle):
+    p = run(EDGEASR + ["eval", "default", "--test", str(corpus / "test.jsonl"), *extra], check=False)
+    assert p.returncode == 2 and needle in p.stderr and "Traceback" not in p.stderr

@@ -99,33 +99,54 @@ def train(mixer, config_file, train_manifest, dev_manifest, run_dir, epochs, max
 @click.option("--test", "manifests", required=True, multiple=True, type=click.Path(path_type=Path))
 @click.option("--direction", "directions", default="l2r,alt,bi", show_default=True,
               help="Comma-separated inference modes.")
+@click.option("--by", "by", help="Also break WER down by this manifest field (e.g. voice, speaker).")
 @click.option("--skip-bad-rows", is_flag=True, help="Skip (and list) bad manifest rows instead of failing.")
 @click.option("--json", "as_json", is_flag=True)
-def evaluate(model, manifests, directions, skip_bad_rows, as_json):
-    """WER of a checkpoint (torch reference) per manifest x direction mode."""
+def evaluate(model, manifests, directions, by, skip_bad_rows, as_json):
+    """WER/CER of a checkpoint (torch reference) per manifest x direction mode [x group]."""
+    from models.config import DIRECTIONS
     from runtimes.features import FbankOptions
     from toolchain.dataset import load_utterances
     from toolchain.manifest import read_manifest
+    from toolchain.metrics import cer, wer
     from toolchain.train import evaluate as eval_wer
 
+    modes = [d.strip() for d in directions.split(",") if d.strip()]
+    bad = [d for d in modes if d not in DIRECTIONS]
+    if bad or not modes:
+        raise UserError(f"--direction: unknown mode(s) {', '.join(bad) or '(none)'}; "
+                        f"choose from {', '.join(DIRECTIONS)}")
     net, config = load_model(model)
     opts = FbankOptions.from_dict(config["features"])
     rows = []
     for m in manifests:
-        utts = load_utterances(read_manifest(m, on_error="skip" if skip_bad_rows else "fail"), opts)
-        for d in directions.split(","):
+        entries = read_manifest(m, on_error="skip" if skip_bad_rows else "fail")
+        groups = {"all": list(range(len(entries)))}
+        if by:
+            if not any(by in e.extra for e in entries):
+                fields = sorted({k for e in entries for k in e.extra})
+                raise UserError(f"{m}: no row has the field {by!r} (fields: {', '.join(fields) or 'none'})")
+            for i, e in enumerate(entries):
+                groups.setdefault(str(e.extra.get(by, "(none)")), []).append(i)
+        utts = load_utterances(entries, opts)
+        for d in modes:
             try:
                 net.set_direction(d)
             except ValueError:
-                continue  # e.g. alt on a unidirectional mixer
-            w, _ = eval_wer(net, utts, "cpu")
-            rows.append({"manifest": str(m), "direction": d, "wer": round(w * 100, 2), "utterances": len(utts)})
+                continue  # alt/bi on a unidirectional mixer: not a mode of this model
+            _, hyps = eval_wer(net, utts, "cpu")
+            for g, idx in groups.items():
+                refs, hs = [utts[i].text for i in idx], [hyps[i] for i in idx]
+                rows.append({"manifest": str(m), "direction": d, **({"group": g} if by else {}),
+                             "wer": round(wer(refs, hs) * 100, 2), "cer": round(cer(refs, hs) * 100, 2),
+                             "utterances": len(idx)})
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    t = Table("manifest", "direction", "WER %", "utts")
+    t = Table("manifest", "direction", *([by] if by else []), "WER %", "CER %", "utts")
     for r in rows:
-        t.add_row(r["manifest"], r["direction"], f"{r['wer']:.2f}", str(r["utterances"]))
+        t.add_row(r["manifest"], r["direction"], *([r["group"]] if by else []), f"{r['wer']:.2f}", f"{r['cer']:.2f}",
+                  str(r["utterances"]))
     Console().print(t)
 
 
