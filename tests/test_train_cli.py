@@ -222,3 +222,35 @@ def test_eval_breaks_wer_down_by_a_manifest_field(corpus):
 def test_eval_bad_options_are_one_line(corpus, extra, needle):
     p = run(EDGEASR + ["eval", "default", "--test", str(corpus / "test.jsonl"), *extra], check=False)
     assert p.returncode == 2 and needle in p.stderr and "Traceback" not in p.stderr
+
+
+def test_init_fine_tunes_a_shipped_model_keeping_its_config_and_normalisation(corpus, tmp_path):
+    from safetensors.torch import load_file
+
+    from toolchain.pretrained import resolve_model_dir
+
+    run_dir = tmp_path / "ft"
+    run(EDGEASR + ["train", "--init", "default", "--vtlp", "0.1", "--train", str(corpus / "train.jsonl"), "--dev",
+                   str(corpus / "dev.jsonl"), "--out", str(run_dir), "--max-steps", "1", "--batch-frames", "4000",
+                   "--threads", "1"])
+    src = resolve_model_dir("default")
+    shipped, tuned = json.loads((src / "config.json").read_text()), json.loads((run_dir / "config.json").read_text())
+    assert tuned["model"] == shipped["model"]
+    assert tuned["train"]["init"] == "default" and tuned["train"]["vtlp"] == 0.1
+    a, b = load_file(src / "model.safetensors"), load_file(run_dir / "model.safetensors")
+    assert torch_equal(a["feat_mean"], b["feat_mean"]) and torch_equal(a["feat_std"], b["feat_std"])
+
+
+def torch_equal(a, b):
+    return bool((a.float() == b.float()).all())
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--init", "/no/such/run"], "not a checkpoint directory"),
+    (["--init", "default", "--d-model", "32"], "--init default: its weights do not fit this model config"),
+])
+def test_init_mistakes_are_one_line(corpus, tmp_path, extra, needle):
+    p = run(EDGEASR + ["train", *extra, "--train", str(corpus / "train.jsonl"), "--dev", str(corpus / "dev.jsonl"),
+                       "--out", str(tmp_path / "r"), "--max-steps", "1", "--threads", "1"], check=False)
+    assert p.returncode == 2 and needle in p.stderr and "Traceback" not in p.stderr
+    assert not (tmp_path / "r" / "model.safetensors").exists()

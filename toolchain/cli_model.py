@@ -58,11 +58,14 @@ def load_model(name_or_dir: str, direction: str | None = None):
 @click.option("--seed", type=int)
 @click.option("--threads", type=int)
 @click.option("--resume", is_flag=True, help="Continue from RUN_DIR's last checkpoint.")
+@click.option("--init", "init", help="Fine-tune: start from this RUN_DIR or shipped name (its model config too).")
+@click.option("--vtlp", type=float, help="Frequency-warp augmentation: max relative warp per utterance (e.g. 0.15).")
 @click.option("--time-limit", type=float, default=0.0,
               help="Minutes for this invocation: stop early with a resumable checkpoint (LR schedule unchanged).")
 @click.option("--skip-bad-rows", is_flag=True, help="Skip (and list) bad manifest rows instead of failing.")
 def train(mixer, config_file, train_manifest, dev_manifest, run_dir, epochs, max_minutes, max_steps, batch_frames,
-          lr, d_model, layers, dirdrop, dirdrop_p, direction, causal, seed, threads, resume, time_limit, skip_bad_rows):
+          lr, d_model, layers, dirdrop, dirdrop_p, direction, causal, seed, threads, resume, init, vtlp, time_limit,
+          skip_bad_rows):
     """Train a CTC encoder; checkpoints (safetensors + config.json) land in RUN_DIR."""
     from toolchain.train import resolve_config, resume_config, train as run_training
 
@@ -77,16 +80,18 @@ def train(mixer, config_file, train_manifest, dev_manifest, run_dir, epochs, max
         budgets = {"epochs": epochs, "max_minutes": max_minutes, "max_steps": max_steps, "threads": threads}
         tc = dataclasses.replace(tc, **{k: v for k, v in budgets.items() if v is not None})
     else:
-        if mixer is None and config_file is None:
-            raise UserError("--mixer or --config is required")
-        if direction is None and mixer in ("mha", "none", "deformable"):
+        # --init: the checkpoint's model config is the base; the config file and options may still change it
+        base_model = load_model(init)[1]["model"] if init else {}
+        if mixer is None and config_file is None and not init:
+            raise UserError("--mixer or --config (or --init) is required")
+        if direction is None and not init and mixer in ("mha", "none", "deformable"):
             direction = "l2r"  # streaming baselines (seed 001) train causally
-        model_cfg, tc = resolve_config(config_file, {
+        model_cfg, tc = resolve_config(config_file, base_model=base_model, overrides={
             "model.mixer": mixer, "model.d_model": d_model, "model.n_layers": layers, "model.dirdrop": dirdrop,
             "model.dirdrop_p": dirdrop_p, "model.direction": direction, "model.causal": causal,
             "train.epochs": epochs, "train.max_minutes": max_minutes, "train.max_steps": max_steps,
             "train.batch_frames": batch_frames,
-            "train.lr": lr, "train.seed": seed, "train.threads": threads})
+            "train.lr": lr, "train.seed": seed, "train.threads": threads, "train.init": init, "train.vtlp": vtlp})
     command = "edgeasr " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     summary = run_training(run_dir, model_cfg, tc, train_manifest, dev_manifest, resume=resume,
                            console=console, command=command, on_bad_row="skip" if skip_bad_rows else "fail",

@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 from models.checkpoint import atomic_save_tensors, atomic_write_json, load_checkpoint, read_config, save_checkpoint
 from models.config import EncoderConfig
 from models.conformer import Encoder, count_parameters
-from models.specaugment import spec_augment
+from models.specaugment import freq_warp, spec_augment
 from runtimes.errors import UserError
 from runtimes.features import FbankOptions
 from runtimes.vocab import BLANK_ID, VOCAB, ctc_greedy
@@ -42,6 +42,8 @@ class TrainConfig:
     warmup_steps: int = 400
     clip: float = 5.0
     specaugment: bool = True
+    vtlp: float = 0.0  # max relative frequency warp per utterance (0: off); see models/specaugment.freq_warp
+    init: str = ""  # start from these weights (RUN_DIR or shipped name): fine-tuning keeps its feature normalisation
     eval_every: int = 400
     dev_limit: int = 300
     seed: int = 0
@@ -166,6 +168,9 @@ def train(run_dir: Path, model_cfg: EncoderConfig, tc: TrainConfig, train_manife
         (decay if p.dim() >= 2 and "lora" not in n else no_decay).append(p)
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": tc.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=tc.lr, betas=(0.9, 0.98))
+    if tc.init and not resume:
+        _load_init_weights(model, tc.init)
+        say(f"initialised from {tc.init} (weights and feature normalisation)")
     step, epoch, epoch_pos, elapsed_before, best = 0, 0, 0, 0.0, float("inf")
     history: list[dict] = []
     if resume and (run_dir / "train_state.json").is_file():
@@ -237,6 +242,8 @@ def train(run_dir: Path, model_cfg: EncoderConfig, tc: TrainConfig, train_manife
                 if bi < epoch_pos:  # resuming mid-epoch: same shuffled order, skip what was done
                     continue
                 x, lens, targets, tlens = collate(train_utts, idx)
+                if tc.vtlp > 0:
+                    x = freq_warp(x, tc.vtlp, generator=gen)
                 if tc.specaugment:
                     x = spec_augment(x, lens, generator=gen)
                 for g in optimizer.param_groups:
@@ -277,6 +284,20 @@ def train(run_dir: Path, model_cfg: EncoderConfig, tc: TrainConfig, train_manife
     return summary
 
 
+def _load_init_weights(model: Encoder, name_or_dir: str) -> None:
+    from toolchain.pretrained import resolve_model_dir
+
+    src = resolve_model_dir(name_or_dir)
+    if src is None:
+        raise UserError(f"--init {name_or_dir}: not a checkpoint directory nor a shipped model")
+    init, _ = load_checkpoint(src)
+    try:
+        model.load_state_dict({k: v.float() for k, v in init.state_dict().items()})
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
+        raise UserError(f"--init {name_or_dir}: its weights do not fit this model config ({first})") from None
+
+
 def describe_hardware(device: torch.device, world: int, threads: int) -> str:
     """What trained the weights, for the model card: GPU name, or CPU model and torch threads."""
     if device.type == "cuda":
@@ -292,9 +313,11 @@ def _progress(console: Console, enabled: bool) -> Progress:
                     console=console, disable=not enabled, transient=False)
 
 
-def resolve_config(config_file: Path | None, overrides: dict) -> tuple[EncoderConfig, TrainConfig]:
-    """JSON file ``{"model": {...}, "train": {...}}`` then CLI overrides (``model.x`` / ``train.y`` keys)."""
-    raw = {"model": {}, "train": {}}
+def resolve_config(config_file: Path | None, overrides: dict, base_model: dict | None = None
+                   ) -> tuple[EncoderConfig, TrainConfig]:
+    """``base_model`` (an --init checkpoint's), then the JSON file ``{"model": {...}, "train": {...}}``, then CLI
+    overrides (``model.x`` / ``train.y`` keys)."""
+    raw = {"model": dict(base_model or {}), "train": {}}
     if config_file is not None:
         try:
             loaded = json.loads(Path(config_file).read_text())
