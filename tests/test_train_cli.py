@@ -237,6 +237,8 @@ def test_init_fine_tunes_a_shipped_model_keeping_its_config_and_normalisation(co
     shipped, tuned = json.loads((src / "config.json").read_text()), json.loads((run_dir / "config.json").read_text())
     assert tuned["model"] == shipped["model"]
     assert tuned["train"]["init"] == "default" and tuned["train"]["vtlp"] == 0.1
+    # the card of a fine-tune shows how its starting weights were made, then the fine-tune itself
+    assert tuned["command"].startswith(shipped["command"] + " && edgeasr train --init default")
     a, b = load_file(src / "model.safetensors"), load_file(run_dir / "model.safetensors")
     assert torch_equal(a["feat_mean"], b["feat_mean"]) and torch_equal(a["feat_std"], b["feat_std"])
 

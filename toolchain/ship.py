@@ -61,7 +61,8 @@ def ship(run_dir: Path, name: str, manifests: dict[str, Path], dest_root: Path =
         or f"{cpu_name()}, CPU, {config['train'].get('threads') or 'default'} torch thread(s)",
         "train_wall_s": summary.get("total_train_s", summary.get("wall_s")),
         "steps": summary.get("steps"),
-        "weights_step": config.get("metrics", {}).get("step"),  # the best dev-WER checkpoint, not always the last
+        "weights_step": config.get("metrics", {}).get("step"),
+        "fine_tuned_from": config["train"].get("init") or None,  # steps/wall above are the fine-tune's own  # the best dev-WER checkpoint, not always the last
         "train_hours": config.get("data", {}).get("train_hours"),
         "dev_wer": config.get("metrics", {}).get("dev_wer"),
         "wer": wer_table(shipped_model, shipped_config, manifests),

@@ -169,8 +169,10 @@ def train(run_dir: Path, model_cfg: EncoderConfig, tc: TrainConfig, train_manife
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": tc.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=tc.lr, betas=(0.9, 0.98))
     if tc.init and not resume:
-        _load_init_weights(model, tc.init)
+        init_command = _load_init_weights(model, tc.init)
         say(f"initialised from {tc.init} (weights and feature normalisation)")
+        if init_command and command:
+            command = f"{init_command} && {command}"  # a fine-tune's card shows how its starting weights were made
     step, epoch, epoch_pos, elapsed_before, best = 0, 0, 0, 0.0, float("inf")
     history: list[dict] = []
     if resume and (run_dir / "train_state.json").is_file():
@@ -284,18 +286,20 @@ def train(run_dir: Path, model_cfg: EncoderConfig, tc: TrainConfig, train_manife
     return summary
 
 
-def _load_init_weights(model: Encoder, name_or_dir: str) -> None:
+def _load_init_weights(model: Encoder, name_or_dir: str) -> str:
+    """Load weights (and normalisation buffers) from a run or shipped model; returns the command that made them."""
     from toolchain.pretrained import resolve_model_dir
 
     src = resolve_model_dir(name_or_dir)
     if src is None:
         raise UserError(f"--init {name_or_dir}: not a checkpoint directory nor a shipped model")
-    init, _ = load_checkpoint(src)
+    init, init_config = load_checkpoint(src)
     try:
         model.load_state_dict({k: v.float() for k, v in init.state_dict().items()})
     except RuntimeError as e:
         first = str(e).strip().splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
         raise UserError(f"--init {name_or_dir}: its weights do not fit this model config ({first})") from None
+    return init_config.get("command", "")
 
 
 def describe_hardware(device: torch.device, world: int, threads: int) -> str:
