@@ -35,6 +35,19 @@ def test_pretrained_lists_default_with_card(tmp_path):
     assert set(flagship["wer"]["test"]) == {"l2r", "alt", "bi"}
 
 
+def test_pretrained_table_never_cuts_names_in_a_narrow_terminal(monkeypatch):
+    from click.testing import CliRunner
+
+    from toolchain.cli import main
+
+    monkeypatch.setenv("COLUMNS", "80")  # rich's width for pipes and small terminals
+    r = CliRunner().invoke(main, ["pretrained"])
+    assert r.exit_code == 0
+    cells = {c.strip() for line in r.output.splitlines() for c in line.split("│")}
+    assert set(pretrained.shipped()) <= cells, r.output
+    assert "(default)" in cells
+
+
 def test_int8_within_wer_budget_on_ort_and_openvino(heldout, tmp_path):
     from calibration.int8 import quantize_model
     from exporters.onnx_export import export

@@ -213,6 +213,10 @@ def test_eval_breaks_wer_down_by_a_manifest_field(corpus):
     total = next(r for r in rows if r["group"] == "all")
     assert sum(r["utterances"] for r in rows if r["group"] != "all") == total["utterances"]
     assert all(0 <= r["cer"] and 0 <= r["wer"] for r in rows)
+    # the table in an 80-column pipe shows every voice name whole (they share long prefixes such as espeak-ng:en-gb)
+    p = run(EDGEASR + ["eval", "default", "--test", str(corpus / "test.jsonl"), "--direction", "bi", "--by", "voice"],
+            env_extra={"COLUMNS": "80"})
+    assert voices <= {c.strip() for line in p.stdout.splitlines() for c in line.split("│")}, p.stdout
 
 
 @pytest.mark.parametrize("extra, needle", [

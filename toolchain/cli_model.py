@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from models.checkpoint import CheckpointError, load_checkpoint
 from models.mixers import mixer_names
@@ -140,7 +140,7 @@ def evaluate(model, manifests, directions, by, skip_bad_rows, as_json):
             except ValueError:
                 continue  # alt/bi on a unidirectional mixer: not a mode of this model
             _, hyps = eval_wer(net, utts, "cpu")
-            for g, idx in groups.items():
+            for g, idx in sorted(groups.items(), key=lambda kv: (kv[0] != "all", kv[0])):
                 refs, hs = [utts[i].text for i in idx], [hyps[i] for i in idx]
                 rows.append({"manifest": str(m), "direction": d, **({"group": g} if by else {}),
                              "wer": round(wer(refs, hs) * 100, 2), "cer": round(cer(refs, hs) * 100, 2),
@@ -148,10 +148,13 @@ def evaluate(model, manifests, directions, by, skip_bad_rows, as_json):
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    t = Table("manifest", "direction", *([by] if by else []), "WER %", "CER %", "utts")
-    for r in rows:
-        t.add_row(r["manifest"], r["direction"], *([r["group"]] if by else []), f"{r['wer']:.2f}", f"{r['cer']:.2f}",
-                  str(r["utterances"]))
+    # a narrow terminal folds the manifest path (printed once per manifest) and never cuts a group name or number
+    t = Table(Column("manifest", overflow="fold"), *[Column(h, no_wrap=True) for h in
+                                                     ("direction", *([by] if by else []), "WER %", "CER %", "utts")])
+    for i, r in enumerate(rows):
+        same = i > 0 and rows[i - 1]["manifest"] == r["manifest"]
+        t.add_row("" if same else r["manifest"], r["direction"], *([r["group"]] if by else []), f"{r['wer']:.2f}",
+                  f"{r['cer']:.2f}", str(r["utterances"]))
     Console().print(t)
 
 
@@ -198,13 +201,15 @@ def list_pretrained(as_json):
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    t = Table("name", "mixer", "params", "size MB", "WER % (l2r / alt / bi, held-out voices)", "WER % real")
+    # in a narrow terminal only the WER cells wrap: names (three share "rwkv-dirdrop") must never be cut
+    fixed = [Column(h, no_wrap=True) for h in ("name", "mixer", "params", "MB")]
+    t = Table(*fixed, "WER % held-out voices l2r / alt / bi", "WER % real recordings l2r / alt / bi")
     for r in rows:
         w = r.get("wer", {})
         held = " / ".join(f"{w.get('test', {}).get(d, float('nan')):.1f}" if d in w.get("test", {}) else "-"
                           for d in ("l2r", "alt", "bi"))
         real = w.get("real", {})
-        t.add_row(r["name"] + (" (default)" if r["default"] else ""), str(r.get("mixer", "")),
+        t.add_row(r["name"] + ("\n(default)" if r["default"] else ""), str(r.get("mixer", "")),
                   f"{r.get('parameters', 0) / 1e6:.2f} M", f"{r.get('size_mb', 0):.1f}", held,
                   " / ".join(f"{real[d]:.1f}" for d in ("l2r", "alt", "bi") if d in real) or "-")
     Console().print(t)
