@@ -8,6 +8,7 @@ place only when every check passed. Same checkpoint and options give byte-identi
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import time
@@ -20,6 +21,7 @@ import torch
 
 from exporters import graph_clean, verify as verify_mod, wrappers
 from models.conformer import Encoder
+from models.mixers.chunk_scan import grouped_hand_over
 from runtimes.features import FbankOptions
 from runtimes.files import atomic_write, output_path_problem
 from runtimes.metadata import (FORMAT_VERSION, STATE_INPUT_PREFIX, STATE_OUTPUT_PREFIX, encode_metadata)
@@ -152,7 +154,10 @@ def build_onnx(encoder: Encoder, config: dict, kind: str, direction: str, chunk_
     if kind == "step" and any(s.dtype != torch.float32 for s in encoder.state_specs()):
         raise ExportError("every state must be float32 (DESIGN.md §3)")
     buf = io.BytesIO()
-    with warnings.catch_warnings():
+    # a full graph meets inputs of any length: trace the recurrent mixers' two-level chunk-state hand-over, which
+    # keeps long files near-linear (models/mixers/chunk_scan.py); step and chunk graphs see a few chunks at a time
+    grouping = grouped_hand_over() if kind == "full" else contextlib.nullcontext()
+    with warnings.catch_warnings(), grouping:
         warnings.simplefilter("ignore")
         torch.onnx.export(wrapper, _trace_inputs(encoder, kind), buf, dynamo=False, opset_version=opset,
                           input_names=wrapper.input_names, output_names=wrapper.output_names,

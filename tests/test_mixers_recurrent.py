@@ -70,7 +70,8 @@ def naive_ssd(X, dA, Bm, Cm, h0):
 
 @pytest.mark.parametrize("T,chunk", [(1, 32), (5, 32), (32, 32), (33, 32), (70, 32), (70, 16), (70, 8), (29, 7)])
 @pytest.mark.parametrize("decay", ["mixed", "strong", "adversarial"])
-def test_wkv_chunked_matches_recurrence(T, chunk, decay):
+@pytest.mark.parametrize("group", [0, 2, 3])  # 0: one-level state hand-over; else groups of chunks (chunk_scan)
+def test_wkv_chunked_matches_recurrence(T, chunk, decay, group):
     g = torch.Generator().manual_seed(T * 31 + chunk)
     B, H, K = 2, 2, 32
     r, k, v = (torch.randn(B, T, H, K, generator=g) * 0.5 for _ in range(3))
@@ -82,7 +83,7 @@ def test_wkv_chunked_matches_recurrence(T, chunk, decay):
             d[:, s::chunk] = 3.0
     u = torch.randn(H, K, generator=g) * 0.5
     S0 = torch.randn(B, H, K, K, generator=g) * 0.5
-    o, S = wkv_chunked(r, k, v, -torch.exp(d), u, S0, chunk)
+    o, S = wkv_chunked(r, k, v, -torch.exp(d), u, S0, chunk, group)
     assert o.dtype == torch.float32 and S.dtype == torch.float32
     ref_o, ref_S = naive_wkv(*(t.double() for t in (r, k, v)), torch.exp(-torch.exp(d.double())), u.double(),
                              S0.double().clone())
@@ -92,7 +93,8 @@ def test_wkv_chunked_matches_recurrence(T, chunk, decay):
 
 @pytest.mark.parametrize("T,chunk", [(1, 32), (5, 32), (32, 32), (33, 32), (70, 32), (70, 8), (29, 7)])
 @pytest.mark.parametrize("decay", ["mixed", "strong"])
-def test_ssd_chunked_matches_recurrence(T, chunk, decay):
+@pytest.mark.parametrize("group", [0, 2, 3])
+def test_ssd_chunked_matches_recurrence(T, chunk, decay, group):
     g = torch.Generator().manual_seed(T * 17 + chunk)
     b, H, P, N = 2, 2, 16, 8
     X = torch.randn(b, T, H, P, generator=g) * 0.5
@@ -100,7 +102,7 @@ def test_ssd_chunked_matches_recurrence(T, chunk, decay):
     dA = -torch.exp(lo + (hi - lo) * torch.rand(b, T, H, generator=g))  # down to exp(-20) per frame
     Bm, Cm = (torch.randn(b, T, N, generator=g) * 0.5 for _ in range(2))
     h0 = torch.randn(b, H, P, N, generator=g) * 0.5
-    Y, h = ssd_chunked(X, dA, Bm, Cm, h0, chunk)
+    Y, h = ssd_chunked(X, dA, Bm, Cm, h0, chunk, group)
     ref_Y, ref_h = naive_ssd(X.double(), dA.double(), Bm.double(), Cm.double(), h0.double())
     assert (Y.double() - ref_Y).abs().max().item() <= TOL
     assert (h.double() - ref_h).abs().max().item() <= TOL
@@ -125,6 +127,23 @@ def test_module_forward_matches_reference(name, T, strong):
     if strong:
         strengthen_decays(m)
     torch.manual_seed(1)
+    x = torch.randn(2, T, D)
+    with torch.no_grad():
+        y = m(x, torch.full((2,), T), "l2r")
+        ref = m.l2r._reference(x)
+    assert (y - ref).abs().max().item() <= TOL
+
+
+@pytest.mark.parametrize("T", [100, 137])
+def test_rwkv_long_forward_uses_groups_and_matches_reference(T):
+    """Past two groups' worth of chunks the full forward takes the two-level hand-over (chunk_len 2: 50-69 chunks,
+    groups of 16 with padding); it still equals the per-frame recurrence, with strong decays too."""
+    from models.mixers import chunk_scan
+
+    m = make("rwkv", chunk_len=2)
+    strengthen_decays(m)
+    assert (T // 2 + 1) >= 2 * chunk_scan.FULL_SEQUENCE_GROUP
+    torch.manual_seed(3)
     x = torch.randn(2, T, D)
     with torch.no_grad():
         y = m(x, torch.full((2,), T), "l2r")
@@ -324,3 +343,24 @@ def test_step_onnx_export_matches_torch(name, tmp_path):
         exp3 = wrapper(*(torch.from_numpy(feeds3[n]) for n in in_names))
     for n, e, g in zip(out_names, exp3, got3):
         assert abs(torch.from_numpy(g) - e).max().item() <= TOL, n
+
+
+@pytest.mark.parametrize("E", [1, 2, 5, 16, 33, 100])
+@pytest.mark.parametrize("group", [2, 4, 16])
+@pytest.mark.parametrize("K", [1, 8])  # 1: Mamba-2's scalar decay per head; 8: RWKV's decay per key
+def test_grouped_state_hand_over_equals_one_level(E, group, K):
+    """The two-level hand-over (what full-sequence graphs trace) == the one-level decay-weighted sum, float64,
+    including padding to whole groups and decays strong enough to wipe the state within a group."""
+    from models.mixers.chunk_scan import grouped_hand_over, scan_chunk_states
+
+    g = torch.Generator().manual_seed(E * 100 + group + K)
+    h = torch.randn(2, 3, E, K, 5, generator=g, dtype=torch.float64)
+    a = -torch.exp(torch.empty(2, 3, E, K, dtype=torch.float64).uniform_(-6.0, 3.0, generator=g))
+    with grouped_hand_over():
+        grouped = scan_chunk_states(h, a, group)
+    assert grouped.shape == h.shape
+    assert (grouped - scan_chunk_states(h, a, 0)).abs().max().item() <= 1e-12
+    S = torch.zeros_like(h[..., 0, :, :])  # and the recurrence it stands for
+    for c in range(E):
+        S = torch.exp(a[..., c, :]).unsqueeze(-1) * S + h[..., c, :, :]
+    assert (grouped[..., -1, :, :] - S).abs().max().item() <= 1e-12

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.mixers import Mixer, flip_valid, register
+from models.mixers.chunk_scan import masks, scan_chunk_states
 from models.state import State, StateSpec
 
 _DIRECTIONS = ("l2r", "r2l", "bi")
@@ -32,25 +33,16 @@ def _ssm_dtype(t: torch.Tensor) -> torch.dtype:
     return torch.promote_types(t.dtype, torch.float32)
 
 
-def _masks(n, device, dt):
-    """Triangular 0/1 matrices over ``n`` positions (n may be a traced size): lower incl., strictly lower,
-    strictly upper.
-    Segment sums are matmuls with these (never CumSum, never a difference of cumulative sums)."""
-    idx = torch.arange(n, device=device)
-    row, col = idx.view(-1, 1), idx.view(1, -1)
-    return (row >= col).to(dt), (row > col).to(dt), (row < col).to(dt)
-
-
 def segsum(a: torch.Tensor) -> torch.Tensor:
     """a: [..., L] -> [..., L, L] with out[t, s] = sum_{s<i<=t} a_i for s <= t (0 on the diagonal), 0 above it.
     A masked sum written as one matmul with a triangular ones matrix (no CumSum, no subtraction of cumsums)."""
-    incl, below, _ = _masks(a.shape[-1], a.device, a.dtype)
+    incl, below, _ = masks(a.shape[-1], a.device, a.dtype)
     return incl @ (a.unsqueeze(-1) * below)  # [t, i] @ [i, s]: a_i for i > s, summed over i <= t
 
 
 @torch.autocast("cpu", enabled=False)  # the recurrence and its state stay fp32 under autocast
 @torch.autocast("cuda", enabled=False)
-def ssd_chunked(X, dA, Bm, Cm, state=None, chunk_len: int = 32):
+def ssd_chunked(X, dA, Bm, Cm, state=None, chunk_len: int = 32, group: int = 0):
     """SSD chunked scan, loop-free (also the step form: traceable with a dynamic T).
 
     X: [b, T, H, P] (already multiplied by dt); dA: [b, T, H] (= dt*A <= 0); Bm, Cm: [b, T, N];
@@ -59,7 +51,9 @@ def ssd_chunked(X, dA, Bm, Cm, state=None, chunk_len: int = 32):
 
     Time is padded to a multiple of ``chunk_len`` (zero inputs and unit decays past T change nothing). The state
     each chunk starts from is a decay-weighted sum of the incoming state and the earlier chunks' contributions
-    (segment sums of per-chunk total log-decays), so there is no Python loop over time and no CumSum.
+    (segment sums of per-chunk total log-decays), so there is no Python loop over time and no CumSum. ``group`` > 0
+    hands the state over in two levels (``chunk_scan``). Mamba-2's modules keep one level: with one decay per head
+    the ``E x E`` weights are light (an hour is ~700 chunks), and two levels cost short inputs more ops than they save.
     """
     dt = _ssm_dtype(X)
     X, dA, Bm, Cm = (t.to(dt) for t in (X, dA, Bm, Cm))
@@ -75,7 +69,7 @@ def ssd_chunked(X, dA, Bm, Cm, state=None, chunk_len: int = 32):
     dA = dA.reshape(b, nc, L, H).permute(0, 3, 1, 2)  # [b,H,nc,L]
     Bm, Cm = Bm.reshape(b, nc, L, N), Cm.reshape(b, nc, L, N)
 
-    incl, _, above = _masks(L, X.device, dt)
+    incl, _, above = masks(L, X.device, dt)
     Lmat = torch.exp(segsum(dA)) * incl  # [b,H,nc,L,L]
     CB = Cm @ Bm.transpose(-1, -2)  # [b,nc,L,L]
     Y = (CB.unsqueeze(1) * Lmat) @ X  # diagonal blocks [b,H,nc,L,P]
@@ -90,9 +84,8 @@ def ssd_chunked(X, dA, Bm, Cm, state=None, chunk_len: int = 32):
     a_ext = torch.cat([torch.zeros_like(a_tot[:, :, :1]), a_tot], dim=2)  # [b,H,E]
     h0 = torch.zeros_like(states[:, :, :1]) if state is None else state.to(dt).unsqueeze(2)
     h_ext = torch.cat([h0, states], dim=2)  # [b,H,E,P,N]
-    e_incl, _, _ = _masks(nc + 1, X.device, dt)
-    Wt = torch.exp(segsum(a_ext)) * e_incl  # [b,H,E,E]
-    h_all = (Wt @ h_ext.flatten(-2)).reshape(b, H, nc + 1, P, N)
+    # scalar decay per head: one state "row" (K = 1) holding the flattened [P, N] state
+    h_all = scan_chunk_states(h_ext.flatten(-2).unsqueeze(-2), a_ext.unsqueeze(-1), group).reshape(b, H, -1, P, N)
     h_start = h_all[:, :, :-1]  # [b,H,nc,P,N]
     # off-diagonal: C_t · (exp(a_cum_t) h_start)
     Y = Y + (Cm.unsqueeze(1) @ h_start.transpose(-1, -2)) * torch.exp(a_cum).unsqueeze(-1)

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.mixers import Mixer, flip_valid, register
+from models.mixers.chunk_scan import FULL_SEQUENCE_GROUP, masks, scan_chunk_states
 from models.state import State, StateSpec
 
 _DIRECTIONS = ("l2r", "r2l", "bi")
@@ -33,17 +34,9 @@ def _wkv_dtype(t: torch.Tensor) -> torch.dtype:
     return torch.promote_types(t.dtype, torch.float32)
 
 
-def _masks(n, device, dt):
-    """Triangular 0/1 matrices over ``n`` positions (n may be a traced size): lower incl., strictly lower,
-    strictly upper. Segment sums are matmuls with these (never CumSum, never a difference of cumulative sums)."""
-    idx = torch.arange(n, device=device)
-    row, col = idx.view(-1, 1), idx.view(1, -1)
-    return (row >= col).to(dt), (row > col).to(dt), (row < col).to(dt)
-
-
 @torch.autocast("cpu", enabled=False)  # the recurrence and its state stay fp32 under autocast
 @torch.autocast("cuda", enabled=False)
-def wkv_chunked(r, k, v, logw, u, state=None, chunk_len: int = 32):
+def wkv_chunked(r, k, v, logw, u, state=None, chunk_len: int = 32, group: int = 0):
     """Chunked parallel RWKV-6 WKV, loop-free (also the step form: traceable with a dynamic T).
 
     r, k, v, logw: ``[B, T, H, K]`` (``logw = -exp(d) <= 0``); u: ``[H, K]``; state: ``[B, H, K, K]`` or None.
@@ -53,7 +46,7 @@ def wkv_chunked(r, k, v, logw, u, state=None, chunk_len: int = 32):
     state untouched). Within a chunk, pairwise decays are masked segment sums; across chunks, the state each
     chunk starts from is a decay-weighted sum of the incoming state and the earlier chunks' contributions, again
     with segment sums of per-chunk total log-decays. No CumSum, no Python loop over time, and only non-positive
-    numbers are exponentiated.
+    numbers are exponentiated. ``group`` > 0 hands the state over in two levels (``chunk_scan``): linear-ish in T.
     """
     dt = _wkv_dtype(r)
     r, k, v, logw, u = (t.to(dt) for t in (r, k, v, logw, u))
@@ -65,7 +58,7 @@ def wkv_chunked(r, k, v, logw, u, state=None, chunk_len: int = 32):
     # [B, H, nc, L, K]
     r, k, v, logw = (t.reshape(B, nc, L, H, K).permute(0, 3, 1, 2, 4) for t in (r, k, v, logw))
 
-    incl, below, above = _masks(L, r.device, dt)
+    incl, below, above = masks(L, r.device, dt)
     a_in = below @ logw  # decay from chunk start to just before t: sum_{s<t} logw_s      [B,H,nc,L,K]
     a_out = above @ logw  # decay from just after j to chunk end: sum_{s>j} logw_s         [B,H,nc,L,K]
     a_tot = logw.sum(dim=-2)  # total decay over the chunk                                 [B,H,nc,K]
@@ -83,12 +76,7 @@ def wkv_chunked(r, k, v, logw, u, state=None, chunk_len: int = 32):
     S0 = torch.zeros_like(kv[:, :, :1]) if state is None else state.to(dt).unsqueeze(2)
     kvs = torch.cat([S0, kv], dim=2)  # [B,H,E,K,K]
     a_ext = torch.cat([torch.zeros_like(a_tot[:, :, :1]), a_tot], dim=2)  # [B,H,E,K]
-    E = nc + 1
-    e_incl, e_below, _ = _masks(E, r.device, dt)
-    m_ext = (a_ext.unsqueeze(-2) * e_below.unsqueeze(-1)).flatten(-2)  # [.., e', (e,K)]: a_ext[e'] if e' > e
-    G = (e_incl @ m_ext).reshape(B, H, E, E, K)  # [.., c, e, K]
-    Wt = torch.exp(G) * e_incl.unsqueeze(-1)  # e <= c only
-    S_all = (Wt.permute(0, 1, 4, 2, 3) @ kvs.transpose(2, 3)).transpose(2, 3)  # [B,H,K,c,V] -> [B,H,c,K,V]
+    S_all = scan_chunk_states(kvs, a_ext, group)  # [B,H,E,K,V]
     o = o + (r * torch.exp(a_in)) @ S_all[:, :, :-1]
 
     o = o.permute(0, 2, 3, 1, 4).reshape(B, nc * L, H, K)[:, :T]
@@ -196,7 +184,7 @@ class RWKV6TimeMix(nn.Module):
         r, k, v, g, d = self._project(x, prev)
         logw = -torch.exp(d.to(_wkv_dtype(d)))
         o, _ = wkv_chunked(self._heads(r), self._heads(k), self._heads(v), self._heads(logw), self.time_faaaa,
-                           None, self.chunk_len)
+                           None, self.chunk_len, FULL_SEQUENCE_GROUP)
         return self._finish(o, g, x.dtype)
 
     def step(self, x: torch.Tensor, shift: torch.Tensor, wkv: torch.Tensor):
@@ -205,6 +193,7 @@ class RWKV6TimeMix(nn.Module):
         r, k, v, g, d = self._project(x, prev)
         logw = -torch.exp(d.to(_wkv_dtype(d)))
         # the whole chunk as blocks of the chunked form seeded with the carried state: traceable with dynamic T
+        # (one-level hand-over: a streaming chunk spans few blocks)
         o, S = wkv_chunked(self._heads(r), self._heads(k), self._heads(v), self._heads(logw), self.time_faaaa, wkv,
                            self.chunk_len)
         return self._finish(o, g, x.dtype), x[:, -1], S
