@@ -40,3 +40,21 @@ def test_freq_warp_moves_a_formant_peak_by_the_drawn_factor():
     assert peaks.min() < 37 and peaks.max() > 43  # both directions are drawn
     assert y.shape == x.shape and torch.isfinite(y).all()
     assert torch.allclose(y[:, 0], y[:, 4])  # one factor per utterance, the same for every frame
+
+
+def test_spec_augment_mask_sizes_stay_within_their_limits():
+    """Two frequency masks of at most 15 bins, two time masks of at most 5 % of the utterance each, drawn per
+    utterance (batched draws: every utterance gets its own masks)."""
+    g = torch.Generator().manual_seed(3)
+    B, T, F = 200, 300, 80
+    x = torch.randn(B, T, F) + 10  # far from the fill value: every masked cell is visible
+    lens = torch.randint(100, T + 1, (B,), generator=g)
+    y = spec_augment(x, lens, generator=g)
+    masked = y != x
+    full_cols = masked.all(dim=1)  # [B, F]: frequency masks cover every frame
+    assert (full_cols.sum(1) <= 30).all() and full_cols.any(1).float().mean() > 0.8
+    rows = masked.all(dim=2)  # [B, T]: time masks cover every bin
+    for b in range(B):
+        L = int(lens[b])
+        assert not rows[b, L:].any() and rows[b].sum() <= 2 * max(1, int(L * 0.05))
+    assert len({tuple(full_cols[b].nonzero().flatten().tolist()) for b in range(B)}) > B // 2

@@ -244,13 +244,14 @@ def train(run_dir: Path, model_cfg: EncoderConfig, tc: TrainConfig, train_manife
                 if bi < epoch_pos:  # resuming mid-epoch: same shuffled order, skip what was done
                     continue
                 x, lens, targets, tlens = collate(train_utts, idx)
+                x = x.to(device)  # augment there: batched masks and warps are a few kernels, not host work per step
                 if tc.vtlp > 0:
                     x = freq_warp(x, tc.vtlp, generator=gen)
                 if tc.specaugment:
                     x = spec_augment(x, lens, generator=gen)
                 for g in optimizer.param_groups:
                     g["lr"] = lr_at(step, progress_frac(), tc)
-                lp, ol, _ = net(x.to(device), lens.to(device))
+                lp, ol, _ = net(x, lens.to(device))
                 loss = F.ctc_loss(lp.transpose(0, 1).float(), targets.to(device), ol, tlens.to(device),
                                   blank=BLANK_ID, reduction="mean", zero_infinity=True)
                 optimizer.zero_grad(set_to_none=True)
