@@ -134,13 +134,14 @@ def test_module_forward_matches_reference(name, T, strong):
     assert (y - ref).abs().max().item() <= TOL
 
 
+@pytest.mark.parametrize("name", MIXERS)
 @pytest.mark.parametrize("T", [100, 137])
-def test_rwkv_long_forward_uses_groups_and_matches_reference(T):
+def test_long_forward_uses_groups_and_matches_reference(name, T):
     """Past two groups' worth of chunks the full forward takes the two-level hand-over (chunk_len 2: 50-69 chunks,
     groups of 16 with padding); it still equals the per-frame recurrence, with strong decays too."""
     from models.mixers import chunk_scan
 
-    m = make("rwkv", chunk_len=2)
+    m = make(name, chunk_len=2)
     strengthen_decays(m)
     assert (T // 2 + 1) >= 2 * chunk_scan.FULL_SEQUENCE_GROUP
     torch.manual_seed(3)

@@ -3,11 +3,11 @@
 Both recurrences reduce, across chunks, to ``S_c = exp(a_c) ⊙ S_{c-1} + h_c`` (``a_c <= 0`` the chunk's total
 log-decay per state row, ``h_c`` its own contribution). Written as one decay-weighted sum over all earlier chunks it
 costs ``E²`` for ``E`` chunks: fine for a streaming step (a few chunks) and a training utterance, quadratic for a
-long file through a full-sequence graph when the decay is per state row (RWKV-6: an ``E x E x K`` tensor per head).
-``group`` splits the chunks into groups: the same sum within each group, then once more over the groups' end states,
-which costs ``E·group + (E/group)²``. benchmarks/chunk_handover_bench.py (shipped RWKV flagship, bi full graph, ORT,
-1 thread): 8 min of audio 20.7 s -> 4.5 s, 1 h fits (one level needs 18 GB per call); 3-10 s inputs pay 15-25 %
-for the extra ops, so only full-sequence RWKV forms use it (Mamba-2 has one decay per head: its weights stay small).
+long file through a full-sequence graph. ``group`` splits the chunks into groups: the same sum within each group,
+then once more over the groups' end states, which costs ``E·group + (E/group)²``. Full-sequence forms use it;
+benchmarks/chunk_handover_bench.py (shipped models, bi full graphs, ORT, 1 thread): RWKV-6 8 min of audio
+20.7 s -> 4.5 s and 1 h fits (one level needs 18 GB per call), Mamba-2 1 h 95 s -> 25 s; 3-10 s inputs pay
+~10-25 % for the extra ops.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from contextlib import contextmanager
 import torch
 import torch.nn.functional as F
 
-# Chunks per group in RWKV-6 full-sequence forms (0: one level). Eagerly, two levels only pay from 2 groups' worth of
+# Chunks per group in full-sequence forms (0: one level). Eagerly, two levels only pay from 2 groups' worth of
 # chunks on (a training utterance stays one-level); for an hour of audio (~5600 RWKV chunks) they need >100x less
 # memory than one level. 16 measured faster than 8 at 1 h (31 s vs 44 s) and equal at 10 s.
 FULL_SEQUENCE_GROUP = 16

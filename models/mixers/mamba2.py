@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.mixers import Mixer, flip_valid, register
-from models.mixers.chunk_scan import masks, scan_chunk_states
+from models.mixers.chunk_scan import FULL_SEQUENCE_GROUP, masks, scan_chunk_states
 from models.state import State, StateSpec
 
 _DIRECTIONS = ("l2r", "r2l", "bi")
@@ -52,8 +52,7 @@ def ssd_chunked(X, dA, Bm, Cm, state=None, chunk_len: int = 32, group: int = 0):
     Time is padded to a multiple of ``chunk_len`` (zero inputs and unit decays past T change nothing). The state
     each chunk starts from is a decay-weighted sum of the incoming state and the earlier chunks' contributions
     (segment sums of per-chunk total log-decays), so there is no Python loop over time and no CumSum. ``group`` > 0
-    hands the state over in two levels (``chunk_scan``). Mamba-2's modules keep one level: with one decay per head
-    the ``E x E`` weights are light (an hour is ~700 chunks), and two levels cost short inputs more ops than they save.
+    hands the state over in two levels (``chunk_scan``), as the full-sequence form does: near-linear in T.
     """
     dt = _ssm_dtype(X)
     X, dA, Bm, Cm = (t.to(dt) for t in (X, dA, Bm, Cm))
@@ -161,7 +160,7 @@ class Mamba2Core(nn.Module):
         z, xBC, dt = self._split(u)
         xBC = self.conv1d(F.pad(xBC.transpose(1, 2), (self.d_conv - 1, 0))).transpose(1, 2)
         x, X, dA, Bm, Cm = self._ssm_inputs(xBC, dt)
-        y, _ = ssd_chunked(X, dA, Bm, Cm, None, self.chunk_len)
+        y, _ = ssd_chunked(X, dA, Bm, Cm, None, self.chunk_len, FULL_SEQUENCE_GROUP)
         return self._finish(y, x, z)
 
     def step(self, u: torch.Tensor, conv: torch.Tensor, ssm: torch.Tensor):
