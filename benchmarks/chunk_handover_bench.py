@@ -33,9 +33,7 @@ MIXER_MODULES = {"rwkv": rwkv, "mamba2": mamba2}  # each reads FULL_SEQUENCE_GRO
 
 def export_full(model: str, out: Path, group: int) -> Path:
     encoder, config = load_model(model, "bi")
-    module = MIXER_MODULES.get(encoder.cfg.mixer)
-    if module is None:
-        raise SystemExit(f"{model}: mixer {encoder.cfg.mixer}; this benchmark compares RWKV-6 / Mamba-2 hand-overs")
+    module = MIXER_MODULES[encoder.cfg.mixer]
     before, module.FULL_SEQUENCE_GROUP = module.FULL_SEQUENCE_GROUP, group
     try:
         export(encoder, config, out, "full", "bi", 32, verify=False)
@@ -62,6 +60,9 @@ def main():
     from models.mixers.chunk_scan import FULL_SEQUENCE_GROUP as grouped
 
     encoder, _ = load_model(args.model, "bi")
+    if encoder.cfg.mixer not in MIXER_MODULES:
+        raise SystemExit(f"{args.model}: mixer {encoder.cfg.mixer}; this benchmark compares RWKV-6 / Mamba-2 "
+                         "hand-overs")
     chunk_len = encoder.layers[0].mixer.l2r.chunk_len
     with tempfile.TemporaryDirectory() as tmp:
         paths = {"two-level": export_full(args.model, Path(tmp) / "grouped.onnx", grouped),
