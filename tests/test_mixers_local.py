@@ -162,6 +162,19 @@ def test_mha_left_context_is_bounded():
     assert (a[:, 13:] - b[:, 13:]).abs().max() <= 1e-6
 
 
+@pytest.mark.parametrize("T", [1, 6, 7, 8, 14, 41, 100])
+def test_mha_blocked_l2r_equals_the_full_masked_attention(T):
+    """The l2r forward's blocks (each attends to itself and the block before) == one T x T masked softmax with key
+    time in [t - left_context, t], at every position (padded ones too: the mask is purely positional)."""
+    m = make("mha")
+    x = torch.randn(3, T, D, generator=torch.Generator().manual_seed(T))
+    with torch.no_grad():
+        blocked = m(x, torch.tensor([T, max(1, T - 5), 1]), "l2r")
+        naive = m._masked_l2r(x)
+    assert blocked.shape == naive.shape == (3, T, D)
+    assert (blocked - naive).abs().max().item() <= 1e-5
+
+
 def test_mha_state_counter():
     m = make("mha")
     specs = {s.name: s for s in m.state_specs()}

@@ -5,7 +5,7 @@ log-decay per state row, ``h_c`` its own contribution). Written as one decay-wei
 costs ``E²`` for ``E`` chunks: fine for a streaming step (a few chunks) and a training utterance, quadratic for a
 long file through a full-sequence graph. ``group`` splits the chunks into groups: the same sum within each group,
 then once more over the groups' end states, which costs ``E·group + (E/group)²``. Full-sequence forms use it;
-benchmarks/chunk_handover_bench.py (shipped models, bi full graphs, ORT, 1 thread): RWKV-6 8 min of audio
+benchmarks/longform_ab_bench.py (shipped models, bi full graphs, ORT, 1 thread): RWKV-6 8 min of audio
 20.7 s -> 4.5 s and 1 h fits (one level needs 18 GB per call), Mamba-2 1 h 95 s -> 25 s; 3-10 s inputs pay
 ~10-25 % for the extra ops.
 """

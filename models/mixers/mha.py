@@ -30,6 +30,7 @@ from models.mixers import Mixer, register
 from models.state import State, StateSpec
 
 NEG = -1e4
+BLOCKED_L2R = True  # l2r full forward in blocks (linear in T); False: one T x T mask (benchmarks compare the two)
 
 
 @register("mha")
@@ -69,17 +70,39 @@ class MHAMixer(Mixer):
     def forward(self, x: torch.Tensor, lengths: torch.Tensor, direction: str = "l2r") -> torch.Tensor:
         if direction not in ("l2r", "bi"):
             raise ValueError(f"mixer 'mha' is not bidirectional: direction must be 'l2r' or 'bi', not {direction!r}")
+        if direction == "l2r":
+            return self._blocked_l2r(x) if BLOCKED_L2R else self._masked_l2r(x)
         T = x.shape[1]
         q, k, v = self.qkv(x).chunk(3, dim=-1)
-        pos = torch.arange(T, device=x.device)
-        if direction == "l2r":
-            # purely positional: a valid query never reaches a padded key, and padded queries then behave
-            # exactly like the streaming step (no all-masked rows)
-            d = pos.view(T, 1) - pos.view(1, T)  # query - key
-            allowed = ((d >= 0) & (d <= self.left_context)).unsqueeze(0)  # [1,T,T]
-        else:
-            allowed = pos.view(1, 1, T) < lengths.view(-1, 1, 1)  # key padding [B,1,T]
+        allowed = torch.arange(T, device=x.device).view(1, 1, T) < lengths.view(-1, 1, 1)  # key padding [B,1,T]
         return self._attend(q, k, v, allowed)
+
+    def _blocked_l2r(self, x: torch.Tensor) -> torch.Tensor:
+        """Bounded-left-context attention in blocks of ``left_context`` frames, each attending to itself and the
+        block before: ``2 T L`` scores instead of a ``T x T`` mask, so long inputs cost linear time and memory.
+        Purely positional: a valid query never reaches a padded key, and padded queries behave exactly like the
+        streaming step (each block is a step whose cache is the previous block)."""
+        B, T, D = x.shape
+        L = self.left_context
+        pad = (L - T % L) % L
+        q, k, v = self.qkv(F.pad(x, (0, 0, 0, pad))).chunk(3, dim=-1)  # [B, n*L, D]
+        q, k, v = (t.reshape(B, -1, L, D) for t in (q, k, v))  # [B, n, L, D]
+        k = torch.cat([F.pad(k, (0, 0, 0, 0, 1, 0))[:, :-1], k], dim=2)  # [B, n, 2L, D]: previous block, this one
+        v = torch.cat([F.pad(v, (0, 0, 0, 0, 1, 0))[:, :-1], v], dim=2)
+        i = torch.arange(L, device=x.device).view(1, L, 1)
+        j = torch.arange(2 * L, device=x.device).view(1, 1, 2 * L)
+        first = (torch.arange(q.shape[1], device=x.device) == 0).view(-1, 1, 1)  # no block before the first
+        allowed = (j >= i) & (j <= i + L) & ~(first & (j < L))  # key time in [t - L, t], never before 0
+        y = self._attend(q.reshape(-1, L, D), k.reshape(-1, 2 * L, D), v.reshape(-1, 2 * L, D),
+                         allowed.repeat(B, 1, 1))  # blocks of every utterance as one batch
+        return y.reshape(B, -1, D)[:, :T]
+
+    def _masked_l2r(self, x: torch.Tensor) -> torch.Tensor:
+        """The same attention as one ``T x T`` masked softmax: the readable reference (tests, benchmarks)."""
+        T = x.shape[1]
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        d = torch.arange(T, device=x.device).view(T, 1) - torch.arange(T, device=x.device).view(1, T)  # query - key
+        return self._attend(q, k, v, ((d >= 0) & (d <= self.left_context)).unsqueeze(0))
 
     # -- streaming -------------------------------------------------------------------------------------------
     def state_specs(self) -> list[StateSpec]:
