@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 
 # Chunks per group in full-sequence forms (0: one level). Eagerly, two levels only pay from 2 groups' worth of
-# chunks on (a training utterance stays one-level); for an hour of audio (~5600 RWKV chunks) they need >100x less
-# memory than one level. 16 measured faster than 8 at 1 h (31 s vs 44 s) and equal at 10 s.
+# chunks on (a training utterance stays one-level); for an hour of audio (~5600 RWKV chunks) their largest tensors
+# are ~120 MB against one level's 18 GB (computed). 16 measured faster than 8 at 1 h (31 s vs 44 s, edgeasr bench).
 FULL_SEQUENCE_GROUP = 16
 _always_group = False  # set while exporting a full-sequence graph: its length is unknown until it runs
 
@@ -42,15 +42,21 @@ def masks(n, device, dt):
     return (row >= col).to(dt), (row > col).to(dt), (row < col).to(dt)
 
 
+def decay_weights(a: torch.Tensor, size: int | None = None, exclusive: bool = False) -> torch.Tensor:
+    """a ``[..., E]`` (log-decays <= 0) -> ``[..., E, E]``: ``W[c, e] = exp(sum_{e<e'<=c} a[e'])`` for ``e <= c``, 0
+    above the diagonal; ``exclusive``: ``exp(sum_{e<e'<c} a[e'])`` for ``e < c`` (the state *entering* c). The segment
+    sum is one matmul with a triangular ones matrix (no CumSum, no subtraction of cumulative sums) and only
+    non-positive numbers are exponentiated. ``size``: E when it is a constant (the masks then fold into a graph)."""
+    incl, below, _ = masks(a.shape[-1] if size is None else size, a.device, a.dtype)
+    upto = below if exclusive else incl
+    return torch.exp(upto @ (a.unsqueeze(-1) * below)) * upto
+
+
 def _one_level(h: torch.Tensor, a: torch.Tensor, size: int | None = None, before: bool = False) -> torch.Tensor:
     """``S[c] = sum_{e<=c} exp(sum_{e<e'<=c} a[e']) h[e]``, decay-row-major: h ``[..., K, E, V]``, a ``[..., K, E]``;
-    ``before``: the state entering each position instead, ``S[c-1]`` (sums over e < c, zero at c = 0).
-    Plain matmuls with no reshapes: each one costs a run of shape ops per call in an exported graph. ``size``: E when
-    it is a constant (the masks then fold into the graph)."""
-    incl, below, _ = masks(a.shape[-1] if size is None else size, a.device, a.dtype)
-    upto = below if before else incl
-    seg = upto @ (a.unsqueeze(-1) * below)  # [.., K, c, e]: sum over e < e' <= c (or < c) (<= 0)
-    return (torch.exp(seg) * upto) @ h
+    ``before``: the state entering each position instead, ``S[c-1]`` (zero at c = 0). Plain matmuls with no
+    reshapes: each one costs a run of shape ops per call in an exported graph."""
+    return decay_weights(a, size, before) @ h
 
 
 def scan_chunk_states(h: torch.Tensor, a: torch.Tensor, group: int = 0) -> torch.Tensor:

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.mixers import Mixer, flip_valid, register
-from models.mixers.chunk_scan import FULL_SEQUENCE_GROUP, masks, scan_chunk_states
+from models.mixers.chunk_scan import FULL_SEQUENCE_GROUP, decay_weights, masks, scan_chunk_states
 from models.state import State, StateSpec
 
 _DIRECTIONS = ("l2r", "r2l", "bi")
@@ -31,13 +31,6 @@ _DIRECTIONS = ("l2r", "r2l", "bi")
 
 def _ssm_dtype(t: torch.Tensor) -> torch.dtype:
     return torch.promote_types(t.dtype, torch.float32)
-
-
-def segsum(a: torch.Tensor) -> torch.Tensor:
-    """a: [..., L] -> [..., L, L] with out[t, s] = sum_{s<i<=t} a_i for s <= t (0 on the diagonal), 0 above it.
-    A masked sum written as one matmul with a triangular ones matrix (no CumSum, no subtraction of cumsums)."""
-    incl, below, _ = masks(a.shape[-1], a.device, a.dtype)
-    return incl @ (a.unsqueeze(-1) * below)  # [t, i] @ [i, s]: a_i for i > s, summed over i <= t
 
 
 @torch.autocast("cpu", enabled=False)  # the recurrence and its state stay fp32 under autocast
@@ -69,7 +62,7 @@ def ssd_chunked(X, dA, Bm, Cm, state=None, chunk_len: int = 32, group: int = 0):
     Bm, Cm = Bm.reshape(b, nc, L, N), Cm.reshape(b, nc, L, N)
 
     incl, _, above = masks(L, X.device, dt)
-    Lmat = torch.exp(segsum(dA)) * incl  # [b,H,nc,L,L]
+    Lmat = decay_weights(dA, L)  # [b,H,nc,L,L]
     CB = Cm @ Bm.transpose(-1, -2)  # [b,nc,L,L]
     Y = (CB.unsqueeze(1) * Lmat) @ X  # diagonal blocks [b,H,nc,L,P]
 
@@ -78,7 +71,7 @@ def ssd_chunked(X, dA, Bm, Cm, state=None, chunk_len: int = 32, group: int = 0):
     a_out = (above @ dAc).squeeze(-1)  # decay from just after s to the chunk end: sum_{i>s} dA_i
     # per-chunk state contributions: sum_s exp(a_out_s) X_s ⊗ B_s                       [b,H,nc,P,N]
     states = (X * torch.exp(a_out).unsqueeze(-1)).transpose(-1, -2) @ Bm.unsqueeze(1)
-    # sources (incoming state, chunks), targets (chunk starts, end): h_c = sum_{e<=c} exp(segsum(a_ext))[c,e] h_e
+    # sources (incoming state, chunks), targets (chunk starts, end): h_c = sum_{e<=c} decay_weights(a_ext)[c,e] h_e
     a_tot = dA.sum(-1)  # [b,H,nc]
     a_ext = torch.cat([torch.zeros_like(a_tot[:, :, :1]), a_tot], dim=2)  # [b,H,E]
     h0 = torch.zeros_like(states[:, :, :1]) if state is None else state.to(dt).unsqueeze(2)
