@@ -6,7 +6,7 @@ EDGEASR := $(VENV)/bin/edgeasr
 PYTEST_WORKERS ?= 2
 # Debian packages: TTS engines for the embedded corpus, real test recordings, public-domain text, sox, and
 # chromium (headless: the parity report's HTML check)
-APT_PACKAGES := espeak-ng flite festival festvox-kallpc16k pocketsphinx-testdata sox bible-kjv bible-kjv-text chromium
+APT_PACKAGES := espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k pocketsphinx-testdata sox bible-kjv bible-kjv-text chromium
 DEMO_DIR ?= work/demo
 DEMO_MODEL ?= default
 DEMO_FULL_DIRECTION ?= bi
@@ -46,7 +46,7 @@ test-slow: setup
 
 # The shipped flagship's recipe (toolchain/pretrained/*/config.json records the exact command and its WER).
 corpus: setup
-	$(EDGEASR) data synth --out work/corpus --hours 6 --seed 0
+	$(EDGEASR) data synth --out work/corpus --hours 6 --seed 0 --recipe 1
 	$(EDGEASR) data real --out work/real
 
 # The flagship (`default`): 21 minutes on one NVIDIA H100 (7087 steps), then a 4-minute fine-tune with frequency

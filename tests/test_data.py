@@ -93,6 +93,22 @@ def test_corpus_deterministic(corpus, tmp_path):
 
 
 @needs_tts
+def test_recipe_1_and_2_hold_out_the_same_wavs(corpus, tmp_path):
+    from toolchain.corpus import synthesize_corpus
+
+    out, stats = corpus
+    assert stats["recipe"] == 2
+    r1 = tmp_path / "r1"
+    assert synthesize_corpus(r1, hours=0.01, seed=3, jobs=2, progress=False, recipe=1)["recipe"] == 1
+    a, b = _tree_digest(out), _tree_digest(r1)
+    for split in ("dev", "test"):
+        keys = [k for k in a if k.startswith(f"wavs/{split}/")]
+        assert keys and all(a[k] == b.get(k) for k in keys), split
+        assert a[f"{split}.jsonl"] == b[f"{split}.jsonl"]
+    assert a["train.jsonl"] != b["train.jsonl"]
+
+
+@needs_tts
 def test_corpus_other_seed_differs(tmp_path):
     from toolchain.corpus import plan_corpus
     from toolchain.textsource import sentences
@@ -100,6 +116,63 @@ def test_corpus_other_seed_differs(tmp_path):
     s = sentences()
     p0, p1 = plan_corpus(s, 0.01, 0), plan_corpus(s, 0.01, 1)
     assert [u.text for u in p0] != [u.text for u in p1]
+
+
+def _plan_digest(plan) -> str:
+    rows = [(u.id, u.split, u.voice, u.text, u.params, u.noise_seed) for u in plan]
+    return hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()
+
+
+@needs_tts
+def test_recipe_1_plan_is_the_one_the_shipped_models_were_trained_on():
+    from toolchain.corpus import plan_corpus
+    from toolchain.textsource import sentences
+
+    # digest of plan_corpus(sentences(), 0.05, 0) computed with the code before recipes existed (commit 7c8c03f)
+    assert _plan_digest(plan_corpus(sentences(), 0.05, 0, recipe=1)) == \
+        "9b87ceddeaa9714d348fe6c899f9275d1d5ee5ac12012d4280fdc97c3c73233a"
+
+
+@needs_tts
+def test_recipe_2_changes_train_only():
+    from toolchain.corpus import SPEED_RANGE, plan_corpus
+    from toolchain.textsource import sentences
+
+    s = sentences()
+    r1, r2 = plan_corpus(s, 0.5, 0, recipe=1), plan_corpus(s, 0.5, 0, recipe=2)
+    for split in ("dev", "test"):  # the held-out sets, their prosody and noise seeds are the same plan
+        assert _plan_digest([u for u in r1 if u.split == split]) == _plan_digest([u for u in r2 if u.split == split])
+    train = [u for u in r2 if u.split == "train"]
+    assert "festival:ked_diphone" in {u.voice for u in train}
+    natural = [u for u in train if u.engine != "espeak-ng"]
+    assert sum(1 for u in train if u.engine == "espeak-ng") / len(train) < 0.65  # recipe 1 drew 70 % espeak-ng
+    assert all(SPEED_RANGE[0] <= u.params["speed_factor"] <= SPEED_RANGE[1] for u in natural)
+    assert not any("speed_factor" in u.params for u in train if u.engine == "espeak-ng")
+    assert not any("f0_mean" in u.params for u in train if u.voice == "flite:rms")  # rms ignores it
+    assert not any("speed_factor" in u.params for u in r1)
+
+
+def test_speed_perturbation_resamples_natural_voices():
+    from toolchain.corpus import Utt, _post
+
+    t = np.arange(32000) / 16000.0
+    tone = 0.5 * np.sin(2 * np.pi * 200.0 * t)  # no silence for the trim to cut
+    plain = _post(tone, 16000, Utt("u", "train", "flite:rms", "a", "x.wav", {}, 1))
+    fast = _post(tone, 16000, Utt("u", "train", "flite:rms", "a", "x.wav", {"speed_factor": 1.1}, 1))
+    assert plain.size == 32000 and abs(fast.size - 32000 / 1.1) < 2
+    spec = np.abs(np.fft.rfft(fast))
+    assert abs(np.argmax(spec) * 16000 / fast.size - 220.0) < 2  # pitch up by the same factor
+
+
+def test_missing_festival_voice_names_its_package(monkeypatch, tmp_path):
+    import toolchain.corpus as corpus
+
+    monkeypatch.setattr(corpus, "FESTIVAL_VOICE_DIR", tmp_path)
+    monkeypatch.setattr(corpus.shutil, "which", lambda exe: "/usr/bin/" + exe)
+    (tmp_path / "kal_diphone").mkdir()
+    corpus.check_engines(recipe=1)
+    with pytest.raises(UserError, match="festvox-kdlpc16k.*--recipe 1"):
+        corpus.check_engines(recipe=2)
 
 
 @needs_tts
@@ -122,13 +195,17 @@ def test_synth_cli_rejects_bad_hours(tmp_path):
 
 
 @needs_tts
-def test_synth_cli_small(tmp_path):
+def test_synth_cli_small(tmp_path, monkeypatch):
     from toolchain.cli_data import data
 
+    monkeypatch.setenv("COLUMNS", "80")  # rich's width in a pipe: the summary must not cut a header
     r = CliRunner().invoke(data, ["synth", "--out", str(tmp_path / "c"), "--hours", "0.005", "--jobs", "1",
-                                  "--no-progress"])
+                                  "--recipe", "1", "--no-progress"])
     assert r.exit_code == 0, r.output
-    assert "train" in r.output and (tmp_path / "c" / "corpus.json").is_file()
+    assert "…" not in r.output and "(recipe 1)" in r.output
+    header = next(line for line in r.output.splitlines() if line.lstrip().startswith("split"))
+    assert header.split() == ["split", "utts", "hours", "voices", "texts", "espeak-ng", "flite", "festival", "dropped"]
+    assert json.loads((tmp_path / "c" / "corpus.json").read_text())["recipe"] == 1
 
 
 def test_synth_refuses_foreign_wavs_folder(tmp_path):

@@ -33,24 +33,30 @@ def data():
               help="Hours of training audio; dev/test scale with it (5%%), capped at 0.3 h each.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Same seed, same corpus (byte for byte).")
 @click.option("--jobs", default=2, show_default=True, type=int, help="Synthesis worker processes.")
+@click.option("--recipe", default=2, show_default=True, type=click.IntRange(1, 2),
+              help="Corpus recipe: 2 adds natural speakers and speed perturbation to train; 1 is the corpus the "
+                   "earlier shipped models were trained on. Dev and test are the same in both.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-def synth(out: Path, hours: float, seed: int, jobs: int, no_progress: bool):
+def synth(out: Path, hours: float, seed: int, jobs: int, recipe: int, no_progress: bool):
     """Synthesise the default corpus with espeak-ng, flite and festival (whole voices held out for dev/test)."""
     from toolchain.corpus import synthesize_corpus
 
     command = "edgeasr data synth " + " ".join(sys.argv[3:]) if sys.argv[1:3] == ["data", "synth"] else \
-        f"edgeasr data synth --out {out} --hours {hours} --seed {seed} --jobs {jobs}"
-    stats = synthesize_corpus(out, hours=hours, seed=seed, jobs=jobs, progress=not no_progress, command=command)
+        f"edgeasr data synth --out {out} --hours {hours} --seed {seed} --jobs {jobs} --recipe {recipe}"
+    stats = synthesize_corpus(out, hours=hours, seed=seed, jobs=jobs, progress=not no_progress, command=command,
+                              recipe=recipe)
     _print_synth_summary(out, stats)
 
 
 def _print_synth_summary(out: Path, stats: dict) -> None:
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title=f"corpus {out}")
-    for col in ("split", "utterances", "hours", "voices", "sentences", "espeak-ng", "flite", "festival", "dropped"):
-        t.add_column(col, justify="left" if col == "split" else "right")
+    # short headers and no vertical rules: all nine columns fit an 80-column pipe uncut
+    t = Table(title=f"corpus {out} (recipe {stats['recipe']})", box=box.SIMPLE_HEAD, pad_edge=False)
+    for col in ("split", "utts", "hours", "voices", "texts", "espeak-ng", "flite", "festival", "dropped"):
+        t.add_column(col, justify="left" if col == "split" else "right", no_wrap=True)
     for split, s in stats["splits"].items():
         e = s["engines"]
         t.add_row(split, str(s["utterances"]), f"{s['hours']:.3f}", str(s["voices_used"]),

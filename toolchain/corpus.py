@@ -5,7 +5,20 @@ Engines and voices (a *voice* is engine + voice + variant, e.g. ``espeak-ng:en-u
 - espeak-ng: 8 English accents x 21 variants (none, m1-m7, f1-f5, klatt*, a few named), per utterance random
   speed (-s), pitch (-p) and amplitude (-a);
 - flite: kal, kal16, awb, rms, slt, per utterance random ``duration_stretch`` and ``int_f0_target_mean``;
-- festival: kal_diphone (festvox-kallpc16k), random Duration_Stretch and f0 mean; one festival process per batch.
+- festival: kal_diphone (festvox-kallpc16k) and, from recipe 2, ked_diphone (festvox-kdlpc16k), random
+  Duration_Stretch and f0 mean; one festival process per batch.
+
+Recipes (``--recipe``; ``corpus.json`` records it). The dev and test splits are the same in every recipe, byte for
+byte, so WERs stay comparable; only the training split differs.
+
+- 1: the corpus every model shipped up to the recipe-2 fine-tune was trained on.
+- 2 (default): more natural (non-formant) speakers in train, because a model trained on recipe 1 fails on natural
+  voices it has not heard (shipped flagship, bi, 40 test sentences each: trained flite rms 17.7 % and kal 21.4 %
+  WER, unseen festival ked 59.5 %, dev flite awb 59.1 %, test flite slt 81.4 %). It adds festival ked_diphone,
+  raises the natural engines' share of train from 30 to 45 %, and speed-perturbs every natural train utterance
+  (resampling by 0.88-1.12, which scales pitch, formants and tempo together, as Kaldi's speed perturbation does).
+  flite rms ignores ``int_f0_target_mean`` (its wavs are byte-identical for any value), so in recipe 1 its f0 draw
+  was a no-op; recipe 2 no longer draws one and the speed perturbation varies its pitch instead.
 
 Every utterance then gets its leading/trailing silence trimmed, a random gain and light white or pink noise
 (SNR 20-40 dB), and is written as 16 kHz mono 16-bit PCM wav.
@@ -56,6 +69,13 @@ ESPEAK_VARIANTS = ("", "m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3
 FLITE_VOICES = ("kal", "kal16", "awb", "rms", "slt")
 FLITE_F0 = {"kal": 105.0, "kal16": 105.0, "awb": 110.0, "rms": 105.0, "slt": 165.0}  # typical mean f0 (Hz)
 FESTIVAL_VOICES = ("kal_diphone",)
+RECIPES = (1, 2)
+LATEST_RECIPE = 2
+RECIPE2_FESTIVAL_VOICES = ("ked_diphone",)  # festvox-kdlpc16k
+FLITE_F0_IGNORED = ("rms",)  # the voice's wav does not change with int_f0_target_mean
+SPEED_RANGE = (0.88, 1.12)
+FESTIVAL_PACKAGES = {"kal_diphone": "festvox-kallpc16k", "ked_diphone": "festvox-kdlpc16k"}
+FESTIVAL_VOICE_DIR = Path("/usr/share/festival/voices/english")
 
 # Held-out voices (fixed, independent of the seed). en-us+f3 is the voice the pocketsphinx peer was measured on.
 TEST_VOICES = ("espeak-ng:en-us+f3", "espeak-ng:en-gb-x-rp+m3", "espeak-ng:en-029+f2",
@@ -66,6 +86,7 @@ DEV_VOICES = ("espeak-ng:en-us+m2", "espeak-ng:en+f4", "espeak-ng:en-us-nyc+m5",
 ENGINE_WEIGHTS = {"train": {"espeak-ng": 0.7, "flite": 0.2, "festival": 0.1},
                   "dev": {"espeak-ng": 0.6, "flite": 0.4},
                   "test": {"espeak-ng": 0.6, "flite": 0.4}}
+RECIPE2_TRAIN_WEIGHTS = {"espeak-ng": 0.55, "flite": 0.25, "festival": 0.2}
 # sentence pools by hash of the text: per mille
 POOL_PERMILLE = {"test": (0, 50), "dev": (50, 100), "train": (100, 1000)}
 DEFAULT_TRAIN_HOURS = 6.0
@@ -73,14 +94,23 @@ MAX_DEV_HOURS = MAX_TEST_HOURS = 0.3
 CHUNK = 24  # utterances per worker task
 
 
-def all_voices() -> list[str]:
+def festival_voices(recipe: int = LATEST_RECIPE) -> tuple[str, ...]:
+    return FESTIVAL_VOICES + (RECIPE2_FESTIVAL_VOICES if recipe >= 2 else ())
+
+
+def all_voices(recipe: int = LATEST_RECIPE) -> list[str]:
     vs = [f"espeak-ng:{b}+{v}" if v else f"espeak-ng:{b}" for b in ESPEAK_BASES for v in ESPEAK_VARIANTS]
-    return vs + [f"flite:{v}" for v in FLITE_VOICES] + [f"festival:{v}" for v in FESTIVAL_VOICES]
+    return vs + [f"flite:{v}" for v in FLITE_VOICES] + [f"festival:{v}" for v in festival_voices(recipe)]
 
 
-def split_voices() -> dict[str, list[str]]:
+def split_voices(recipe: int = LATEST_RECIPE) -> dict[str, list[str]]:
     held = set(TEST_VOICES) | set(DEV_VOICES)
-    return {"train": [v for v in all_voices() if v not in held], "dev": list(DEV_VOICES), "test": list(TEST_VOICES)}
+    return {"train": [v for v in all_voices(recipe) if v not in held], "dev": list(DEV_VOICES),
+            "test": list(TEST_VOICES)}
+
+
+def engine_weights(split: str, recipe: int = LATEST_RECIPE) -> dict[str, float]:
+    return RECIPE2_TRAIN_WEIGHTS if recipe >= 2 and split == "train" else ENGINE_WEIGHTS[split]
 
 
 def sentence_pool_of(text: str) -> str:
@@ -110,13 +140,15 @@ def split_hours(hours: float) -> dict[str, float]:
     return {"train": hours, "dev": min(MAX_DEV_HOURS, hours * 0.05), "test": min(MAX_TEST_HOURS, hours * 0.05)}
 
 
-def plan_corpus(sentences: list[str], hours: float, seed: int) -> list[Utt]:
+def plan_corpus(sentences: list[str], hours: float, seed: int, recipe: int = LATEST_RECIPE) -> list[Utt]:
     """Every random decision, made up front in one process: voice, sentence, prosody, noise seed per utterance."""
+    if recipe not in RECIPES:
+        raise UserError(f"--recipe must be one of {', '.join(map(str, RECIPES))}, got {recipe}")
     pools: dict[str, list[str]] = {s: [] for s in SPLITS}
     for s in sentences:
         if len(s.split()) <= MAX_WORDS:
             pools[sentence_pool_of(s)].append(s)
-    voices = split_voices()
+    voices = split_voices(recipe)
     plan: list[Utt] = []
     for si, split in enumerate(SPLITS):
         rng = np.random.default_rng([seed, si])
@@ -127,8 +159,9 @@ def plan_corpus(sentences: list[str], hours: float, seed: int) -> list[Utt]:
         by_engine: dict[str, list[str]] = {}
         for v in voices[split]:
             by_engine.setdefault(v.split(":")[0], []).append(v)
-        engines = [e for e in ENGINE_WEIGHTS[split] if e in by_engine]
-        w = np.array([ENGINE_WEIGHTS[split][e] for e in engines])
+        weights = engine_weights(split, recipe)
+        engines = [e for e in weights if e in by_engine]
+        w = np.array([weights[e] for e in engines])
         w = w / w.sum()
         target = split_hours(hours)[split] * 3600.0
         # dev/test: every held-out voice at least once (shuffled round), then weighted random
@@ -141,7 +174,7 @@ def plan_corpus(sentences: list[str], hours: float, seed: int) -> list[Utt]:
                 eng = engines[int(rng.choice(len(engines), p=w))]
                 voice = by_engine[eng][int(rng.integers(len(by_engine[eng])))]
             text = pool[int(order[i % len(pool)])]
-            params = _draw_params(voice, rng)
+            params = _draw_params(voice, rng, recipe if split == "train" else 1)
             uid = f"{split}-{i:06d}"
             plan.append(Utt(uid, split, voice, text, f"wavs/{split}/{uid}.wav", params,
                             int(rng.integers(2**31 - 1))))
@@ -150,16 +183,21 @@ def plan_corpus(sentences: list[str], hours: float, seed: int) -> list[Utt]:
     return plan
 
 
-def _draw_params(voice: str, rng) -> dict:
+def _draw_params(voice: str, rng, recipe: int) -> dict:
+    """Prosody of one utterance. Recipe 1's draws are kept exactly (same generator calls in the same order)."""
     engine, name = voice.split(":", 1)
     if engine == "espeak-ng":
         return {"speed": int(rng.integers(140, 201)), "pitch": int(rng.integers(25, 76)),
                 "amplitude": int(rng.integers(80, 161))}
+    p = {"duration_stretch": round(float(rng.uniform(0.85, 1.2)), 3)}
     if engine == "flite":
-        return {"duration_stretch": round(float(rng.uniform(0.85, 1.2)), 3),
-                "f0_mean": round(FLITE_F0[name] * float(rng.uniform(0.85, 1.2)), 1)}
-    return {"duration_stretch": round(float(rng.uniform(0.85, 1.2)), 3),
-            "f0_mean": round(float(rng.uniform(90, 130)), 1)}
+        if recipe == 1 or name not in FLITE_F0_IGNORED:
+            p["f0_mean"] = round(FLITE_F0[name] * float(rng.uniform(0.85, 1.2)), 1)
+    else:
+        p["f0_mean"] = round(float(rng.uniform(90, 130)), 1)
+    if recipe >= 2:
+        p["speed_factor"] = round(float(rng.uniform(*SPEED_RANGE)), 2)
+    return p
 
 
 def _estimate_seconds(voice: str, text: str, params: dict) -> float:
@@ -167,9 +205,10 @@ def _estimate_seconds(voice: str, text: str, params: dict) -> float:
     words = len(text.split())
     if voice.startswith("espeak-ng"):
         return 0.33 + 0.71 * words * 60.0 / params["speed"]
+    speed = params.get("speed_factor", 1.0)  # natural voices' speed perturbation (recipe 2)
     if voice.startswith("flite"):
-        return 0.42 + 0.25 * words * params["duration_stretch"]
-    return 0.32 + 0.265 * words * params["duration_stretch"]
+        return (0.42 + 0.25 * words * params["duration_stretch"]) / speed
+    return (0.32 + 0.265 * words * params["duration_stretch"]) / speed
 
 
 # ----------------------------------------------------------------------------------------------- workers
@@ -188,8 +227,9 @@ def _synth_flite(u: Utt, tmp: Path) -> Path:
     name = u.voice.split(":", 1)[1]
     out = tmp / f"{u.id}.wav"
     p = u.params
-    _run(["flite", "-voice", name, "--setf", f"duration_stretch={p['duration_stretch']}",
-          "--setf", f"int_f0_target_mean={p['f0_mean']}", "-t", u.text, "-o", str(out)], u)
+    f0 = ["--setf", f"int_f0_target_mean={p['f0_mean']}"] if "f0_mean" in p else []
+    _run(["flite", "-voice", name, "--setf", f"duration_stretch={p['duration_stretch']}", *f0,
+          "-t", u.text, "-o", str(out)], u)
     return out
 
 
@@ -232,8 +272,11 @@ def _post(raw: np.ndarray, sr: int, u: Utt) -> np.ndarray:
     x = raw.astype(np.float64)
     if x.ndim > 1:
         x = x.mean(axis=1)
-    if sr != SAMPLE_RATE:
-        x = resample(x, sr, SAMPLE_RATE).astype(np.float64)
+    # speed perturbation: play the samples at speed x the rate (rounded to 100 Hz so the polyphase ratio stays small)
+    speed = u.params.get("speed_factor")
+    sr_play = sr if speed is None else int(round(sr * speed / 100.0)) * 100
+    if sr_play != SAMPLE_RATE:
+        x = resample(x, sr_play, SAMPLE_RATE).astype(np.float64)
     x = _trim(x)
     rng = np.random.default_rng(u.noise_seed)
     peak = float(np.max(np.abs(x))) if x.size else 0.0
@@ -355,8 +398,21 @@ def engine_versions() -> dict[str, str]:
     return v
 
 
+def check_engines(recipe: int = LATEST_RECIPE) -> None:
+    """One-line error naming the Debian package when an engine or a festival voice is missing."""
+    for exe in ("espeak-ng", "flite", "festival"):
+        if shutil.which(exe) is None:
+            raise UserError(f"TTS engine `{exe}` is not installed (Debian packages espeak-ng, flite, festival, "
+                            f"{', '.join(FESTIVAL_PACKAGES[v] for v in festival_voices(recipe))})")
+    for v in festival_voices(recipe):
+        if not (FESTIVAL_VOICE_DIR / v).is_dir():
+            raise UserError(f"festival voice {v} is not installed (Debian package {FESTIVAL_PACKAGES[v]}; "
+                            f"--recipe 1 does without it)" if v in RECIPE2_FESTIVAL_VOICES else
+                            f"festival voice {v} is not installed (Debian package {FESTIVAL_PACKAGES[v]})")
+
+
 def synthesize_corpus(out_dir, hours: float = DEFAULT_TRAIN_HOURS, seed: int = 0, jobs: int = 2,
-                      progress: bool = True, command: str | None = None) -> dict:
+                      progress: bool = True, command: str | None = None, recipe: int = LATEST_RECIPE) -> dict:
     """Synthesise the corpus into ``out_dir`` (see module docstring). Returns the statistics (those of
     corpus.json plus wall time and rates, which stay out of corpus.json to keep it deterministic)."""
     from toolchain.manifest import write_manifest_rows
@@ -366,14 +422,13 @@ def synthesize_corpus(out_dir, hours: float = DEFAULT_TRAIN_HOURS, seed: int = 0
         raise UserError(f"--hours must be positive, got {hours}")
     if jobs < 1:
         raise UserError(f"--jobs must be at least 1, got {jobs}")
-    for exe in ("espeak-ng", "flite", "festival"):
-        if shutil.which(exe) is None:
-            raise UserError(f"TTS engine `{exe}` is not installed (Debian packages espeak-ng, flite, festival, "
-                            "festvox-kallpc16k)")
+    if recipe not in RECIPES:
+        raise UserError(f"--recipe must be one of {', '.join(map(str, RECIPES))}, got {recipe}")
+    check_engines(recipe)
     out = Path(out_dir).resolve()
     t0 = time.perf_counter()
     sents = sentences()
-    plan = plan_corpus(sents, hours, seed)
+    plan = plan_corpus(sents, hours, seed, recipe)
     _prepare_out_dir(out)
     chunks = _chunks(plan)
     results: dict[str, tuple[float | None, str | None]] = {}
@@ -397,9 +452,9 @@ def synthesize_corpus(out_dir, hours: float = DEFAULT_TRAIN_HOURS, seed: int = 0
     synth_s = time.perf_counter() - t_synth
     shutil.rmtree(out / ".tmp", ignore_errors=True)
 
-    voices = split_voices()
-    stats: dict = {"format": 1, "seed": seed, "hours_requested": hours,
-                   "command": command or f"synthesize_corpus(hours={hours}, seed={seed})",
+    voices = split_voices(recipe)
+    stats: dict = {"format": 1, "recipe": recipe, "seed": seed, "hours_requested": hours,
+                   "command": command or f"synthesize_corpus(hours={hours}, seed={seed}, recipe={recipe})",
                    "sample_rate": SAMPLE_RATE, "audio_filepath": "relative to the manifest's directory",
                    "engines": engine_versions(), "text_source": "King James Bible (public domain), Debian bible-kjv",
                    "sentences": {"total_distinct": len(sents),
