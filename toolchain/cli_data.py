@@ -54,7 +54,7 @@ def _print_synth_summary(out: Path, stats: dict) -> None:
     from rich.table import Table
 
     # short headers and no vertical rules: all nine columns fit an 80-column pipe uncut
-    t = Table(title=f"corpus {out} (recipe {stats['recipe']})", box=box.SIMPLE_HEAD, pad_edge=False)
+    t = Table(title=f"recipe {stats['recipe']} corpus {out}", box=box.SIMPLE_HEAD, pad_edge=False)
     for col in ("split", "utts", "hours", "voices", "texts", "espeak-ng", "flite", "festival", "dropped"):
         t.add_column(col, justify="left" if col == "split" else "right", no_wrap=True)
     for split, s in stats["splits"].items():
