@@ -260,8 +260,7 @@ def _run(cmd: list[str], u: Utt) -> None:
     try:
         r = subprocess.run(cmd, capture_output=True, timeout=120, env=_ENGINE_ENV)
     except FileNotFoundError:
-        raise UserError(f"TTS engine `{cmd[0]}` is not installed (Debian packages espeak-ng, flite, festival, "
-                        "festvox-kallpc16k)") from None
+        raise _engine_missing(cmd[0]) from None
     if r.returncode != 0:
         err = " ".join(r.stderr.decode(errors="replace").split())[:300]
         raise UserError(f"{cmd[0]} failed on {u.id} ({u.voice}): {err}")
@@ -401,17 +400,20 @@ def engine_versions() -> dict[str, str]:
     return v
 
 
+def _engine_missing(exe: str) -> UserError:
+    return UserError(f"TTS engine `{exe}` is not installed (Debian packages espeak-ng, flite, festival, "
+                     f"{', '.join(FESTIVAL_PACKAGES.values())})")
+
+
 def check_engines(recipe: int = LATEST_RECIPE) -> None:
     """One-line error naming the Debian package when an engine or a festival voice is missing."""
     for exe in ("espeak-ng", "flite", "festival"):
         if shutil.which(exe) is None:
-            raise UserError(f"TTS engine `{exe}` is not installed (Debian packages espeak-ng, flite, festival, "
-                            f"{', '.join(FESTIVAL_PACKAGES[v] for v in festival_voices(recipe))})")
+            raise _engine_missing(exe)
     for v in festival_voices(recipe):
         if not (FESTIVAL_VOICE_DIR / v).is_dir():
-            raise UserError(f"festival voice {v} is not installed (Debian package {FESTIVAL_PACKAGES[v]}; "
-                            f"--recipe 1 does without it)" if v in RECIPE2_FESTIVAL_VOICES else
-                            f"festival voice {v} is not installed (Debian package {FESTIVAL_PACKAGES[v]})")
+            hint = "; --recipe 1 does without it" if v in RECIPE2_FESTIVAL_VOICES else ""
+            raise UserError(f"festival voice {v} is not installed (Debian package {FESTIVAL_PACKAGES[v]}{hint})")
 
 
 def synthesize_corpus(out_dir, hours: float = DEFAULT_TRAIN_HOURS, seed: int = 0, jobs: int = 2,
@@ -425,13 +427,11 @@ def synthesize_corpus(out_dir, hours: float = DEFAULT_TRAIN_HOURS, seed: int = 0
         raise UserError(f"--hours must be positive, got {hours}")
     if jobs < 1:
         raise UserError(f"--jobs must be at least 1, got {jobs}")
-    if recipe not in RECIPES:
-        raise UserError(f"--recipe must be one of {', '.join(map(str, RECIPES))}, got {recipe}")
-    check_engines(recipe)
     out = Path(out_dir).resolve()
     t0 = time.perf_counter()
     sents = sentences()
-    plan = plan_corpus(sents, hours, seed, recipe)
+    plan = plan_corpus(sents, hours, seed, recipe)  # validates the recipe
+    check_engines(recipe)
     _prepare_out_dir(out)
     chunks = _chunks(plan)
     results: dict[str, tuple[float | None, str | None]] = {}
