@@ -4,9 +4,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 EDGEASR := $(VENV)/bin/edgeasr
 PYTEST_WORKERS ?= 2
-# Debian packages: TTS engines for the embedded corpus, real test recordings, public-domain text, sox, and
-# chromium (headless: the parity report's HTML check)
-APT_PACKAGES := espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k pocketsphinx-testdata sox bible-kjv bible-kjv-text chromium
+# Debian packages: TTS engines for the embedded corpus, real test recordings, public-domain text, sox, irstlm
+# (n-gram LMs for `edgeasr lm build`), and chromium (headless: the parity report's HTML check)
+APT_PACKAGES := espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k pocketsphinx-testdata sox bible-kjv bible-kjv-text irstlm chromium
 DEMO_DIR ?= work/demo
 DEMO_MODEL ?= default
 DEMO_FULL_DIRECTION ?= bi
@@ -37,6 +37,8 @@ demo: setup
 	$(EDGEASR) export $(DEMO_MODEL) --kind step --out $(DEMO_DIR)/model.step.onnx
 	$(EDGEASR) quantize $(DEMO_DIR)/model.step.onnx --calib $(DEMO_DIR)/train.jsonl --out $(DEMO_DIR)/model.step.int8.onnx --max-utterances 32 --no-progress
 	$(EDGEASR) parity --model $(DEMO_DIR)/model.step.onnx --model $(DEMO_DIR)/model.step.int8.onnx --model $(DEMO_DIR)/model.full.onnx --test $(DEMO_DIR)/test.jsonl --reference $(DEMO_MODEL) --backends all --out $(DEMO_DIR)/parity
+	$(EDGEASR) lm build --out $(DEMO_DIR)/lm --exclude $(DEMO_DIR)/dev.jsonl --exclude $(DEMO_DIR)/test.jsonl
+	$(EDGEASR) eval $(DEMO_MODEL) --test $(DEMO_DIR)/test.jsonl --direction $(DEMO_FULL_DIRECTION) --lm $(DEMO_DIR)/lm
 
 test: setup
 	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --durations=15

@@ -18,7 +18,10 @@ model was trained on) -> frame buffer -> step graph in chunks of ``chunk_frames`
   ``chunk_frames`` per step at the same boundaries as when run alone, so results equal separate streams.
 
 ``OfflineSession`` (full and chunk graphs; a step graph is streamed over the whole utterance): features of the
-whole utterance -> logprobs -> greedy CTC. Full graphs take a zero-padded batch with ``x_lens``; chunk graphs
+whole utterance -> logprobs -> greedy CTC.
+
+Both take ``decoder=``: a factory for another decoder with the same interface, e.g. the word-LM beam search of
+``runtimes.lm_decoder`` (``WordLM(...).new_decoder``), streaming partials included. Full graphs take a zero-padded batch with ``x_lens``; chunk graphs
 (seed 001 strict chunk mode) run each ``chunk_frames`` chunk alone, the full chunks batched on axis 0.
 """
 from __future__ import annotations
@@ -69,6 +72,9 @@ class CtcStreamDecoder:
             self._text = None
         return changed
 
+    def finish(self) -> None:
+        """End of utterance (greedy decoding has nothing left to decide)."""
+
     @property
     def text(self) -> str:
         if self._text is None:
@@ -97,7 +103,7 @@ class Stream:
         s = self.session
         self.fbank = StreamingFbank(s.fbank_opts)
         self._frames = np.zeros((0, s.num_bins), np.float32)
-        self.decoder = CtcStreamDecoder(s.vocab, s.blank_id)
+        self.decoder = s.make_decoder()
         self.frames_in = 0
         self.finished = False
         self._last_partial = ""
@@ -153,6 +159,7 @@ class Stream:
             self.feed_features(self.fbank.pop())
             self.session._run([self])
             self.session._flush_remainder(self)
+            self.decoder.finish()
             self.finished = True
         return self.text
 
@@ -181,7 +188,9 @@ class Stream:
 class StreamingSession:
     """Streams over one step-graph backend (activated here if it is not already)."""
 
-    def __init__(self, backend, chunk_frames: int | None = None, keep_logprobs: bool = False):
+    def __init__(self, backend, chunk_frames: int | None = None, keep_logprobs: bool = False, decoder=None):
+        """``decoder``: a ``(vocab, blank_id) -> decoder`` factory (e.g. ``WordLM.new_decoder``) for each
+        utterance; greedy CTC when None."""
         self.backend = backend.activate()
         meta = backend.meta
         if meta["graph_kind"] != "step":
@@ -200,10 +209,14 @@ class StreamingSession:
             raise UserError(f"chunk of {self.chunk_frames} fbank frames is not a positive multiple of "
                             f"{self.multiple} (edgeasr.chunk_multiple)")
         self.keep_logprobs = keep_logprobs
+        self._decoder_factory = decoder or CtcStreamDecoder
         self.logprobs: dict[int, list[np.ndarray]] = {}
         self._group: _Group | None = None
         self.chunks_run = 0
         self.stream = self.new_stream()  # the default stream for single-stream use
+
+    def make_decoder(self):
+        return self._decoder_factory(self.vocab, self.blank_id)
 
     @classmethod
     def chunk_for_ms(cls, meta: dict, ms: float) -> int:
@@ -316,13 +329,15 @@ class StreamingSession:
 class OfflineSession:
     """Whole-utterance decoding over a full, chunk or step graph backend."""
 
-    def __init__(self, backend, chunk_frames: int | None = None):
+    def __init__(self, backend, chunk_frames: int | None = None, decoder=None):
+        """``decoder``: as for ``StreamingSession`` (greedy CTC when None)."""
         self.backend = backend.activate()
         self.meta = backend.meta
         self.kind = self.meta["graph_kind"]
         self.fbank_opts = fbank_options(self.meta)
         self.vocab, self.blank_id = self.meta["vocab"], int(self.meta["blank_id"])
         self.chunk_frames = int(chunk_frames or self.meta.get("chunk_frames") or 32)
+        self._decoder_factory = decoder or CtcStreamDecoder
 
     def features(self, samples: np.ndarray) -> np.ndarray:
         return compute_fbank(samples, self.fbank_opts)
@@ -363,8 +378,9 @@ class OfflineSession:
         return self.logprobs_batch([feats])[0]
 
     def decode(self, logprobs: np.ndarray) -> str:
-        d = CtcStreamDecoder(self.vocab, self.blank_id)
+        d = self._decoder_factory(self.vocab, self.blank_id)
         d.accept(logprobs)
+        d.finish()
         return d.text
 
     def transcribe(self, samples: np.ndarray) -> str:

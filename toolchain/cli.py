@@ -29,9 +29,10 @@ def main():
 
 
 def _register():
-    from toolchain import cli_bench, cli_data, cli_export, cli_lint, cli_model, cli_parity, cli_quant, cli_runtime
+    from toolchain import (cli_bench, cli_data, cli_export, cli_lint, cli_lm, cli_model, cli_parity, cli_quant,
+                           cli_runtime)
 
-    for module in (cli_data, cli_model, cli_export, cli_lint, cli_runtime, cli_quant, cli_bench, cli_parity):
+    for module in (cli_data, cli_model, cli_lm, cli_export, cli_lint, cli_runtime, cli_quant, cli_bench, cli_parity):
         for cmd in module.COMMANDS:
             main.add_command(cmd)
 

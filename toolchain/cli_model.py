@@ -106,21 +106,29 @@ def train(mixer, config_file, train_manifest, dev_manifest, run_dir, epochs, max
               help="Comma-separated inference modes.")
 @click.option("--by", "by", help="Also break WER down by this manifest field (e.g. voice, speaker).")
 @click.option("--skip-bad-rows", is_flag=True, help="Skip (and list) bad manifest rows instead of failing.")
+@click.option("--lm", "lm_dir", type=click.Path(path_type=Path),
+              help="Also decode with this word LM (edgeasr lm build): rows for decoder greedy and lm.")
 @click.option("--json", "as_json", is_flag=True)
-def evaluate(model, manifests, directions, by, skip_bad_rows, as_json):
-    """WER/CER of a checkpoint (torch reference) per manifest x direction mode [x group]."""
+def evaluate(model, manifests, directions, by, skip_bad_rows, lm_dir, as_json):
+    """WER/CER of a checkpoint (torch reference) per manifest x direction mode [x group] [x decoder]."""
     from models.config import DIRECTIONS
     from runtimes.features import FbankOptions
     from toolchain.dataset import load_utterances
     from toolchain.manifest import read_manifest
     from toolchain.metrics import cer, wer
-    from toolchain.train import evaluate as eval_wer
+    from runtimes.vocab import BLANK_ID, VOCAB, ctc_greedy
+    from toolchain.train import utterance_logprobs
 
     modes = [d.strip() for d in directions.split(",") if d.strip()]
     bad = [d for d in modes if d not in DIRECTIONS]
     if bad or not modes:
         raise UserError(f"--direction: unknown mode(s) {', '.join(bad) or '(none)'}; "
                         f"choose from {', '.join(DIRECTIONS)}")
+    word_lm = None
+    if lm_dir:
+        from runtimes.lm_decoder import WordLM
+
+        word_lm = WordLM(lm_dir, VOCAB, BLANK_ID)  # a bad LM directory fails before any audio is read
     net, config = load_model(model)
     opts = FbankOptions.from_dict(config["features"])
     rows = []
@@ -139,23 +147,29 @@ def evaluate(model, manifests, directions, by, skip_bad_rows, as_json):
                 net.set_direction(d)
             except ValueError:
                 continue  # alt/bi on a unidirectional mixer: not a mode of this model
-            _, hyps = eval_wer(net, utts, "cpu")
+            logprobs = utterance_logprobs(net, utts, "cpu")
+            decoded = {"greedy": [ctc_greedy(lp) for lp in logprobs]}
+            if word_lm:
+                decoded["lm"] = [word_lm.decode(lp) for lp in logprobs]
             for g, idx in sorted(groups.items(), key=lambda kv: (kv[0] != "all", kv[0])):
-                refs, hs = [utts[i].text for i in idx], [hyps[i] for i in idx]
-                rows.append({"manifest": str(m), "direction": d, **({"group": g} if by else {}),
-                             "wer": round(wer(refs, hs) * 100, 2), "cer": round(cer(refs, hs) * 100, 2),
-                             "utterances": len(idx)})
+                for dec, hyps in decoded.items():
+                    refs, hs = [utts[i].text for i in idx], [hyps[i] for i in idx]
+                    rows.append({"manifest": str(m), "direction": d, **({"group": g} if by else {}),
+                                 **({"decoder": dec} if word_lm else {}),
+                                 "wer": round(wer(refs, hs) * 100, 2), "cer": round(cer(refs, hs) * 100, 2),
+                                 "utterances": len(idx)})
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    # a narrow terminal folds the manifest path (printed once per manifest) and never cuts a group name or number
-    t = Table(Column("manifest", overflow="fold"), *[Column(h, no_wrap=True) for h in
-                                                     ("direction", *([by] if by else []), "WER %", "CER %", "utts")])
-    for i, r in enumerate(rows):
-        same = i > 0 and rows[i - 1]["manifest"] == r["manifest"]
-        t.add_row("" if same else r["manifest"], r["direction"], *([r["group"]] if by else []), f"{r['wer']:.2f}",
-                  f"{r['cer']:.2f}", str(r["utterances"]))
-    Console().print(t)
+    # one table per manifest, the path as its title: a narrow terminal wraps the title and never cuts a group
+    # name or number
+    heads = ("direction", *([by] if by else []), *(["decoder"] if word_lm else []), "WER %", "CER %", "utts")
+    for m in dict.fromkeys(r["manifest"] for r in rows):
+        t = Table(*[Column(h, no_wrap=True) for h in heads], title=m, title_justify="left")
+        for r in (r for r in rows if r["manifest"] == m):
+            t.add_row(r["direction"], *([r["group"]] if by else []), *([r["decoder"]] if word_lm else []),
+                      f"{r['wer']:.2f}", f"{r['cer']:.2f}", str(r["utterances"]))
+        Console().print(t)
 
 
 @click.command()

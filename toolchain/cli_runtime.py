@@ -97,9 +97,11 @@ def _percentiles(xs: list[float]) -> dict:
 @click.option("--rate", type=int, help="Sample rate of --stdin PCM (default: the model's).")
 @click.option("--direction", type=click.Choice(["l2r", "bi", "alt"]),
               help="torch backend, offline: inference mode (ONNX files carry theirs; streaming is l2r).")
+@click.option("--lm", "lm_dir", type=click.Path(path_type=Path),
+              help="Beam search with this word LM (edgeasr lm build) instead of greedy CTC; streams too.")
 @click.option("--json", "as_json", is_flag=True, help="JSON lines instead of text.")
 def transcribe(model, audio, backend, stream, chunk_ms, threads, precision, explicit_state, use_stdin, rate,
-               direction, as_json):
+               direction, lm_dir, as_json):
     """Transcribe AUDIO files (or live PCM on --stdin) with MODEL: an ONNX export (ort, openvino, tensorrt,
     ort-cuda) or a RUN_DIR / shipped name (torch reference)."""
     from runtimes.audio import load_audio
@@ -120,23 +122,36 @@ def transcribe(model, audio, backend, stream, chunk_ms, threads, precision, expl
     first = None
     if audio:  # the first file is read before any model loads: a bad file fails fast, in one line
         first = load_audio(audio[0], sr)
+    if lm_dir:
+        from runtimes.lm_decoder import read_lm_info
+
+        read_lm_info(lm_dir)  # a wrong LM directory fails before the model loads
     b = open_backend(model, backend, stream, threads, precision, stateful=not explicit_state, direction=direction)
     meta = b.meta
+    decoder = None
+    if lm_dir:
+        from runtimes.lm_decoder import WordLM
+
+        try:
+            decoder = WordLM(lm_dir, meta["vocab"], int(meta["blank_id"])).new_decoder
+        except UserError:
+            b.deactivate()
+            raise
     if int(meta["sample_rate"]) != sr:
         sr, first = int(meta["sample_rate"]), None
     chunk = StreamingSession.chunk_for_ms(meta, chunk_ms) if chunk_ms else None
     try:
         if use_stdin:
-            _stdin(StreamingSession(b, chunk), rate or sr, chunk_ms, as_json)
+            _stdin(StreamingSession(b, chunk, decoder=decoder), rate or sr, chunk_ms, as_json)
             return
-        session = StreamingSession(b, chunk) if stream else OfflineSession(b)
+        session = StreamingSession(b, chunk, decoder=decoder) if stream else OfflineSession(b, decoder=decoder)
         for k, path in enumerate(audio):
             samples, notices = first if (k == 0 and first is not None) else load_audio(path, sr)
             for n in notices:
                 _notice(n)
             dur = len(samples) / sr
             t0 = time.perf_counter()
-            row = {"audio": path, "backend": b.name}
+            row = {"audio": path, "backend": b.name, "decoder": "lm" if decoder else "greedy"}
             if stream:
                 row.update(_stream_file(session, samples, sr, chunk_ms))
             else:

@@ -10,6 +10,7 @@ import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -63,19 +64,25 @@ def lr_at(step: int, progress: float, tc: TrainConfig) -> float:
     return tc.lr * warm * max(0.02, 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
-def evaluate(model: Encoder, utts, device, batch_frames: int = 40000) -> tuple[float, list[str]]:
-    """Greedy CTC WER of `model` (in its current direction mode) over `utts`."""
+def utterance_logprobs(model: Encoder, utts, device, batch_frames: int = 40000) -> list[np.ndarray]:
+    """Per-utterance ``[T', V]`` CTC log-probs of `model` (in its current direction mode)."""
     was_training = model.training
     model.eval()
-    hyps = [""] * len(utts)
+    out: list = [None] * len(utts)
     with torch.no_grad():
         for idx in make_batches(utts, batch_frames):
             x, lens, _, _ = collate(utts, idx)
             lp, ol, _ = model(x.to(device), lens.to(device))
             lp = lp.float().cpu().numpy()
             for b, i in enumerate(idx):
-                hyps[i] = ctc_greedy(lp[b, : int(ol[b])])
+                out[i] = lp[b, : int(ol[b])]
     model.train(was_training)
+    return out
+
+
+def evaluate(model: Encoder, utts, device, batch_frames: int = 40000) -> tuple[float, list[str]]:
+    """Greedy CTC WER of `model` (in its current direction mode) over `utts`."""
+    hyps = [ctc_greedy(lp) for lp in utterance_logprobs(model, utts, device, batch_frames)]
     return wer([u.text for u in utts], hyps), hyps
 
 
