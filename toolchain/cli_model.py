@@ -1,11 +1,10 @@
-"""CLI commands around checkpoints: train, eval, transcribe (torch reference), pretrained."""
+"""CLI commands around checkpoints: train, eval (torch reference), pretrained."""
 from __future__ import annotations
 
 import dataclasses
 import json
 import shlex
 import sys
-import time
 from pathlib import Path
 
 import click
@@ -170,38 +169,6 @@ def evaluate(model, manifests, directions, by, skip_bad_rows, lm_dir, as_json):
             t.add_row(r["direction"], *([r["group"]] if by else []), *([r["decoder"]] if word_lm else []),
                       f"{r['wer']:.2f}", f"{r['cer']:.2f}", str(r["utterances"]))
         Console().print(t)
-
-
-@click.command()
-@click.argument("model")
-@click.argument("audio", nargs=-1, required=True)
-@click.option("--direction", type=click.Choice(["l2r", "bi", "alt"]), help="Inference mode (default: model's).")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per file.")
-def transcribe(model, audio, direction, as_json):
-    """Transcribe audio files with a checkpoint (torch reference backend)."""
-    import torch
-
-    from runtimes.audio import load_audio
-    from runtimes.features import FbankOptions, compute_fbank
-    from runtimes.vocab import ctc_greedy
-
-    net, config = load_model(model, direction)
-    opts = FbankOptions.from_dict(config["features"])
-    for path in audio:
-        samples, notices = load_audio(path, opts.sample_rate)
-        for n in notices:
-            console.print(f"[yellow]notice[/]: {n}")
-        t0 = time.perf_counter()
-        feats = torch.from_numpy(compute_fbank(samples, opts)).unsqueeze(0)
-        with torch.no_grad():
-            lp, ol, _ = net(feats, torch.tensor([feats.shape[1]]))
-        text = ctc_greedy(lp[0, : int(ol[0])].numpy())
-        dur = len(samples) / opts.sample_rate
-        if as_json:
-            click.echo(json.dumps({"audio": path, "text": text, "duration": round(dur, 3),
-                                   "rtf": round((time.perf_counter() - t0) / max(dur, 1e-9), 4)}))
-        else:
-            click.echo(f"{path}\t{text}")
 
 
 @click.command(name="pretrained")
