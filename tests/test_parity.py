@@ -134,6 +134,32 @@ def test_threshold_failure_exits_nonzero_naming_the_cell(setup, tmp_path):
     assert "FAIL" in (tmp_path / "r" / "report.md").read_text()
 
 
+def test_word_lm_columns_for_every_cell(setup, tmp_path):
+    """--lm decodes every cell's log-probs with the word LM too: WER LM and its delta, in json, md and the table;
+    an fp32 export decodes exactly like the reference, so its ΔWER LM is 0."""
+    from toolchain.lm import build_lm, manifest_texts
+
+    lm = tmp_path / "lm"
+    build_lm(manifest_texts(setup["test"]), lm)
+    res = parity(["--model", setup["step"], "--test", setup["test"], "--reference", setup["run"], "--out",
+                  tmp_path / "r", "--backends", "ort", "--modes", "step", "--no-peer", "--max-utterances", 2,
+                  "--in-process", "--lm", lm])
+    assert res.exit_code == 0, res.output
+    rep = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert rep["lm"]["path"] == str(lm) and rep["lm"]["weights"]["lm_weight"] > 0
+    for c in _cells(rep, status="ok") + _cells(rep, status="reference"):
+        assert 0 <= c["metrics"]["wer_lm"] and c["metrics"]["wer_lm_delta"] == 0.0 and len(c["hypotheses_lm"]) == 2
+    assert "WER LM %" in res.output and "WER LM %" in (tmp_path / "r" / "report.md").read_text()
+    no_lm = json.loads((setup["root"] / "report" / "report.json").read_text()) if (setup["root"] / "report").exists() \
+        else None
+    if no_lm is not None:  # without --lm the columns stay out of the table
+        from toolchain.report_html import rows
+
+        assert no_lm["lm"] is None and "WER LM %" not in rows(no_lm)[0]
+    res = parity(["--model", setup["step"], "--test", setup["test"], "--out", tmp_path / "r2", "--lm", tmp_path])
+    assert res.exit_code == 2 and "not an LM directory" in res.output
+
+
 def test_reference_derived_from_source_sha_and_isolated_rss(setup, tmp_path, monkeypatch):
     """No --reference: the checkpoint under work/runs/ with the ONNX's weights hash is found. Cells (the peer's too)
     in their own process report that process's own peak RSS (no torch in an ONNX cell: well below the parent's)."""

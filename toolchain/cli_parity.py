@@ -39,9 +39,11 @@ def _csv(value: str) -> list[str]:
               help="Also run fp32 models on OpenVINO bf16 when the CPU offers it (its own precision row).")
 @click.option("--isolate/--in-process", default=True, show_default=True,
               help="Run each cell in a fresh process (honest per-cell peak RSS) or all in this one (faster).")
+@click.option("--lm", "lm_dir", type=click.Path(path_type=Path),
+              help="Also decode every cell with this word LM (edgeasr lm build): WER LM and ΔWER LM columns.")
 @click.option("--json", "as_json", is_flag=True, help="Print report.json instead of the table.")
 def parity(models, test, reference, backends, modes, out, max_wer_delta, max_err, max_utterances, threads, peer,
-           bf16, isolate, as_json):
+           bf16, isolate, lm_dir, as_json):
     """Parity report: WER/CER, ΔWER, agreement, logprob and state error, RTF, chunk latency, RSS, size and load
     time of every model × backend × precision × mode against the torch fp32 reference, plus the pocketsphinx peer.
     Writes report.json (schema edgeasr-parity/1), report.md and a self-contained report.html."""
@@ -55,12 +57,16 @@ def parity(models, test, reference, backends, modes, out, max_wer_delta, max_err
     if not Path(test).is_file():
         raise UserError(f"test manifest not found: {test}")
     check_out_dir(out)  # before any cell runs: an unwritable --out fails in a second, not after the run
+    if lm_dir:
+        from runtimes.lm_decoder import read_lm_info
+
+        read_lm_info(lm_dir)  # likewise a wrong LM directory
 
     def log(msg):
         console.print(msg, highlight=False, markup=False)
 
     report = run_parity(list(models), test, reference, _csv(backends), _csv(modes), max_wer_delta, max_err,
-                        max_utterances, threads, peer, bf16, isolate, log)
+                        max_utterances, threads, peer, bf16, isolate, log, lm=lm_dir)
     paths = write_reports(report, out)
     if as_json:
         click.echo(json.dumps(report, indent=1, ensure_ascii=False))

@@ -492,8 +492,12 @@ def _metrics(cell: dict, res: dict, refs_text: list[str], isolate: bool) -> dict
 
 
 def run_parity(models, test, reference=None, backends=("all",), modes=("step", "full"), max_wer_delta=None,
-               max_err=None, max_utterances=None, threads=1, peer=None, bf16=True, isolate=True, log=None) -> dict:
-    """Plan, run every cell, compare with the reference, check thresholds; returns the report dict."""
+               max_err=None, max_utterances=None, threads=1, peer=None, bf16=True, isolate=True, log=None,
+               lm=None) -> dict:
+    """Plan, run every cell, compare with the reference, check thresholds; returns the report dict.
+
+    ``lm``: an LM directory (``edgeasr lm build``); every cell's log-probs are then also decoded with the word-LM
+    beam search (``wer_lm``, ``wer_lm_delta``; ``max_wer_delta`` applies to both decoders)."""
     from runtimes.backends import NAMES
     from toolchain.manifest import read_manifest
 
@@ -516,6 +520,13 @@ def run_parity(models, test, reference=None, backends=("all",), modes=("step", "
     utts = [{"audio_filepath": e.audio_filepath, "text": e.text, "duration": float(e.duration)} for e in entries]
     refs_text = [u["text"] for u in utts]
     pl = plan([Path(m) for m in models], reference, backends, modes, threads, peer, bf16)
+    word_lm = None
+    if lm:
+        from runtimes.lm_decoder import WordLM
+        from runtimes.metadata import read_metadata
+
+        meta = read_metadata(str(models[0]))
+        word_lm = WordLM(lm, meta["vocab"], int(meta["blank_id"]))
     results: dict[str, dict] = {}
     cells_out: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="edgeasr-parity-") as tmp:
@@ -544,6 +555,11 @@ def run_parity(models, test, reference=None, backends=("all",), modes=("step", "
             else:
                 cell["status"] = "reference" if spec.role == "reference" else "ok"
                 cell["metrics"] = _metrics(cell, res, refs_text, isolate)
+                if word_lm is not None and res.get("logprobs"):  # the peer has no CTC log-probs to decode
+                    from toolchain.metrics import wer
+
+                    cell["hypotheses_lm"] = [word_lm.decode(lp) for lp in res["logprobs"]]
+                    cell["metrics"]["wer_lm"] = wer(refs_text, cell["hypotheses_lm"])
                 cell["notices"] = res.get("notices", [])
                 results[spec.id] = res
             cells_out.append(cell)
@@ -562,10 +578,14 @@ def run_parity(models, test, reference=None, backends=("all",), modes=("step", "
             c["comparison_note"] = f"reference cell {ref_id} did not run: no ΔWER or error figures"
             continue
         c["metrics"]["wer_delta"] = c["metrics"]["wer"] - by_id[ref_id]["metrics"]["wer"]
+        if c["metrics"].get("wer_lm") is not None and by_id[ref_id]["metrics"].get("wer_lm") is not None:
+            c["metrics"]["wer_lm_delta"] = c["metrics"]["wer_lm"] - by_id[ref_id]["metrics"]["wer_lm"]
         c["metrics"].update(compare(results[ref_id], results[c["id"]]))
     for c in cells_out:
         if c["status"] == "reference":
             c["metrics"].update(wer_delta=0.0, agreement_pct=100.0, err_max_abs=0.0, err_p99=0.0, cosine_min=1.0)
+            if "wer_lm" in c["metrics"]:
+                c["metrics"]["wer_lm_delta"] = 0.0
     failures = []
     for c in cells_out:
         if c["status"] == "error":
@@ -576,6 +596,8 @@ def run_parity(models, test, reference=None, backends=("all",), modes=("step", "
         m, why = c["metrics"], []
         if max_wer_delta is not None and m.get("wer_delta") is not None and m["wer_delta"] > max_wer_delta:
             why.append(f"ΔWER {m['wer_delta']:+.4f} > {max_wer_delta}")
+        if max_wer_delta is not None and m.get("wer_lm_delta") is not None and m["wer_lm_delta"] > max_wer_delta:
+            why.append(f"ΔWER with the LM {m['wer_lm_delta']:+.4f} > {max_wer_delta}")
         if max_err is not None and m.get("err_max_abs") is not None and m["err_max_abs"] > max_err:
             why.append(f"max abs logprob error {m['err_max_abs']:.3g} > {max_err}")
         if max_err is not None and m.get("state_err_max_abs") is not None and m["state_err_max_abs"] > max_err:
@@ -600,6 +622,9 @@ def run_parity(models, test, reference=None, backends=("all",), modes=("step", "
         "backends": backends,
         "modes": modes,
         "thresholds": {"max_wer_delta": max_wer_delta, "max_err": max_err},
+        "lm": None if word_lm is None else {
+            "path": str(lm), **{k: word_lm.info.get(k) for k in ("order", "sentences", "words", "sources")},
+            "weights": word_lm.weights.to_dict(), "tuned_on": word_lm.info.get("weights", {}).get("tuned_on")},
         "measurement": {
             "rtf": "processing s / audio s per utterance, audio loading and model load excluded; end to end = "
                    "features + encoder + greedy CTC, encoder = graph calls only",

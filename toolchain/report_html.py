@@ -20,6 +20,8 @@ COLUMNS = [  # (key, header, format)
     ("wer", "WER %", lambda v: f"{100 * v:.1f}"),
     ("cer", "CER %", lambda v: f"{100 * v:.1f}"),
     ("wer_delta", "ΔWER", lambda v: f"{100 * v:+.2f}"),
+    ("wer_lm", "WER LM %", lambda v: f"{100 * v:.1f}"),
+    ("wer_lm_delta", "ΔWER LM", lambda v: f"{100 * v:+.2f}"),
     ("agreement_pct", "agree %", lambda v: f"{v:.0f}"),
     ("err_max_abs", "max err", lambda v: f"{v:.2g}"),
     ("err_p99", "p99 err", lambda v: f"{v:.2g}"),
@@ -37,6 +39,14 @@ COLUMNS = [  # (key, header, format)
 ]
 
 
+LM_KEYS = ("wer_lm", "wer_lm_delta")
+
+
+def columns(report: dict) -> list:
+    """The table's metric columns: the word-LM ones only when the report decoded with an LM."""
+    return [c for c in COLUMNS if report.get("lm") or c[0] not in LM_KEYS]
+
+
 def _fmt(m: dict, key: str, f) -> str:
     v = m.get(key)
     return "–" if v is None else f(v)
@@ -48,7 +58,8 @@ def cell_label(c: dict) -> str:
 
 def rows(report: dict, reason_width: int | None = None) -> list[list[str]]:
     """Header + one row per cell (measured, errored and skipped alike)."""
-    head = ["model", "backend", "prec", "mode", "status", *[h for _, h, _ in COLUMNS], "size MB"]
+    cols = columns(report)
+    head = ["model", "backend", "prec", "mode", "status", *[h for _, h, _ in cols], "size MB"]
     out = [head]
     order = {"reference": 0, "ok": 1, "error": 2, "skipped": 3}
     cells = sorted(report["cells"], key=lambda c: (c["role"] == "peer", order.get(c["status"], 9)))
@@ -58,9 +69,9 @@ def rows(report: dict, reason_width: int | None = None) -> list[list[str]]:
         if c.get("threshold_failures"):
             status = "FAIL"
         if c["status"] in ("skipped", "error"):
-            vals = [c.get("reason", "")[:reason_width]] + [""] * (len(COLUMNS) - 1)
+            vals = [c.get("reason", "")[:reason_width]] + [""] * (len(cols) - 1)
         else:
-            vals = [_fmt(m, k, f) for k, _, f in COLUMNS]
+            vals = [_fmt(m, k, f) for k, _, f in cols]
         size = c.get("file_mb")
         out.append([c["model"], c["backend"], c["precision"], c["mode"], status, *vals,
                     "–" if size is None else f"{size:.2f}"])
@@ -94,6 +105,9 @@ def render_markdown(report: dict) -> str:
              f"- host: {report['host']['cpu']} ({report['host']['cpu_count']} CPUs), {report['threads']} thread(s)",
              f"- thresholds: max ΔWER {report['thresholds']['max_wer_delta']}, max abs error "
              f"{report['thresholds']['max_err']}",
+             *([f"- word LM `{report['lm']['path']}` ({report['lm']['order']}-gram, {report['lm']['words']} words; "
+                f"lm_weight {report['lm']['weights']['lm_weight']:g}, word_score "
+                f"{report['lm']['weights']['word_score']:g}): WER LM columns"] if report.get("lm") else []),
              f"- result: **{'PASS' if report['passed'] else 'FAIL'}**", ""]
     if report["failures"]:
         lines += ["## Failures", ""] + [f"- `{f}`" for f in report["failures"]] + [""]
@@ -259,7 +273,7 @@ def render_html(report: dict) -> str:
         cls = "FAIL" if c.get("threshold_failures") else c["status"]
         if c["status"] in ("skipped", "error"):
             tds = "".join(f'<td class="l">{_esc(v)}</td>' for v in r[:5])
-            tds += f'<td class="l" colspan="{len(COLUMNS)}">{_esc(c.get("reason", ""))}</td><td>{_esc(r[-1])}</td>'
+            tds += f'<td class="l" colspan="{len(columns(report))}">{_esc(c.get("reason", ""))}</td><td>{_esc(r[-1])}</td>'
         else:
             tds = "".join(f'<td class="l">{_esc(v)}</td>' if i < 5 else f"<td>{_esc(v)}</td>" for i, v in enumerate(r))
         trs.append(f'<tr class="{cls}" title="{_esc(c["id"])}">{tds}</tr>')
