@@ -24,7 +24,7 @@ def lm():
               help="Plain-text file, one sentence per line (repeatable). Default: the embedded KJV sentences.")
 @click.option("--exclude", "excludes", multiple=True, type=click.Path(path_type=Path),
               help="Manifest whose sentences are kept out of the LM (repeatable): the sets you will score on.")
-@click.option("--order", default=3, show_default=True, type=int, help="n-gram order.")
+@click.option("--order", default=3, show_default=True, type=click.IntRange(1, 6), help="n-gram order.")
 def build(out: Path, texts: tuple[Path, ...], excludes: tuple[Path, ...], order: int):
     """Estimate an n-gram LM (IRSTLM, improved Kneser-Ney) into an LM directory for `--lm`."""
     from toolchain.lm import build_lm, manifest_texts
