@@ -1,33 +1,21 @@
 """Word-LM beam search: IRSTLM builds the LM, flashlight-text's lexicon decoder (KenLM inside) searches it, the
 same decoder streams chunk by chunk, and the CLI threads `--lm` through eval, transcribe (every backend) and tune."""
 import json
-import os
 import stat
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from runtimes.errors import UserError
-from runtimes.lm_decoder import LexiconStreamDecoder, WordLM
+from runtimes.lm_decoder import WordLM
 from runtimes.vocab import BLANK_ID, VOCAB, encode
 from toolchain.lm import build_lm
 
-ROOT = Path(__file__).resolve().parents[1]
-EDGEASR = [sys.executable, "-m", "toolchain.cli"]
+from test_train_cli import EDGEASR, ROOT, run
+
 PSALM = ["the lord is my shepherd i shall not want", "he maketh me to lie down in green pastures",
          "he leadeth me beside the still waters", "he restoreth my soul",
          "in the beginning god created the heaven and the earth", "and the earth was without form and void"]
-
-
-def run(args, check=True, env_extra=None):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **(env_extra or {})}
-    p = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-    if check and p.returncode != 0:
-        raise AssertionError(f"{args} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
-    return p
 
 
 def spelled(text: str, confusions: dict[int, int] | None = None) -> np.ndarray:
@@ -145,15 +133,6 @@ def test_bad_lm_inputs_are_one_line_errors(psalm_lm, tmp_path, monkeypatch):
     with pytest.raises(UserError, match="install the Debian package irstlm"):
         build_lm(PSALM, tmp_path / "x")
     assert not (tmp_path / "x").exists()
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    from toolchain.corpus import synthesize_corpus
-
-    out = tmp_path_factory.mktemp("corpus")
-    synthesize_corpus(out, hours=0.01, seed=3, jobs=1, progress=False)
-    return out
 
 
 def test_tune_eval_and_transcribe_with_an_lm(corpus, tmp_path):

@@ -22,15 +22,6 @@ def run(args, cwd=ROOT, env_extra=None, check=True):
     return p
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    from toolchain.corpus import synthesize_corpus
-
-    out = tmp_path_factory.mktemp("corpus")
-    synthesize_corpus(out, hours=0.01, seed=3, jobs=1, progress=False)
-    return out
-
-
 def test_train_resume_eval_transcribe(corpus, tmp_path):
     run_dir = tmp_path / "run"
     p = run(EDGEASR + ["train", "--mixer", "rwkv", "--train", str(corpus / "train.jsonl"), "--dev",

@@ -524,6 +524,7 @@ def run_parity(models, test, reference=None, backends=("all",), modes=("step", "
     if lm:
         from runtimes.lm_decoder import WordLM
         from runtimes.metadata import read_metadata
+        from toolchain.metrics import wer
 
         meta = read_metadata(str(models[0]))
         word_lm = WordLM(lm, meta["vocab"], int(meta["blank_id"]))
@@ -556,8 +557,6 @@ def run_parity(models, test, reference=None, backends=("all",), modes=("step", "
                 cell["status"] = "reference" if spec.role == "reference" else "ok"
                 cell["metrics"] = _metrics(cell, res, refs_text, isolate)
                 if word_lm is not None and res.get("logprobs"):  # the peer has no CTC log-probs to decode
-                    from toolchain.metrics import wer
-
                     cell["hypotheses_lm"] = [word_lm.decode(lp) for lp in res["logprobs"]]
                     cell["metrics"]["wer_lm"] = wer(refs_text, cell["hypotheses_lm"])
                 cell["notices"] = res.get("notices", [])
