@@ -165,5 +165,16 @@ def test_tune_eval_and_transcribe_with_an_lm(corpus, tmp_path):
     vocab = set((lm / "words.txt").read_text().split())
     assert outs[1]["text"] and set(outs[1]["text"].split()) <= vocab  # every LM hypothesis is LM words
 
+    # tuning on the deployed graph (an l2r step export on ONNX Runtime) decodes that graph's own log-probs
+    p = run(EDGEASR + ["lm", "tune", str(lm), "--model", str(step), "--dev", str(corpus / "dev.jsonl")])
+    onnx_best = json.loads(p.stdout.strip().splitlines()[-1])
+    weights = json.loads((lm / "lm.json").read_text())["weights"]
+    assert weights["tuned_on"] == f"{corpus / 'dev.jsonl'} ({step}, l2r)" and weights["tuned_wer"] == onnx_best["wer"]
+    assert onnx_best["wer"] <= onnx_best["greedy_wer"]
+    for bad, why in ((["--model", str(step), "--direction", "bi"], "ONNX file carries its direction"),
+                     (["--model", "default", "--backend", "openvino"], "--backend is for ONNX models")):
+        p = run(EDGEASR + ["lm", "tune", str(lm), "--dev", str(corpus / "dev.jsonl"), *bad], check=False)
+        assert p.returncode == 2 and why in p.stderr and len(p.stderr.strip().splitlines()) == 1
+
     p = run(EDGEASR + ["transcribe", str(step), str(wav), "--lm", str(tmp_path)], check=False)
     assert p.returncode == 2 and "not an LM directory" in p.stderr and len(p.stderr.strip().splitlines()) == 1

@@ -19,14 +19,14 @@ def _notice(msg: str) -> None:
     click.echo(f"notice: {msg}", err=True)
 
 
-def _is_onnx(model: str) -> bool:
+def is_onnx(model: str) -> bool:
     p = Path(model)
     return p.suffix.lower() == ".onnx" or (p.is_file() and not (p / "config.json").exists())
 
 
 def model_sample_rate(model: str) -> int | None:
     """The model's sample rate, cheaply (ONNX metadata or checkpoint config), before any backend loads."""
-    if _is_onnx(model):
+    if is_onnx(model):
         from runtimes.metadata import read_metadata
 
         if not Path(model).is_file():
@@ -50,13 +50,13 @@ def open_backend(model: str, backend: str | None, stream: bool, threads: int, pr
     from runtimes.backends import get_backend
 
     supported = {"openvino": ("fp32", "bf16", "fp16"), "tensorrt": ("fp32", "fp16")}
-    chosen = backend or ("ort" if _is_onnx(model) else "torch")
+    chosen = backend or ("ort" if is_onnx(model) else "torch")
     if precision and precision not in supported.get(chosen, ("fp32",)):
         raise UserError(f"--precision {precision} is not offered by the {chosen} backend "
                         f"(choose {', '.join(supported.get(chosen, ('fp32',)))})")
     if precision == "fp32":
         precision = None
-    if _is_onnx(model):
+    if is_onnx(model):
         if not Path(model).is_file():
             raise UserError(f"{model}: no such ONNX file")
         name = backend or "ort"
@@ -116,7 +116,7 @@ def transcribe(model, audio, backend, stream, chunk_ms, threads, precision, expl
     if chunk_ms is not None and chunk_ms <= 0:
         raise UserError("--chunk-ms must be positive")
     stream = stream or use_stdin
-    if direction and _is_onnx(model):
+    if direction and is_onnx(model):
         raise UserError("--direction applies to checkpoints (torch); an ONNX file carries its direction mode")
     sr = model_sample_rate(model) or 16000
     first = None
