@@ -35,6 +35,35 @@ def _default_mode() -> int:
     return 0o666 & ~umask
 
 
+def out_dir_problem(out) -> str | None:
+    """Why directory ``out`` cannot receive reports (one line), or None. Creates nothing: a run that fails
+    later (bad manifest, missing model) must not leave an empty report directory behind."""
+    out = Path(out)
+    if out.exists():
+        if not out.is_dir():
+            return f"{out}: exists and is not a directory"
+        return None if os.access(out, os.W_OK) else f"{out}: cannot write there (directory is not writable)"
+    ancestor = out.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        return f"{out}: cannot create output directory ({ancestor} is not a directory)"
+    if not os.access(ancestor, os.W_OK):
+        return f"{out}: cannot create output directory ({ancestor} is not writable)"
+    return None
+
+
+def write_text_files(out, files: dict[str, str]) -> dict[str, Path]:
+    """Create directory ``out`` if needed and write each ``name -> text`` into it atomically; returns the paths."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name, text in files.items():
+        paths[name] = out / name
+        atomic_write(paths[name], text.encode("utf-8"))
+    return paths
+
+
 def output_path_problem(out) -> str | None:
     """Why ``out`` cannot receive an artifact (one line), or None; checked before any expensive work."""
     out = Path(out)

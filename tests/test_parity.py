@@ -194,10 +194,11 @@ def test_bad_inputs_one_line(setup, tmp_path):
     empty.write_text("")
     assert "no usable rows" in _one_line_error(parity([*base, "--test", empty, "--out", tmp_path / "a"]))
     assert "not found" in _one_line_error(parity([*base, "--test", tmp_path / "nope.jsonl", "--out", tmp_path / "b"]))
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()  # a failed run leaves no empty --out
     blocker = tmp_path / "afile"
     blocker.write_text("x")
     msg = _one_line_error(parity([*base, "--test", setup["test"], "--out", blocker / "out"]))
-    assert "--out" in msg and "cannot write" in msg
+    assert "--out" in msg and "cannot create output directory" in msg
     assert "not a directory" in _one_line_error(parity([*base, "--test", setup["test"], "--out", blocker]))
     # a model with another vocabulary in the same comparison
     m = onnx.load(str(setup["full"]))

@@ -38,7 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -677,23 +677,22 @@ def html(report: dict, md_text: str) -> str:
 
 
 def check_out_dir(out: Path) -> Path:
-    out = Path(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"{out}: cannot create output directory ({e.strerror})") from None
-    if not os.access(out, os.W_OK):
-        raise UserError(f"{out}: output directory is not writable")
-    return out
+    """One-line UserError unless ``out`` can receive results; creates nothing (see ``runtimes.files``)."""
+    from runtimes.files import out_dir_problem
+
+    problem = out_dir_problem(out)
+    if problem:
+        raise UserError(problem)
+    return Path(out)
 
 
 def write_reports(report: dict, out: Path, stem: str = "bench") -> dict[str, Path]:
+    from runtimes.files import write_text_files
+
     md_text = markdown(report)
-    paths = {"json": out / f"{stem}.json", "md": out / f"{stem}.md", "html": out / f"{stem}.html"}
-    paths["json"].write_text(json.dumps(report, indent=2) + "\n")
-    paths["md"].write_text(md_text)
-    paths["html"].write_text(html(report, md_text))
-    return paths
+    paths = write_text_files(out, {f"{stem}.json": json.dumps(report, indent=2) + "\n", f"{stem}.md": md_text,
+                                   f"{stem}.html": html(report, md_text)})
+    return {"json": paths[f"{stem}.json"], "md": paths[f"{stem}.md"], "html": paths[f"{stem}.html"]}
 
 
 def bench(refs, mixers: list[str], lengths: list[float], backends: list[str], kinds: list[str], out: Path,
@@ -707,6 +706,7 @@ def bench(refs, mixers: list[str], lengths: list[float], backends: list[str], ki
         raise UserError(f"{test}: test manifest not found")
     if chunk_frames <= 0 or chunk_frames % 4:
         raise UserError(f"--chunk-frames must be a positive multiple of 4, got {chunk_frames}")
+    out.mkdir(parents=True, exist_ok=True)  # the exports timed below are written under it
     models = prepare_models(refs, mixers, out, d_model, n_layers, mixer_options)
     trained = [m for m in models if m.trained]
     models_note = (f"trained checkpoints: {', '.join(m.source for m in trained)}" if trained else

@@ -33,6 +33,7 @@ def dirdrop(model_refs, test: Path, out: Path, limit: int = 100, threads: int = 
 
     from runtimes.features import FbankOptions
     from toolchain import pretrained
+    from runtimes.files import write_text_files
     from toolchain.bench import check_out_dir
     from toolchain.cli_model import load_model
     from toolchain.dataset import load_utterances
@@ -90,11 +91,9 @@ def dirdrop(model_refs, test: Path, out: Path, limit: int = 100, threads: int = 
     report = {"schema": SCHEMA, "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
               "test": str(test), "utterances": len(entries), "decoder": "torch reference, greedy CTC",
               "modes": list(MODES), "rows": rows}
-    md = markdown(report)
-    paths = {"json": out / "dirdrop.json", "md": out / "dirdrop.md"}
-    paths["json"].write_text(json.dumps(report, indent=2) + "\n")
-    paths["md"].write_text(md)
-    return report, paths
+    paths = write_text_files(out, {"dirdrop.json": json.dumps(report, indent=2) + "\n",
+                                   "dirdrop.md": markdown(report)})
+    return report, {"json": paths["dirdrop.json"], "md": paths["dirdrop.md"]}
 
 
 def markdown(report: dict) -> str:

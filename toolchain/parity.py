@@ -664,18 +664,12 @@ def cpu_name() -> str:
 
 
 def check_out_dir(out: Path) -> None:
-    """One-line UserError unless ``out`` can be created and written (checked before any cell runs)."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out}: exists and is not a directory")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".edgeasr-write-probe"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as e:
-        raise UserError(f"--out {out}: cannot write there ({e.strerror or e})") from None
+    """One-line UserError unless ``out`` can receive the reports (checked before any cell runs; creates nothing)."""
+    from runtimes.files import out_dir_problem
 
+    problem = out_dir_problem(out)
+    if problem:
+        raise UserError(f"--out {problem}")
 
 if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "--cell":

@@ -314,9 +314,8 @@ Thresholds: max ΔWER {_esc(report['thresholds']['max_wer_delta'])}, max abs err
 
 
 def write_reports(report: dict, out: Path) -> dict[str, Path]:
-    out = Path(out)
-    paths = {"json": out / "report.json", "md": out / "report.md", "html": out / "report.html"}
-    paths["json"].write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n")
-    paths["md"].write_text(render_markdown(report))
-    paths["html"].write_text(render_html(report))
-    return paths
+    from runtimes.files import write_text_files
+
+    paths = write_text_files(out, {"report.json": json.dumps(report, indent=1, ensure_ascii=False) + "\n",
+                                   "report.md": render_markdown(report), "report.html": render_html(report)})
+    return {"json": paths["report.json"], "md": paths["report.md"], "html": paths["report.html"]}
