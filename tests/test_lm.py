@@ -151,10 +151,11 @@ def test_tune_eval_and_transcribe_with_an_lm(corpus, tmp_path):
     assert weights["lm_weight"] == best["lm_weight"] and weights["tuned_on"].startswith(str(corpus / "dev.jsonl"))
     assert best["wer"] <= best["greedy_wer"]
 
-    p = run(EDGEASR + ["eval", "default", "--test", str(corpus / "test.jsonl"), "--direction", "bi", "--lm", str(lm),
-                       "--json"])
-    rows = {r["decoder"]: r for r in json.loads(p.stdout)}
-    assert set(rows) == {"greedy", "lm"} and rows["lm"]["wer"] < rows["greedy"]["wer"]
+    p = run(EDGEASR + ["eval", "default", "--test", str(corpus / "test.jsonl"), "--direction", "bi,l2r", "--lm",
+                       str(lm), "--json"])
+    rows = {(r["direction"], r["decoder"]): r for r in json.loads(p.stdout)}
+    assert set(rows) == {(d, dec) for d in ("bi", "l2r") for dec in ("greedy", "lm")}
+    assert rows["bi", "lm"]["wer"] < rows["bi", "greedy"]["wer"]
 
     wav = next((corpus / "wavs" / "test").glob("*.wav"))
     step = tmp_path / "step.onnx"
@@ -165,13 +166,22 @@ def test_tune_eval_and_transcribe_with_an_lm(corpus, tmp_path):
     vocab = set((lm / "words.txt").read_text().split())
     assert outs[1]["text"] and set(outs[1]["text"].split()) <= vocab  # every LM hypothesis is LM words
 
+    # eval of the deployed graph (its own l2r mode, ONNX Runtime) scores what the checkpoint scores in l2r
+    p = run(EDGEASR + ["eval", str(step), "--test", str(corpus / "test.jsonl"), "--lm", str(lm), "--json"])
+    onnx_rows = {(r["direction"], r["decoder"]): r for r in json.loads(p.stdout)}
+    assert set(onnx_rows) == {("l2r", "greedy"), ("l2r", "lm")}
+    for key, r in onnx_rows.items():
+        assert abs(r["wer"] - rows[key]["wer"]) <= 1.0, (key, r, rows[key])  # fp32: at most a near-tie flips
+    p = run(EDGEASR + ["eval", str(step), "--test", str(corpus / "test.jsonl"), "--direction", "bi"], check=False)
+    assert p.returncode == 2 and "exported in l2r mode" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+
     # tuning on the deployed graph (an l2r step export on ONNX Runtime) decodes that graph's own log-probs
     p = run(EDGEASR + ["lm", "tune", str(lm), "--model", str(step), "--dev", str(corpus / "dev.jsonl")])
     onnx_best = json.loads(p.stdout.strip().splitlines()[-1])
     weights = json.loads((lm / "lm.json").read_text())["weights"]
     assert weights["tuned_on"] == f"{corpus / 'dev.jsonl'} ({step}, l2r)" and weights["tuned_wer"] == onnx_best["wer"]
     assert onnx_best["wer"] <= onnx_best["greedy_wer"]
-    for bad, why in ((["--model", str(step), "--direction", "bi"], "ONNX file carries its direction"),
+    for bad, why in ((["--model", str(step), "--direction", "bi"], "exported in l2r mode"),
                      (["--model", "default", "--backend", "openvino"], "--backend is for ONNX models")):
         p = run(EDGEASR + ["lm", "tune", str(lm), "--dev", str(corpus / "dev.jsonl"), *bad], check=False)
         assert p.returncode == 2 and why in p.stderr and len(p.stderr.strip().splitlines()) == 1

@@ -58,7 +58,7 @@ def build(out: Path, texts: tuple[Path, ...], excludes: tuple[Path, ...], order:
               help="Whose log-probs to decode: RUN_DIR or shipped name (torch), or an exported MODEL.onnx.")
 @click.option("--dev", "dev_manifest", required=True, type=click.Path(path_type=Path), help="Dev manifest.")
 @click.option("--direction", type=click.Choice(["l2r", "bi", "alt"]),
-              help="Inference mode of a checkpoint (default: the model's); an ONNX file carries its own.")
+              help="Inference mode (default: the model's; an ONNX file decodes only in the mode it was exported in).")
 @click.option("--backend", type=click.Choice(ONNX_BACKENDS),
               help="Backend for an ONNX model (default: ort).")
 @click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True, help="Intra-op threads.")
@@ -70,23 +70,18 @@ def tune(lm_dir: Path, model: str, dev_manifest: Path, direction: str | None, ba
     Tune on what you deploy: given an exported (or int8) MODEL.onnx, the grid decodes that graph's log-probs."""
     from runtimes.lm_decoder import read_lm_info
     from runtimes.vocab import ctc_greedy
-    from toolchain.cli_runtime import is_onnx
     from toolchain.lm import TUNE_LM_WEIGHTS, TUNE_WORD_SCORES, save_weights, tune_weights
     from toolchain.manifest import read_manifest
     from toolchain.metrics import wer
+    from toolchain.model_logprobs import ModelLogprobs
 
     read_lm_info(lm_dir)  # a wrong directory fails before the model runs
-    onnx = is_onnx(model)
-    if onnx and direction:
-        raise UserError("--direction applies to checkpoints (torch); an ONNX file carries its direction mode")
-    if backend and not onnx:
-        raise UserError(f"--backend is for ONNX models; {model} is a checkpoint (it runs on torch)")
-    entries = read_manifest(dev_manifest, on_error="skip" if skip_bad_rows else "fail")
-    if onnx:
-        logprobs, vocab, blank_id, mode = onnx_logprobs(model, entries, backend, threads)
-    else:
-        logprobs, vocab, blank_id, mode = checkpoint_logprobs(model, entries, direction)
-    refs = [e.text for e in entries]
+    with ModelLogprobs(model, backend, threads, direction) as source:
+        entries = read_manifest(dev_manifest, on_error="skip" if skip_bad_rows else "fail")
+        utts = source.utterances(entries)
+        logprobs, mode = source.logprobs(utts), source.default_mode
+        vocab, blank_id = source.vocab, source.blank_id
+    refs = [u.text for u in utts]
     greedy = 100 * wer(refs, [ctc_greedy(lp, blank_id, vocab) for lp in logprobs])
     with click.progressbar(length=len(TUNE_LM_WEIGHTS) * len(TUNE_WORD_SCORES), label="grid",
                            file=click.get_text_stream("stderr")) as bar:
@@ -100,42 +95,6 @@ def tune(lm_dir: Path, model: str, dev_manifest: Path, direction: str | None, ba
     console.print(f"greedy {greedy:.2f} % -> LM {best['wer']:.2f} % WER at lm_weight {best['lm_weight']:g}, "
                   f"word_score {best['word_score']:g}; saved in {Path(lm_dir) / 'lm.json'}")
     click.echo(json.dumps({"greedy_wer": round(greedy, 2), **best}))
-
-
-def checkpoint_logprobs(model: str, entries, direction: str | None):
-    """Per-utterance log-probs of a checkpoint (torch reference), with its vocabulary and direction mode."""
-    from runtimes.features import FbankOptions
-    from runtimes.vocab import BLANK_ID, VOCAB
-    from toolchain.cli_model import load_model
-    from toolchain.dataset import load_utterances
-    from toolchain.train import utterance_logprobs
-
-    net, config = load_model(model, direction)
-    utts = load_utterances(entries, FbankOptions.from_dict(config["features"]))
-    return utterance_logprobs(net, utts, "cpu"), VOCAB, BLANK_ID, net.direction
-
-
-def onnx_logprobs(model: str, entries, backend: str | None, threads: int, batch: int = 16):
-    """Per-utterance log-probs of an ONNX export on a runtime backend (features from its metadata's fbank
-    options), with the vocabulary and direction mode its metadata declares."""
-    from runtimes.audio import load_audio
-    from runtimes.session import OfflineSession
-    from toolchain.cli_runtime import open_backend
-
-    b = open_backend(model, backend or "ort", stream=False, threads=threads, precision=None)
-    try:
-        session = OfflineSession(b)
-        sr = int(b.meta["sample_rate"])
-        feats = [session.features(load_audio(str(e.audio_filepath), sr)[0]) for e in entries]
-        order = sorted(range(len(feats)), key=lambda i: len(feats[i]))  # similar lengths batch with little padding
-        out: list = [None] * len(feats)
-        for k in range(0, len(order), batch):
-            idx = order[k:k + batch]
-            for i, lp in zip(idx, session.logprobs_batch([feats[i] for i in idx])):
-                out[i] = lp
-        return out, b.meta["vocab"], int(b.meta["blank_id"]), b.meta.get("direction", "?")
-    finally:
-        b.deactivate()
 
 
 COMMANDS = [lm]

@@ -15,6 +15,7 @@ from models.checkpoint import CheckpointError, load_checkpoint
 from models.mixers import mixer_names
 from runtimes.errors import UserError
 from toolchain import pretrained
+from toolchain.parity import ONNX_BACKENDS
 
 console = Console(stderr=True)
 
@@ -101,62 +102,70 @@ def train(mixer, config_file, train_manifest, dev_manifest, run_dir, epochs, max
 @click.command(name="eval")
 @click.argument("model")
 @click.option("--test", "manifests", required=True, multiple=True, type=click.Path(path_type=Path))
-@click.option("--direction", "directions", default="l2r,alt,bi", show_default=True,
-              help="Comma-separated inference modes.")
+@click.option("--direction", "directions",
+              help="Comma-separated inference modes (default: l2r,alt,bi for a checkpoint, its own for an ONNX file).")
 @click.option("--by", "by", help="Also break WER down by this manifest field (e.g. voice, speaker).")
 @click.option("--skip-bad-rows", is_flag=True, help="Skip (and list) bad manifest rows instead of failing.")
 @click.option("--lm", "lm_dir", type=click.Path(path_type=Path),
               help="Also decode with this word LM (edgeasr lm build): rows for decoder greedy and lm.")
+@click.option("--backend", type=click.Choice(ONNX_BACKENDS), help="Backend for an ONNX model (default: ort).")
+@click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Intra-op threads of an ONNX backend.")
 @click.option("--json", "as_json", is_flag=True)
-def evaluate(model, manifests, directions, by, skip_bad_rows, lm_dir, as_json):
-    """WER/CER of a checkpoint (torch reference) per manifest x direction mode [x group] [x decoder]."""
+def evaluate(model, manifests, directions, by, skip_bad_rows, lm_dir, backend, threads, as_json):
+    """WER/CER of MODEL per manifest x direction mode [x group] [x decoder]. MODEL: a RUN_DIR or shipped name
+    (torch reference) or an exported MODEL.onnx, fp32 or int8, on an ONNX backend (its own direction mode)."""
     from models.config import DIRECTIONS
-    from runtimes.features import FbankOptions
-    from toolchain.dataset import load_utterances
+    from runtimes.vocab import ctc_greedy
     from toolchain.manifest import read_manifest
     from toolchain.metrics import cer, wer
-    from runtimes.vocab import BLANK_ID, VOCAB, ctc_greedy
-    from toolchain.train import utterance_logprobs
+    from toolchain.model_logprobs import ModelLogprobs
 
-    modes = [d.strip() for d in directions.split(",") if d.strip()]
+    modes = [d.strip() for d in (directions or "").split(",") if d.strip()]
     bad = [d for d in modes if d not in DIRECTIONS]
-    if bad or not modes:
+    if bad or (directions is not None and not modes):
         raise UserError(f"--direction: unknown mode(s) {', '.join(bad) or '(none)'}; "
                         f"choose from {', '.join(DIRECTIONS)}")
-    word_lm = None
     if lm_dir:
-        from runtimes.lm_decoder import WordLM
+        from runtimes.lm_decoder import read_lm_info
 
-        word_lm = WordLM(lm_dir, VOCAB, BLANK_ID)  # a bad LM directory fails before any audio is read
-    net, config = load_model(model)
-    opts = FbankOptions.from_dict(config["features"])
+        read_lm_info(lm_dir)  # a bad LM directory fails before the model loads or any audio is read
     rows = []
-    for m in manifests:
-        entries = read_manifest(m, on_error="skip" if skip_bad_rows else "fail")
-        groups = {"all": list(range(len(entries)))}
-        if by:
-            if not any(by in e.extra for e in entries):
-                fields = sorted({k for e in entries for k in e.extra})
-                raise UserError(f"{m}: no row has the field {by!r} (fields: {', '.join(fields) or 'none'})")
-            for i, e in enumerate(entries):
-                groups.setdefault(str(e.extra.get(by, "(none)")), []).append(i)
-        utts = load_utterances(entries, opts)
-        for d in modes:
-            try:
-                net.set_direction(d)
-            except ValueError:
-                continue  # alt/bi on a unidirectional mixer: not a mode of this model
-            logprobs = utterance_logprobs(net, utts, "cpu")
-            decoded = {"greedy": [ctc_greedy(lp) for lp in logprobs]}
-            if word_lm:
-                decoded["lm"] = [word_lm.decode(lp) for lp in logprobs]
-            for g, idx in sorted(groups.items(), key=lambda kv: (kv[0] != "all", kv[0])):
-                for dec, hyps in decoded.items():
-                    refs, hs = [utts[i].text for i in idx], [hyps[i] for i in idx]
-                    rows.append({"manifest": str(m), "direction": d, **({"group": g} if by else {}),
-                                 **({"decoder": dec} if word_lm else {}),
-                                 "wer": round(wer(refs, hs) * 100, 2), "cer": round(cer(refs, hs) * 100, 2),
-                                 "utterances": len(idx)})
+    with ModelLogprobs(model, backend, threads) as source:
+        if source.onnx:
+            wrong = [d for d in modes if d not in source.modes]
+            if wrong:
+                raise UserError(f"{model} was exported in {source.modes[0]} mode; for {', '.join(wrong)} export "
+                                f"it again (edgeasr export RUN --direction MODE) or evaluate the checkpoint")
+        modes = [d for d in (modes or (source.modes if source.onnx else ["l2r", "alt", "bi"]))
+                 if d in source.modes]  # alt/bi on a unidirectional mixer: not a mode of this model
+        word_lm = None
+        if lm_dir:
+            from runtimes.lm_decoder import WordLM
+
+            word_lm = WordLM(lm_dir, source.vocab, source.blank_id)
+        for m in manifests:
+            entries = read_manifest(m, on_error="skip" if skip_bad_rows else "fail")
+            groups = {"all": list(range(len(entries)))}
+            if by:
+                if not any(by in e.extra for e in entries):
+                    fields = sorted({k for e in entries for k in e.extra})
+                    raise UserError(f"{m}: no row has the field {by!r} (fields: {', '.join(fields) or 'none'})")
+                for i, e in enumerate(entries):
+                    groups.setdefault(str(e.extra.get(by, "(none)")), []).append(i)
+            utts = source.utterances(entries)
+            for d in modes:
+                logprobs = source.logprobs(utts, d)
+                decoded = {"greedy": [ctc_greedy(lp, source.blank_id, source.vocab) for lp in logprobs]}
+                if word_lm:
+                    decoded["lm"] = [word_lm.decode(lp) for lp in logprobs]
+                for g, idx in sorted(groups.items(), key=lambda kv: (kv[0] != "all", kv[0])):
+                    for dec, hyps in decoded.items():
+                        refs, hs = [utts[i].text for i in idx], [hyps[i] for i in idx]
+                        rows.append({"manifest": str(m), "direction": d, **({"group": g} if by else {}),
+                                     **({"decoder": dec} if word_lm else {}),
+                                     "wer": round(wer(refs, hs) * 100, 2), "cer": round(cer(refs, hs) * 100, 2),
+                                     "utterances": len(idx)})
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
