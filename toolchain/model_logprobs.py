@@ -43,7 +43,6 @@ class ModelLogprobs:
             self.vocab, self.blank_id = VOCAB, BLANK_ID
             self.fbank = FbankOptions.from_dict(config["features"])
             self.modes = [d for d in DIRECTIONS if self._supports(d)]
-            self.net.set_direction(direction or self.net.direction)
 
     def _supports(self, mode: str) -> bool:
         before = self.net.direction
