@@ -53,14 +53,15 @@ def out_dir_problem(out) -> str | None:
     return None
 
 
-def write_text_files(out, files: dict[str, str]) -> dict[str, Path]:
-    """Create directory ``out`` if needed and write each ``name -> text`` into it atomically; returns the paths."""
+def write_report_files(out, stem: str, texts: dict[str, str]) -> dict[str, Path]:
+    """Create directory ``out`` if needed and write ``{ext: text}`` as ``out/stem.ext``, each atomically;
+    returns ``{ext: path}``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = {}
-    for name, text in files.items():
-        paths[name] = out / name
-        atomic_write(paths[name], text.encode("utf-8"))
+    for ext, text in texts.items():
+        paths[ext] = out / f"{stem}.{ext}"
+        atomic_write(paths[ext], text.encode("utf-8"))
     return paths
 
 

@@ -635,19 +635,19 @@ def test_tensorrt_backend_bookkeeping_with_fake_tensorrt(models, audio, monkeypa
 
 
 def test_report_files_are_atomic_and_out_dirs_checked_without_creating(tmp_path):
-    from runtimes.files import atomic_write, out_dir_problem, write_text_files
+    from runtimes.files import atomic_write, out_dir_problem, write_report_files
 
     assert out_dir_problem(tmp_path / "a" / "b") is None and not (tmp_path / "a").exists()  # checking creates nothing
     blocker = tmp_path / "file"
     blocker.write_text("x")
     assert "exists and is not a directory" in out_dir_problem(blocker)
     assert "cannot create output directory" in out_dir_problem(blocker / "sub")
-    paths = write_text_files(tmp_path / "a" / "b", {"r.json": "{}\n", "r.md": "# ü\n"})
-    assert paths["r.md"].read_text(encoding="utf-8") == "# ü\n" and sorted(os.listdir(tmp_path / "a" / "b")) == [
+    paths = write_report_files(tmp_path / "a" / "b", "r", {"json": "{}\n", "md": "# ü\n"})
+    assert paths["md"].read_text(encoding="utf-8") == "# ü\n" and sorted(os.listdir(tmp_path / "a" / "b")) == [
         "r.json", "r.md"]
     # a write whose check fails leaves the old file and no temp file behind
     def refuse(_tmp):
         raise ValueError("bad")
     with pytest.raises(ValueError):
-        atomic_write(paths["r.json"], b"half", check=refuse)
-    assert paths["r.json"].read_text() == "{}\n" and sorted(os.listdir(tmp_path / "a" / "b")) == ["r.json", "r.md"]
+        atomic_write(paths["json"], b"half", check=refuse)
+    assert paths["json"].read_text() == "{}\n" and sorted(os.listdir(tmp_path / "a" / "b")) == ["r.json", "r.md"]

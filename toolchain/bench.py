@@ -687,12 +687,11 @@ def check_out_dir(out: Path) -> Path:
 
 
 def write_reports(report: dict, out: Path, stem: str = "bench") -> dict[str, Path]:
-    from runtimes.files import write_text_files
+    from runtimes.files import write_report_files
 
     md_text = markdown(report)
-    paths = write_text_files(out, {f"{stem}.json": json.dumps(report, indent=2) + "\n", f"{stem}.md": md_text,
-                                   f"{stem}.html": html(report, md_text)})
-    return {"json": paths[f"{stem}.json"], "md": paths[f"{stem}.md"], "html": paths[f"{stem}.html"]}
+    return write_report_files(out, stem, {"json": json.dumps(report, indent=2) + "\n", "md": md_text,
+                                          "html": html(report, md_text)})
 
 
 def bench(refs, mixers: list[str], lengths: list[float], backends: list[str], kinds: list[str], out: Path,

@@ -32,8 +32,8 @@ def dirdrop(model_refs, test: Path, out: Path, limit: int = 100, threads: int = 
     import torch
 
     from runtimes.features import FbankOptions
+    from runtimes.files import write_report_files
     from toolchain import pretrained
-    from runtimes.files import write_text_files
     from toolchain.bench import check_out_dir
     from toolchain.cli_model import load_model
     from toolchain.dataset import load_utterances
@@ -91,9 +91,8 @@ def dirdrop(model_refs, test: Path, out: Path, limit: int = 100, threads: int = 
     report = {"schema": SCHEMA, "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
               "test": str(test), "utterances": len(entries), "decoder": "torch reference, greedy CTC",
               "modes": list(MODES), "rows": rows}
-    paths = write_text_files(out, {"dirdrop.json": json.dumps(report, indent=2) + "\n",
-                                   "dirdrop.md": markdown(report)})
-    return report, {"json": paths["dirdrop.json"], "md": paths["dirdrop.md"]}
+    return report, write_report_files(out, "dirdrop", {"json": json.dumps(report, indent=2) + "\n",
+                                                       "md": markdown(report)})
 
 
 def markdown(report: dict) -> str:

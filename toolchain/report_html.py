@@ -314,8 +314,7 @@ Thresholds: max ΔWER {_esc(report['thresholds']['max_wer_delta'])}, max abs err
 
 
 def write_reports(report: dict, out: Path) -> dict[str, Path]:
-    from runtimes.files import write_text_files
+    from runtimes.files import write_report_files
 
-    paths = write_text_files(out, {"report.json": json.dumps(report, indent=1, ensure_ascii=False) + "\n",
-                                   "report.md": render_markdown(report), "report.html": render_html(report)})
-    return {"json": paths["report.json"], "md": paths["report.md"], "html": paths["report.html"]}
+    return write_report_files(out, "report", {"json": json.dumps(report, indent=1, ensure_ascii=False) + "\n",
+                                              "md": render_markdown(report), "html": render_html(report)})
