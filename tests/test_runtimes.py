@@ -326,6 +326,11 @@ def test_cli_transcribe_json(models, audio):
     p = run(EDGEASR + ["transcribe", str(models["rwkv"]["run"]), WAVS[0], "--json", "--direction", "l2r"])
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout)["text"] == ref and json.loads(p.stdout)["backend"] == "torch"
+    # an ONNX file decodes in the mode it was exported in: naming that mode is fine, another one is a clear error
+    p = run(EDGEASR + ["transcribe", str(models["rwkv"]["step"]), WAVS[0], "--json", "--direction", "l2r"])
+    assert p.returncode == 0 and json.loads(p.stdout)["text"] == ref, p.stderr
+    p = run(EDGEASR + ["transcribe", str(models["rwkv"]["step"]), WAVS[0], "--direction", "bi"])
+    assert p.returncode == 2 and "exported in l2r mode" in p.stderr and len(p.stderr.strip().splitlines()) == 1
 
 
 @needs_wav

@@ -116,9 +116,15 @@ def transcribe(model, audio, backend, stream, chunk_ms, threads, precision, expl
     if chunk_ms is not None and chunk_ms <= 0:
         raise UserError("--chunk-ms must be positive")
     stream = stream or use_stdin
+    sr = model_sample_rate(model) or 16000  # also: a missing ONNX file fails here, in one line
     if direction and is_onnx(model):
-        raise UserError("--direction applies to checkpoints (torch); an ONNX file carries its direction mode")
-    sr = model_sample_rate(model) or 16000
+        from runtimes.metadata import read_metadata
+
+        exported = read_metadata(model).get("direction", "l2r")
+        if direction != exported:  # the same words as eval / lm tune
+            raise UserError(f"{model} was exported in {exported} mode; for {direction} export it again "
+                            f"(edgeasr export RUN --direction {direction})")
+        direction = None  # the file's own mode: nothing to switch
     first = None
     if audio:  # the first file is read before any model loads: a bad file fails fast, in one line
         first = load_audio(audio[0], sr)
