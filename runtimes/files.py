@@ -53,6 +53,16 @@ def out_dir_problem(out) -> str | None:
     return None
 
 
+def check_out_dir(out) -> Path:
+    """``out`` as a Path, or a one-line UserError naming why it cannot receive results (creates nothing)."""
+    from runtimes.errors import UserError
+
+    problem = out_dir_problem(out)
+    if problem:
+        raise UserError(f"--out {problem}")
+    return Path(out)
+
+
 def write_report_files(out, stem: str, texts: dict[str, str]) -> dict[str, Path]:
     """Create directory ``out`` if needed and write ``{ext: text}`` as ``out/stem.ext``, each atomically;
     returns ``{ext: path}``."""

@@ -18,11 +18,11 @@ model was trained on) -> frame buffer -> step graph in chunks of ``chunk_frames`
   ``chunk_frames`` per step at the same boundaries as when run alone, so results equal separate streams.
 
 ``OfflineSession`` (full and chunk graphs; a step graph is streamed over the whole utterance): features of the
-whole utterance -> logprobs -> greedy CTC.
+whole utterance -> logprobs -> greedy CTC. Full graphs take a zero-padded batch with ``x_lens``; chunk graphs
+(seed 001 strict chunk mode) run each ``chunk_frames`` chunk alone, the full chunks batched on axis 0.
 
 Both take ``decoder=``: a factory for another decoder with the same interface, e.g. the word-LM beam search of
-``runtimes.lm_decoder`` (``WordLM(...).new_decoder``), streaming partials included. Full graphs take a zero-padded batch with ``x_lens``; chunk graphs
-(seed 001 strict chunk mode) run each ``chunk_frames`` chunk alone, the full chunks batched on axis 0.
+``runtimes.lm_decoder`` (``WordLM(...).new_decoder``), streaming partials included.
 """
 from __future__ import annotations
 

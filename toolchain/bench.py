@@ -676,16 +676,6 @@ def html(report: dict, md_text: str) -> str:
             "</script></body></html>\n")
 
 
-def check_out_dir(out: Path) -> Path:
-    """One-line UserError unless ``out`` can receive results; creates nothing (see ``runtimes.files``)."""
-    from runtimes.files import out_dir_problem
-
-    problem = out_dir_problem(out)
-    if problem:
-        raise UserError(problem)
-    return Path(out)
-
-
 def write_reports(report: dict, out: Path, stem: str = "bench") -> dict[str, Path]:
     from runtimes.files import write_report_files
 
@@ -700,6 +690,8 @@ def bench(refs, mixers: list[str], lengths: list[float], backends: list[str], ki
           sweep_mixers: list[str] | None = None, sweep_limit: int = 100, sweep_backends: list[str] | None = None,
           longform_on: bool = True, d_model: int = SHIP_D_MODEL, n_layers: int = SHIP_LAYERS,
           mixer_options: dict | None = None, say=None) -> tuple[dict, dict[str, Path]]:
+    from runtimes.files import check_out_dir
+
     out = check_out_dir(out)
     if test is not None and not Path(test).is_file():
         raise UserError(f"{test}: test manifest not found")

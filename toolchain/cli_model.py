@@ -1,4 +1,4 @@
-"""CLI commands around checkpoints: train, eval (torch reference), pretrained."""
+"""CLI commands around models: train, eval (a checkpoint on torch or an ONNX export on its backend), pretrained."""
 from __future__ import annotations
 
 import dataclasses
@@ -132,11 +132,11 @@ def evaluate(model, manifests, directions, by, skip_bad_rows, lm_dir, backend, t
         read_lm_info(lm_dir)  # a bad LM directory fails before the model loads or any audio is read
     rows = []
     with ModelLogprobs(model, backend, threads) as source:
-        if source.onnx:
-            wrong = [d for d in modes if d not in source.modes]
-            if wrong:
-                raise UserError(f"{model} was exported in {source.modes[0]} mode; for {', '.join(wrong)} export "
-                                f"it again (edgeasr export RUN --direction MODE) or evaluate the checkpoint")
+        wrong = [d for d in modes if d not in source.modes]
+        if source.onnx and wrong:
+            from toolchain.cli_runtime import exported_mode_error
+
+            raise exported_mode_error(model, source.modes[0], wrong)
         modes = [d for d in (modes or (source.modes if source.onnx else ["l2r", "alt", "bi"]))
                  if d in source.modes]  # alt/bi on a unidirectional mixer: not a mode of this model
         word_lm = None

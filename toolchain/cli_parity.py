@@ -49,7 +49,8 @@ def parity(models, test, reference, backends, modes, out, max_wer_delta, max_err
     Writes report.json (schema edgeasr-parity/1), report.md and a self-contained report.html."""
     import json
 
-    from toolchain.parity import check_out_dir, run_parity
+    from runtimes.files import check_out_dir
+    from toolchain.parity import run_parity
     from toolchain.report_html import summary_table, write_reports
 
     if threads < 1:

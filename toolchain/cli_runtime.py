@@ -24,6 +24,12 @@ def is_onnx(model: str) -> bool:
     return p.suffix.lower() == ".onnx" or (p.is_file() and not (p / "config.json").exists())
 
 
+def exported_mode_error(model: str, exported: str, wanted: list[str]) -> UserError:
+    """An ONNX file decodes only in the direction mode it was exported in (transcribe, eval, lm tune)."""
+    return UserError(f"{model} was exported in {exported} mode; for {', '.join(wanted)} export it again "
+                     f"(edgeasr export RUN --direction {wanted[0]})")
+
+
 def model_sample_rate(model: str) -> int | None:
     """The model's sample rate, cheaply (ONNX metadata or checkpoint config), before any backend loads."""
     if is_onnx(model):
@@ -121,9 +127,8 @@ def transcribe(model, audio, backend, stream, chunk_ms, threads, precision, expl
         from runtimes.metadata import read_metadata
 
         exported = read_metadata(model).get("direction", "l2r")
-        if direction != exported:  # the same words as eval / lm tune
-            raise UserError(f"{model} was exported in {exported} mode; for {direction} export it again "
-                            f"(edgeasr export RUN --direction {direction})")
+        if direction != exported:
+            raise exported_mode_error(model, exported, [direction])
         direction = None  # the file's own mode: nothing to switch
     first = None
     if audio:  # the first file is read before any model loads: a bad file fails fast, in one line

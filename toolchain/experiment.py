@@ -32,9 +32,8 @@ def dirdrop(model_refs, test: Path, out: Path, limit: int = 100, threads: int = 
     import torch
 
     from runtimes.features import FbankOptions
-    from runtimes.files import write_report_files
+    from runtimes.files import check_out_dir, write_report_files
     from toolchain import pretrained
-    from toolchain.bench import check_out_dir
     from toolchain.cli_model import load_model
     from toolchain.dataset import load_utterances
     from toolchain.manifest import read_manifest

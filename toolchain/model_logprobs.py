@@ -7,14 +7,14 @@ import numpy as np
 
 from runtimes.errors import UserError
 
-ONNX_BATCH = 16  # utterances per full-graph call (sorted by length: little padding)
+BATCH_FRAMES = 40000  # padded fbank frames per call, as toolchain.train.utterance_logprobs batches
 
 
 class ModelLogprobs:
     """``modes``: the direction modes this model can decode in (an ONNX file has the one it was exported in)."""
 
     def __init__(self, model: str, backend: str | None = None, threads: int = 1, direction: str | None = None):
-        from toolchain.cli_runtime import is_onnx
+        from toolchain.cli_runtime import exported_mode_error, is_onnx
 
         self.model, self.onnx = model, is_onnx(model)
         if self.onnx:
@@ -29,8 +29,7 @@ class ModelLogprobs:
             self.modes = [meta.get("direction", "l2r")]
             if direction and direction not in self.modes:
                 self.close()
-                raise UserError(f"{model} was exported in {self.modes[0]} mode; for {direction} export it again "
-                                f"(edgeasr export RUN --direction {direction})")
+                raise exported_mode_error(model, self.modes[0], [direction])
         else:
             if backend:
                 raise UserError(f"--backend is for ONNX models; {model} is a checkpoint (it runs on torch)")
@@ -74,10 +73,10 @@ class ModelLogprobs:
 
             self.net.set_direction(mode)
             return utterance_logprobs(self.net, utts, "cpu")
-        order = sorted(range(len(utts)), key=lambda i: len(utts[i].feats))
+        from toolchain.dataset import make_batches
+
         out: list = [None] * len(utts)
-        for k in range(0, len(order), ONNX_BATCH):
-            idx = order[k:k + ONNX_BATCH]
+        for idx in make_batches(utts, BATCH_FRAMES):  # similar lengths together: little padding
             for i, lp in zip(idx, self.session.logprobs_batch([utts[i].feats for i in idx])):
                 out[i] = lp
         return out

@@ -663,14 +663,6 @@ def cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
-def check_out_dir(out: Path) -> None:
-    """One-line UserError unless ``out`` can receive the reports (checked before any cell runs; creates nothing)."""
-    from runtimes.files import out_dir_problem
-
-    problem = out_dir_problem(out)
-    if problem:
-        raise UserError(f"--out {problem}")
-
 if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "--cell":
         sys.exit(_cell_main(sys.argv[2], sys.argv[3]))
