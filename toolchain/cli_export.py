@@ -30,8 +30,6 @@ console = Console(stderr=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def export(model, kind, direction, out, chunk_frames, opset, verify, tolerance, wav, as_json):
     """Export a checkpoint (RUN_DIR or shipped name) to ONNX with the edgeasr metadata contract."""
-    import torch
-
     from exporters.graph_clean import GraphError
     from exporters.onnx_export import OPSET, ExportError, export as run_export, sha256_file
     from models.checkpoint import WEIGHTS

@@ -97,7 +97,7 @@ def summary_table(report: dict) -> str:
 def render_markdown(report: dict) -> str:
     t = report["test"]
     ref = report["reference"]
-    lines = [f"# edgeasr parity report", "",
+    lines = ["# edgeasr parity report", "",
              f"- schema `{report['schema']}`, created {report['created']}, edgeasr {report['edgeasr_version']}",
              f"- test set `{t['manifest']}`: {t['utterances']} utterances, {t['audio_seconds']:.1f} s of audio",
              f"- reference: torch fp32 `{ref.get('model')}` ({ref.get('how')}; weights sha256 "
@@ -159,8 +159,8 @@ def plot_rtf(report: dict) -> str:
     left, w, bh = 330, 380, 20
     h = 50 + bh * len(cells) + 30
     vmax = _nice_max(max((c["metrics"].get("rtf_p90") or c["metrics"].get("rtf_median") or 0) for c in cells))
-    body = [f'<text x="10" y="20" font-size="14" font-weight="bold">RTF per cell (bar: median, tick: p90; lower is '
-            f'faster)</text>']
+    body = ['<text x="10" y="20" font-size="14" font-weight="bold">RTF per cell (bar: median, tick: p90; lower is '
+            'faster)</text>']
     for i in range(5):
         x = left + w * i / 4
         body.append(f'<line x1="{x:.1f}" y1="35" x2="{x:.1f}" y2="{h - 25}" stroke="#ddd"/>'
@@ -188,8 +188,8 @@ def plot_latency_cdf(report: dict) -> str:
         return _svg(W, 60, "Chunk latency CDF", ['<text x="10" y="35" font-size="13">no step-mode cells</text>'])
     xmax = _nice_max(max(max(c["latencies_ms"]) for c in cells))
     pw, ph = W - L - R, H - T - B
-    body = [f'<text x="10" y="20" font-size="14" font-weight="bold">Chunk latency CDF (step mode, ms per '
-            f'accept_waveform call)</text>']
+    body = ['<text x="10" y="20" font-size="14" font-weight="bold">Chunk latency CDF (step mode, ms per '
+            'accept_waveform call)</text>']
     for i in range(5):
         x = L + pw * i / 4
         y = T + ph * i / 4
@@ -222,8 +222,8 @@ def plot_wer_delta(report: dict) -> str:
     h = 50 + bh * len(cells) + 30
     vmax = _nice_max(max(abs(100 * c["metrics"]["wer_delta"]) for c in cells) or 1.0)
     mid = left + w / 2
-    body = [f'<text x="10" y="20" font-size="14" font-weight="bold">ΔWER vs the torch fp32 reference (WER points; '
-            f'right = worse)</text>',
+    body = ['<text x="10" y="20" font-size="14" font-weight="bold">ΔWER vs the torch fp32 reference (WER points; '
+            'right = worse)</text>',
             f'<line x1="{mid}" y1="35" x2="{mid}" y2="{h - 25}" stroke="#000"/>']
     for v in (-vmax, -vmax / 2, vmax / 2, vmax):
         x = mid + w / 2 * v / vmax
