@@ -188,3 +188,12 @@ def test_tune_eval_and_transcribe_with_an_lm(corpus, tmp_path):
 
     p = run(EDGEASR + ["transcribe", str(step), str(wav), "--lm", str(tmp_path)], check=False)
     assert p.returncode == 2 and "not an LM directory" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+
+
+def test_grid_edges_names_tuned_values_on_the_boundary():
+    from toolchain.lm import grid_edges
+
+    assert grid_edges({"lm_weight": 2.0, "word_score": -1.0}) == []
+    assert grid_edges({"lm_weight": 2.0, "word_score": -2.0}) == ["word_score -2"]
+    assert grid_edges({"lm_weight": 5.0, "word_score": 1.0}) == ["lm_weight 5", "word_score 1"]
+    assert grid_edges({"lm_weight": 0.5, "word_score": 0.0}) == ["lm_weight 0.5"]

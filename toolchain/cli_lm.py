@@ -70,7 +70,7 @@ def tune(lm_dir: Path, model: str, dev_manifest: Path, direction: str | None, ba
     Tune on what you deploy: given an exported (or int8) MODEL.onnx, the grid decodes that graph's log-probs."""
     from runtimes.lm_decoder import read_lm_info
     from runtimes.vocab import ctc_greedy
-    from toolchain.lm import TUNE_LM_WEIGHTS, TUNE_WORD_SCORES, save_weights, tune_weights
+    from toolchain.lm import TUNE_LM_WEIGHTS, TUNE_WORD_SCORES, grid_edges, save_weights, tune_weights
     from toolchain.manifest import read_manifest
     from toolchain.metrics import wer
     from toolchain.model_logprobs import ModelLogprobs
@@ -94,6 +94,9 @@ def tune(lm_dir: Path, model: str, dev_manifest: Path, direction: str | None, ba
     console.print(t)
     console.print(f"greedy {greedy:.2f} % -> LM {best['wer']:.2f} % WER at lm_weight {best['lm_weight']:g}, "
                   f"word_score {best['word_score']:g}; saved in {Path(lm_dir) / 'lm.json'}")
+    edges = grid_edges(best)
+    if edges:
+        console.print(f"note: {' and '.join(edges)} is on the grid's edge; the optimum may lie beyond it")
     click.echo(json.dumps({"greedy_wer": round(greedy, 2), **best}))
 
 
