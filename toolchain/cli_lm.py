@@ -96,7 +96,7 @@ def tune(lm_dir: Path, model: str, dev_manifest: Path, direction: str | None, ba
                   f"word_score {best['word_score']:g}; saved in {Path(lm_dir) / 'lm.json'}")
     edges = grid_edges(best)
     if edges:
-        console.print(f"note: {' and '.join(edges)} is on the grid's edge; the optimum may lie beyond it")
+        console.print(f"note: on the grid's edge: {', '.join(edges)}; the optimum may lie beyond it")
     click.echo(json.dumps({"greedy_wer": round(greedy, 2), **best}))
 
 

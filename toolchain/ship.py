@@ -5,7 +5,6 @@ training command, hardware, wall time, and WER per direction mode on held-out vo
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -19,7 +18,6 @@ from toolchain.dataset import load_utterances
 from toolchain.manifest import read_manifest
 from toolchain.parity import cpu_name
 from toolchain import pretrained
-from toolchain.pretrained import HERE
 from toolchain.train import evaluate
 
 SIZE_LIMIT_MB = 10.0
@@ -43,21 +41,21 @@ def wer_table(model, config: dict, manifests: dict[str, Path]) -> dict:
 
 def describe_init(init: str) -> str | None:
     """What a fine-tune started from, in words that stay true after shipping: a shipped name (``default``) is
-    about to be replaced when the fine-tune ships under it, so name its weights' hash and its own card instead."""
-    if not init:
-        return None
-    name = pretrained.DEFAULT if init == "default" else init
-    path = pretrained.shipped().get(name)
-    if path is None:
-        return init  # a run directory
+    about to be replaced when the fine-tune ships under it, so name its weights' hash (the one exports record as
+    ``edgeasr.source_sha256``) and its own card instead."""
+    from exporters.onnx_export import sha256_file
+
+    path = pretrained.resolve_model_dir(init) if init else None
+    if path is None or path.resolve().parent != pretrained.HERE.resolve():
+        return init or None  # no fine-tune, or a run directory
     old = pretrained.card(path)
-    sha = hashlib.sha256((path / WEIGHTS).read_bytes()).hexdigest()[:12]
     before = f"; itself fine-tuned from {old['fine_tuned_from']}" if old.get("fine_tuned_from") else ""
-    return (f"{name} as shipped before (model.safetensors sha256 {sha}…, {old.get('steps')} steps on "
-            f"{old.get('trained_on')}, held-out test bi WER {old.get('wer', {}).get('test', {}).get('bi')} %{before})")
+    return (f"{path.name} as shipped before (model.safetensors sha256 {sha256_file(path / WEIGHTS)[:12]}…, "
+            f"{old.get('steps')} steps on {old.get('trained_on')}, held-out test bi WER "
+            f"{old.get('wer', {}).get('test', {}).get('bi')} %{before})")
 
 
-def ship(run_dir: Path, name: str, manifests: dict[str, Path], dest_root: Path = HERE) -> dict:
+def ship(run_dir: Path, name: str, manifests: dict[str, Path], dest_root: Path = pretrained.HERE) -> dict:
     """Write the fp16 model to a temporary folder, measure the card's WER on exactly those weights, then rename it
     into place (a failed or interrupted ship leaves the previous shipped model untouched)."""
     model, config = load_checkpoint(run_dir)
