@@ -194,6 +194,7 @@ def test_grid_edges_names_tuned_values_on_the_boundary():
     from toolchain.lm import grid_edges
 
     assert grid_edges({"lm_weight": 2.0, "word_score": -1.0}) == []
-    assert grid_edges({"lm_weight": 2.0, "word_score": -2.0}) == ["word_score -2"]
+    assert grid_edges({"lm_weight": 2.0, "word_score": -2.0}) == []
+    assert grid_edges({"lm_weight": 2.0, "word_score": -3.0}) == ["word_score -3"]
     assert grid_edges({"lm_weight": 5.0, "word_score": 1.0}) == ["lm_weight 5", "word_score 1"]
     assert grid_edges({"lm_weight": 0.5, "word_score": 0.0}) == ["lm_weight 0.5"]

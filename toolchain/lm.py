@@ -24,13 +24,14 @@ from runtimes.vocab import normalize_text
 IRSTLM_DIRS = ("/usr/lib/irstlm/bin",)  # Debian's layout; $IRSTLM/bin first when set
 SMOOTHING = "improved-kneser-ney"
 # lm tune's grid: LM weights around the flagships' optima (3.0 for the H100 model, 2.0 after its recipe-3
-# fine-tune) and word insertion scores either side of 0
+# fine-tune) and word insertion scores either side of 0, down to -3 since the recipe-3 model's best was -2, then
+# the grid's edge
 TUNE_LM_WEIGHTS = (0.5, 1.0, 2.0, 3.0, 4.0, 5.0)
-TUNE_WORD_SCORES = (-2.0, -1.0, 0.0, 1.0)
+TUNE_WORD_SCORES = (-3.0, -2.0, -1.0, 0.0, 1.0)
 
 
 def grid_edges(best: dict, lm_weights=TUNE_LM_WEIGHTS, word_scores=TUNE_WORD_SCORES) -> list[str]:
-    """The tuned values that sit on the grid's boundary ("word_score -2"): there the optimum may lie beyond it."""
+    """The tuned values that sit on the grid's boundary ("word_score -3"): there the optimum may lie beyond it."""
     return [f"{key} {best[key]:g}" for key, grid in (("lm_weight", lm_weights), ("word_score", word_scores))
             if best[key] in (min(grid), max(grid))]
 
