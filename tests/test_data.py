@@ -174,6 +174,53 @@ def test_recipe_3_adds_the_piper_voice_to_train_only():
         assert SPEED_RANGE[0] <= p["speed_factor"] <= SPEED_RANGE[1]
 
 
+@needs_tts
+def test_recipe_4_shifts_half_the_piper_voice_keeping_tempo():
+    from toolchain.corpus import PIPER_SHIFT_RANGE, SPEED_RANGE, _estimate_seconds, plan_corpus
+    from toolchain.textsource import sentences
+
+    s = sentences()
+    r3, r4 = plan_corpus(s, 0.5, 0, recipe=3), plan_corpus(s, 0.5, 0, recipe=4)
+    for split in ("dev", "test"):
+        assert _plan_digest([u for u in r3 if u.split == split]) == _plan_digest([u for u in r4 if u.split == split])
+    assert not any("shift" in u.params for u in r3)
+    train = [u for u in r4 if u.split == "train"]
+    piper = [u for u in train if u.engine == "piper"]
+    shifted = [u for u in piper if "shift" in u.params]
+    assert 0.24 < len(piper) / len(train) < 0.36 and 0.35 < len(shifted) / len(piper) < 0.65
+    for u in shifted:
+        p, k = u.params, u.params["shift"]
+        assert PIPER_SHIFT_RANGE[0] <= k <= PIPER_SHIFT_RANGE[1]
+        # synthesised k x slower and played k x faster: the drawn tempo is kept, pitch and formants move up by k
+        assert 0.85 - 0.01 <= p["length_scale"] / k <= 1.2 + 0.01
+        assert SPEED_RANGE[0] - 0.01 <= p["speed_factor"] / k <= SPEED_RANGE[1] + 0.01
+        plain = {**p, "length_scale": p["length_scale"] / k, "speed_factor": p["speed_factor"] / k}
+        # planned length about as unshifted (only the voice's fixed lead-in/out silence gets k x shorter)
+        assert _estimate_seconds(u.voice, u.text, p) == pytest.approx(_estimate_seconds(u.voice, u.text, plain), 0.1)
+
+
+@needs_piper
+def test_recipe_4_shift_raises_the_spectrum_not_the_length():
+    from toolchain import corpus, piper_tts
+
+    voice = piper_tts.load_voice("joe", 3)
+    text = "and the lord spake unto moses saying speak unto the children of israel"
+
+    def synth(k: float) -> np.ndarray:  # what _draw_params asks for a shift k, through the corpus' own _post
+        audio, sr = piper_tts.synthesize(voice, text, 1.0 * k, 0.667, 0.8)
+        return corpus._post(audio, sr, corpus.Utt("u", "train", "piper:joe", text, "u.wav", {"speed_factor": k}, 1))
+
+    def centroid(x: np.ndarray) -> float:  # of the long-term spectrum below 4 kHz (formants, not noise)
+        frames = x[: x.size // 512 * 512].reshape(-1, 512) * np.hanning(512)
+        f = np.fft.rfftfreq(512, 1 / 16000)
+        power = (np.abs(np.fft.rfft(frames, axis=1)) ** 2)[:, f < 4000].mean(axis=0)
+        return float((power * f[f < 4000]).sum() / power.sum())
+
+    plain, shifted = synth(1.0), synth(1.25)
+    assert 0.8 < shifted.size / plain.size < 1.1  # tempo about kept (Piper's pauses do not stretch with the scale)
+    assert 1.12 < centroid(shifted) / centroid(plain) < 1.4
+
+
 @needs_piper
 def test_piper_voice_is_real_speech_and_seeded():
     from toolchain import piper_tts
@@ -264,7 +311,7 @@ def test_synth_cli_rejects_bad_hours(tmp_path):
 
 
 @needs_tts
-@pytest.mark.parametrize("recipe", [1, pytest.param(3, marks=needs_piper)])
+@pytest.mark.parametrize("recipe", [1, pytest.param(3, marks=needs_piper), pytest.param(4, marks=needs_piper)])
 def test_synth_cli_small(tmp_path, monkeypatch, recipe):
     from toolchain.cli_data import data
 
@@ -274,7 +321,7 @@ def test_synth_cli_small(tmp_path, monkeypatch, recipe):
     assert r.exit_code == 0, r.output
     assert "…" not in r.output and f"recipe {recipe} corpus" in " ".join(r.output.split())  # the title may wrap
     header = next(line for line in r.output.splitlines() if line.lstrip().startswith("split"))
-    engines = ["espeak", "flite", "fest"] + (["piper"] if recipe == 3 else [])
+    engines = ["espeak", "flite", "fest"] + (["piper"] if recipe >= 3 else [])
     assert header.split() == ["split", "utts", "hours", "voices", "texts", *engines, "drop"]
     assert json.loads((tmp_path / "c" / "corpus.json").read_text())["recipe"] == recipe
 
