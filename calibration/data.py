@@ -48,7 +48,7 @@ class StreamingCalibrationReader(CalibrationDataReader):
 
     def __init__(self, model_path, audio_paths: list, max_utterances: int | None = None,
                  max_samples: int | None = None, threads: int = 1,
-                 progress: Callable[[int, int], None] | None = None):
+                 progress: Callable[[int, int], None] | None = None, same_shape: bool = False):
         self.model_path = Path(model_path)
         self.meta = read_metadata(self.model_path)
         self.kind = self.meta["graph_kind"]
@@ -61,6 +61,9 @@ class StreamingCalibrationReader(CalibrationDataReader):
         self.progress = progress
         self.multiple = int(self.meta.get("chunk_multiple", self.meta.get("subsampling", 4)))
         self.chunk_frames = int(self.meta.get("chunk_frames") or 8 * self.multiple)
+        # histogram calibration (percentile, entropy) stacks all samples, so they must share one shape: the tail
+        # chunk is then padded to a whole chunk, not just to chunk_multiple
+        self.same_shape = same_shape
         self._sess = None
         self.stats = {"utterances": 0, "samples": 0, "frames": 0, "samples_with_nonzero_state": 0}
         self._it: Iterator[dict] | None = None
@@ -105,7 +108,7 @@ class StreamingCalibrationReader(CalibrationDataReader):
         n = self.chunk_frames
         for s in range(0, len(f), n):
             c = f[s:s + n]
-            pad = -len(c) % self.multiple
+            pad = -len(c) % (n if self.same_shape else self.multiple)
             if pad:
                 c = np.concatenate([c, np.zeros((pad, f.shape[1]), np.float32)])
             yield np.ascontiguousarray(c[None], np.float32)

@@ -42,7 +42,8 @@ def quantize_model(model_path, calib_audio: list, out, method: str = "minmax", m
     candidates = [c.name for c in choices if c.quantize]
     if not candidates:
         raise q.QuantizeError(f"{model_path}: no per-frame Linear/subsampling Conv found to quantize")
-    reader = cdata.StreamingCalibrationReader(model_path, calib_audio, max_utterances, max_samples, threads, progress)
+    reader = cdata.StreamingCalibrationReader(model_path, calib_audio, max_utterances, max_samples, threads, progress,
+                                              same_shape=method != "minmax")
     planned = cdata.check_calibration(reader)
     log(f"calibrating on {planned['samples']} {meta['graph_kind']} samples from {planned['utterances']} utterances")
 

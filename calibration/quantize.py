@@ -141,7 +141,7 @@ def select_nodes(model: onnx.ModelProto) -> list[NodeChoice]:
     return out
 
 
-def extra_options(method: str, samples: int) -> dict:
+def extra_options(method: str, samples: int, graph_kind: str = "step") -> dict:
     opts = {"QuantizeBias": False, "ActivationSymmetric": True, "WeightSymmetric": True,
             "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1, "Gemm": 1, "Conv": 0},
             "CalibTensorRangeSymmetric": True, "DedicatedQDQPair": False}
@@ -149,6 +149,12 @@ def extra_options(method: str, samples: int) -> dict:
         # Bounded memory with every sample counted: ORT merges the ranges of each stride. (Its
         # CalibMaxIntermediateOutputs is not usable: ORT 1.31 drops each full batch without computing its range.)
         opts["CalibStridedMinMax"] = min(STRIDE, samples)
+    elif graph_kind == "full":
+        # ORT's histogram collectors np.asarray() all samples of one collect_data call, and full-graph samples
+        # differ in T. Its strided path (keyed on this option whatever the method) collects one sample per call
+        # and merges the histograms. (Not for step graphs: their first sample's all-zero states would fix a
+        # zero bin width for every later merge; their samples share one shape instead, see calibration/data.py.)
+        opts["CalibStridedMinMax"] = 1
     if method == "percentile":
         opts["CalibPercentile"] = 99.999
     return opts
@@ -175,7 +181,7 @@ def quantize_to(model_path, reader, out_path, nodes: list[str], method: str = "m
     quantize_static(str(model_path), str(out_path), reader, quant_format=QuantFormat.QDQ,
                     op_types_to_quantize=["MatMul", "Gemm", "Conv"], per_channel=True, reduce_range=False,
                     activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, nodes_to_quantize=list(nodes),
-                    calibrate_method=_method(method), extra_options=extra_options(method, len(reader)),
+                    calibrate_method=_method(method), extra_options=extra_options(method, len(reader), reader.kind),
                     calibration_cache_path=None if cache_path is None else str(cache_path))
 
 

@@ -68,6 +68,26 @@ def _qdq(model):
     return [(n, inits) for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
 
 
+@needs_audio
+@pytest.mark.parametrize("method", ["percentile", "entropy"])
+@pytest.mark.parametrize("kind", ["step", "full"])
+def test_histogram_methods_calibrate_both_graph_kinds(models, tmp_path, method, kind):
+    """ORT's histogram collectors stack all samples; ours differ in T (full graphs; a step graph's tail chunk),
+    which used to crash them (ValueError: inhomogeneous shape)."""
+    import onnxruntime as ort
+
+    out = tmp_path / f"{kind}.int8.onnx"
+    rep = quantize_model(models["rwkv"][kind], WAVS, out, method=method, max_utterances=4, max_samples=40)
+    assert rep["nodes_quantized"] > 10 and read_metadata(out)["precision"] == "int8"
+    assert any(n.op_type == "QuantizeLinear" for n in onnx.load(str(out)).graph.node)
+    for name, arr in _qdq(onnx.load(str(out)))[0][1].items():
+        assert np.all(np.isfinite(arr.astype(np.float64)))  # no NaN/inf scale from an empty or degenerate histogram
+    ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    if kind == "step":  # every sample of a histogram calibration has the whole chunk, the tail padded
+        r = cdata.StreamingCalibrationReader(models["rwkv"]["step"], WAVS[:2], same_shape=True)
+        assert {x["x"].shape for x in iter(r.get_next, None)} == {(1, r.chunk_frames, 80)}
+
+
 # --- recipe ------------------------------------------------------------------------------------------------------
 @needs_audio
 @pytest.mark.parametrize("mixer", ["rwkv", "mamba2"])
