@@ -1,7 +1,8 @@
 """Calibration data from real streaming (DESIGN.md §4): what the int8 ranges are measured on.
 
 Step graphs: the fp32 step model runs over each calibration utterance chunk by chunk (``chunk_frames`` from the
-metadata, the tail padded to ``chunk_multiple`` exactly as ``runtimes.session`` does) on ONNX Runtime, and every
+metadata, the tail padded to ``chunk_multiple`` exactly as ``runtimes.session`` does, or to a whole chunk with
+``same_shape`` for histogram calibration) on ONNX Runtime, and every
 calibration sample is ``(chunk, the states actually carried into it)``. Zeros or random states would calibrate
 the ranges of tensors that mix in the state (WKV/SSM readouts, K/V caches, conv caches) wrongly.
 Full graphs: whole utterances (``x``, ``x_lens``). Chunk graphs: each chunk alone.
@@ -61,9 +62,7 @@ class StreamingCalibrationReader(CalibrationDataReader):
         self.progress = progress
         self.multiple = int(self.meta.get("chunk_multiple", self.meta.get("subsampling", 4)))
         self.chunk_frames = int(self.meta.get("chunk_frames") or 8 * self.multiple)
-        # histogram calibration (percentile, entropy) stacks all samples, so they must share one shape: the tail
-        # chunk is then padded to a whole chunk, not just to chunk_multiple
-        self.same_shape = same_shape
+        self.same_shape = same_shape  # see calibration.quantize.HISTOGRAM_METHODS
         self._sess = None
         self.stats = {"utterances": 0, "samples": 0, "frames": 0, "samples_with_nonzero_state": 0}
         self._it: Iterator[dict] | None = None

@@ -43,7 +43,7 @@ def quantize_model(model_path, calib_audio: list, out, method: str = "minmax", m
     if not candidates:
         raise q.QuantizeError(f"{model_path}: no per-frame Linear/subsampling Conv found to quantize")
     reader = cdata.StreamingCalibrationReader(model_path, calib_audio, max_utterances, max_samples, threads, progress,
-                                              same_shape=method != "minmax")
+                                              same_shape=method in q.HISTOGRAM_METHODS)
     planned = cdata.check_calibration(reader)
     log(f"calibrating on {planned['samples']} {meta['graph_kind']} samples from {planned['utterances']} utterances")
 

@@ -39,6 +39,8 @@ from runtimes.files import atomic_write, output_path_problem
 from runtimes.metadata import PREFIX, read_metadata
 
 METHODS = ("minmax", "percentile", "entropy")
+# ORT's histogram calibrators np.asarray() all samples of one collect_data call: their samples must share a shape
+HISTOGRAM_METHODS = ("percentile", "entropy")
 EXCLUDE_TOKENS = ("ctc", "lora", "maa", "decay", "time_", "offset", "dt_", "a_log")
 QUANT_OPS = ("QuantizeLinear", "DequantizeLinear", "QLinearMatMul", "QLinearConv", "MatMulInteger", "ConvInteger",
              "DynamicQuantizeLinear", "MatMulNBits", "DequantizeLinearFixed")
@@ -141,7 +143,7 @@ def select_nodes(model: onnx.ModelProto) -> list[NodeChoice]:
     return out
 
 
-def extra_options(method: str, samples: int, graph_kind: str = "step") -> dict:
+def extra_options(method: str, samples: int, graph_kind: str) -> dict:
     opts = {"QuantizeBias": False, "ActivationSymmetric": True, "WeightSymmetric": True,
             "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1, "Gemm": 1, "Conv": 0},
             "CalibTensorRangeSymmetric": True, "DedicatedQDQPair": False}
@@ -150,10 +152,10 @@ def extra_options(method: str, samples: int, graph_kind: str = "step") -> dict:
         # CalibMaxIntermediateOutputs is not usable: ORT 1.31 drops each full batch without computing its range.)
         opts["CalibStridedMinMax"] = min(STRIDE, samples)
     elif graph_kind == "full":
-        # ORT's histogram collectors np.asarray() all samples of one collect_data call, and full-graph samples
-        # differ in T. Its strided path (keyed on this option whatever the method) collects one sample per call
-        # and merges the histograms. (Not for step graphs: their first sample's all-zero states would fix a
-        # zero bin width for every later merge; their samples share one shape instead, see calibration/data.py.)
+        # full-graph samples differ in T (HISTOGRAM_METHODS): ORT's strided path (keyed on this option whatever the
+        # method) collects one sample per call and merges the histograms. Not for step graphs: the first call fixes
+        # each tensor's bin width, tiny for the all-zero initial states, and the run was killed after 3 minutes;
+        # their samples share one shape instead (calibration/data.py, same_shape).
         opts["CalibStridedMinMax"] = 1
     if method == "percentile":
         opts["CalibPercentile"] = 99.999

@@ -92,7 +92,7 @@ FLITE_VOICES = ("kal", "kal16", "awb", "rms", "slt")
 FLITE_F0 = {"kal": 105.0, "kal16": 105.0, "awb": 110.0, "rms": 105.0, "slt": 165.0}  # typical mean f0 (Hz)
 FESTIVAL_VOICES = ("kal_diphone",)
 RECIPES = (1, 2, 3, 4)
-DEFAULT_RECIPE = 2  # recipe 3 needs the optional piper extra
+DEFAULT_RECIPE = 2  # recipes 3 and 4 need the optional piper extra
 RECIPE2_FESTIVAL_VOICES = ("ked_diphone",)  # festvox-kdlpc16k
 FLITE_F0_IGNORED = ("rms",)  # the voice's wav does not change with int_f0_target_mean
 SPEED_RANGE = (0.88, 1.12)
@@ -109,9 +109,10 @@ DEV_VOICES = ("espeak-ng:en-us+m2", "espeak-ng:en+f4", "espeak-ng:en-us-nyc+m5",
 ENGINE_WEIGHTS = {"train": {"espeak-ng": 0.7, "flite": 0.2, "festival": 0.1},
                   "dev": {"espeak-ng": 0.6, "flite": 0.4},
                   "test": {"espeak-ng": 0.6, "flite": 0.4}}
-RECIPE2_TRAIN_WEIGHTS = {"espeak-ng": 0.55, "flite": 0.25, "festival": 0.2}
-RECIPE3_TRAIN_WEIGHTS = {"espeak-ng": 0.45, "flite": 0.2, "festival": 0.15, "piper": 0.2}
-RECIPE4_TRAIN_WEIGHTS = {"espeak-ng": 0.4, "flite": 0.18, "festival": 0.12, "piper": 0.3}
+# train split per recipe from 2 on (recipe 1: ENGINE_WEIGHTS)
+RECIPE_TRAIN_WEIGHTS = {2: {"espeak-ng": 0.55, "flite": 0.25, "festival": 0.2},
+                        3: {"espeak-ng": 0.45, "flite": 0.2, "festival": 0.15, "piper": 0.2},
+                        4: {"espeak-ng": 0.4, "flite": 0.18, "festival": 0.12, "piper": 0.3}}
 # recipe 4: share of piper utterances whose whole spectrum (pitch and formants) is scaled up by a factor drawn from
 # PIPER_SHIFT_RANGE, tempo kept (see _draw_params): a pseudo-female natural voice from the one male neural voice
 PIPER_SHIFT_SHARE = 0.5
@@ -142,7 +143,7 @@ def split_voices(recipe: int = DEFAULT_RECIPE) -> dict[str, list[str]]:
 
 def engine_weights(split: str, recipe: int = DEFAULT_RECIPE) -> dict[str, float]:
     if split == "train" and recipe >= 2:
-        return {2: RECIPE2_TRAIN_WEIGHTS, 3: RECIPE3_TRAIN_WEIGHTS}.get(recipe, RECIPE4_TRAIN_WEIGHTS)
+        return RECIPE_TRAIN_WEIGHTS[recipe]
     return ENGINE_WEIGHTS[split]
 
 
