@@ -54,11 +54,14 @@ corpus: setup
 # warping (--vtlp 0.2, 1528 steps) for voices unlike the training ones. The GPU box got the corpus as Opus
 # (`edgeasr data transcode`, ~13x smaller than wav; it costs ~0.7 WER points on dev for a fixed model), so the
 # recipe trains on that copy too. On a CPU the same commands run but the minutes buy far fewer steps.
-# Last, a fine-tune on corpus recipe 3 (adds the neural Piper voice): the shipped one ran --max-minutes 75
-# --threads 2 on this 2-core machine and ended at step 499; --max-steps gives the same budget on any hardware.
+# Last, fine-tunes on corpus recipes 3, 4 and 5 (neural Piper voice; more of it, half shifted up; five Kokoro voices):
+# the shipped ones ran --max-minutes 75, 100 and 92 --threads 2 on this 2-core machine and ended at steps 499, 436
+# and 333; --max-steps gives the same budgets on any hardware.
 FLAGSHIP_MINUTES ?= 21
 FINETUNE_MINUTES ?= 4
 RECIPE3_STEPS ?= 499
+RECIPE4_STEPS ?= 436
+RECIPE5_STEPS ?= 333
 train-flagship: corpus
 	$(EDGEASR) data transcode work/corpus/train.jsonl --out work/corpus-opus --kbps 18
 	$(EDGEASR) data transcode work/corpus/dev.jsonl --out work/corpus-opus --kbps 18
@@ -69,8 +72,16 @@ train-flagship: corpus
 	  --max-minutes $(FINETUNE_MINUTES)
 	$(EDGEASR) data synth --out work/corpus-r3 --hours 6 --seed 0 --recipe 3
 	$(EDGEASR) train --init work/runs/rwkv-dirdrop-both-vtlp --config configs/flagship-vtlp-ft.json \
-	  --train work/corpus-r3/train.jsonl --dev work/corpus-r3/dev.jsonl --out work/runs/rwkv-dirdrop-both \
+	  --train work/corpus-r3/train.jsonl --dev work/corpus-r3/dev.jsonl --out work/runs/rwkv-dirdrop-both-r3ft \
 	  --max-steps $(RECIPE3_STEPS)
+	$(EDGEASR) data synth --out work/corpus-r4 --hours 6 --seed 0 --recipe 4
+	$(EDGEASR) train --init work/runs/rwkv-dirdrop-both-r3ft --config configs/flagship-vtlp-ft.json \
+	  --train work/corpus-r4/train.jsonl --dev work/corpus-r4/dev.jsonl --out work/runs/rwkv-dirdrop-both-r4ft \
+	  --max-steps $(RECIPE4_STEPS)
+	$(EDGEASR) data synth --out work/corpus-r5 --hours 6 --seed 0 --recipe 5
+	$(EDGEASR) train --init work/runs/rwkv-dirdrop-both-r4ft --config configs/flagship-vtlp-ft.json \
+	  --train work/corpus-r5/train.jsonl --dev work/corpus-r5/dev.jsonl --out work/runs/rwkv-dirdrop-both \
+	  --max-steps $(RECIPE5_STEPS)
 	$(PY) -m toolchain.ship work/runs/rwkv-dirdrop-both --name rwkv-dirdrop-both \
 	  --test work/corpus/test.jsonl --real work/real/real.jsonl
 

@@ -116,3 +116,16 @@ def test_fine_tune_card_names_the_weights_it_started_from():
     assert text.startswith(f"{pretrained.DEFAULT} as shipped before") and sha in text
     assert str(pretrained.card(flagship)["wer"]["test"]["bi"]) in text
     assert describe_init("work/runs/some-run") == "work/runs/some-run" and describe_init("") is None
+
+
+def test_fine_tune_card_describes_an_unshipped_run_it_started_from(tmp_path):
+    """A run directory that was never shipped is named with its steps and hardware and, in turn, its own start."""
+    from toolchain.ship import describe_init
+
+    run = tmp_path / "r4ft"
+    run.mkdir()
+    (run / "summary.json").write_text(json.dumps({"steps": 436, "hardware": "CPU", "best_dev_wer": 0.27}))
+    (run / "config.json").write_text(json.dumps({"train": {"init": "default"}}))
+    text = describe_init(str(run))
+    assert text.startswith(f"{run} (436 steps on CPU, dev WER 27.00 %; itself fine-tuned from ")
+    assert describe_init("default") in text

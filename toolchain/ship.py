@@ -46,8 +46,16 @@ def describe_init(init: str) -> str | None:
     from exporters.onnx_export import sha256_file
 
     path = pretrained.resolve_model_dir(init) if init else None
+    if path is not None and (path / "summary.json").is_file() and path.resolve().parent != pretrained.HERE.resolve():
+        # a run directory that was never shipped: its steps and hardware, and what it started from in turn
+        run = json.loads((path / "summary.json").read_text())
+        own = json.loads((path / "config.json").read_text()).get("train", {}).get("init", "")
+        before = describe_init(own) if own and own != init else None
+        return (f"{init} ({run.get('steps')} steps on {run.get('hardware')}, dev WER "
+                f"{100 * run.get('best_dev_wer', float('nan')):.2f} %" + (f"; itself fine-tuned from {before}" if before
+                                                                         else "") + ")")
     if path is None or path.resolve().parent != pretrained.HERE.resolve():
-        return init or None  # no fine-tune, or a run directory
+        return init or None  # no fine-tune, or a directory without a training summary
     old = pretrained.card(path)
     before = f"; itself fine-tuned from {old['fine_tuned_from']}" if old.get("fine_tuned_from") else ""
     return (f"{path.name} as shipped before (model.safetensors sha256 {sha256_file(path / WEIGHTS)[:12]}…, "
