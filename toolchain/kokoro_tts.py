@@ -113,7 +113,7 @@ def version() -> str:
     from importlib.metadata import PackageNotFoundError, version as dist_version
 
     out = []
-    for dist in (DIST, *PARTS[:1]):
+    for dist in (DIST, *PARTS):
         try:
             out.append(f"{dist} {dist_version(dist)}")
         except PackageNotFoundError:
