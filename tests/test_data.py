@@ -249,6 +249,65 @@ def test_recipe_5_adds_five_kokoro_voices_and_their_blends_to_train_only():
         assert KOKORO_BLEND_RANGE[0] <= u.params["blend_weight"] <= KOKORO_BLEND_RANGE[1]
 
 
+@needs_tts
+def test_recipe_6_doubles_kokoro_and_shifts_half_of_flite_train_only():
+    from toolchain.corpus import FEMALE_F0, PIPER_SHIFT_RANGE, SPEED_RANGE, plan_corpus
+    from toolchain.textsource import sentences
+
+    s = sentences()
+    r5, r6 = plan_corpus(s, 0.5, 0, recipe=5), plan_corpus(s, 0.5, 0, recipe=6)
+    assert _same_heldout_plan(r5, r6)
+    assert not any(u.engine == "flite" and "shift" in u.params for u in r5)
+    train = [u for u in r6 if u.split == "train"]
+    flite = [u for u in train if u.engine == "flite"]
+    shifted = [u for u in flite if "shift" in u.params]
+    assert 0.25 < sum(u.engine == "kokoro" for u in train) / len(train) < 0.38
+    assert 0.35 < len(shifted) / len(flite) < 0.65 and {u.voice for u in shifted} == {u.voice for u in flite}
+    for u in shifted:
+        p, k = u.params, u.params["shift"]
+        assert PIPER_SHIFT_RANGE[0] <= k <= PIPER_SHIFT_RANGE[1]
+        assert 0.85 - 0.01 <= p["duration_stretch"] / k <= 1.2 + 0.01  # tempo as drawn once played k x faster
+        assert SPEED_RANGE[0] - 0.01 <= p["speed_factor"] / k <= SPEED_RANGE[1] + 0.01
+        if "f0_mean" in p:  # female pitch after the shift (rms ignores the target and has none)
+            assert 0.84 * FEMALE_F0 <= p["f0_mean"] * k <= 1.16 * FEMALE_F0
+
+
+def test_smaller_corpus_holds_out_a_prefix_of_the_same_dev_and_test():
+    """The recipe-6 stage synthesises 5 h: its dev/test are the first rows of the 6 h ones (each split has its own
+    generator), so the shipped models' dev and test sets stay one set."""
+    from toolchain.corpus import plan_corpus
+    from toolchain.textsource import sentences
+
+    s = sentences()
+    small, full = plan_corpus(s, 5, 0, recipe=6), plan_corpus(s, 6, 0, recipe=3)
+    for split in ("dev", "test"):
+        a, b = [u for u in small if u.split == split], [u for u in full if u.split == split]
+        assert 0.8 * len(b) < len(a) < len(b) and _plan_digest(a) == _plan_digest(b[: len(a)])
+
+
+@needs_tts
+def test_recipe_6_flite_shift_raises_pitch_and_formants_keeping_tempo(tmp_path):
+    from toolchain import corpus
+
+    text = "and the lord spake unto moses saying speak unto the children of israel"
+
+    def synth(k: float, f0: float) -> np.ndarray:  # what _draw_params asks for a shift k, through the corpus' code
+        u = corpus.Utt("u", "train", "flite:kal", text, "u.wav",
+                       {"duration_stretch": 1.0 * k, "f0_mean": f0, "speed_factor": k}, 1)
+        audio, sr = corpus._read_engine_wav(corpus._synth_flite(u, tmp_path), u)
+        return corpus._post(audio, sr, u)
+
+    def centroid(x: np.ndarray) -> float:  # of the long-term spectrum below 4 kHz (formants, not noise)
+        frames = x[: x.size // 512 * 512].reshape(-1, 512) * np.hanning(512)
+        f = np.fft.rfftfreq(512, 1 / 16000)
+        power = (np.abs(np.fft.rfft(frames, axis=1)) ** 2)[:, f < 4000].mean(axis=0)
+        return float((power * f[f < 4000]).sum() / power.sum())
+
+    plain, shifted = synth(1.0, 105.0), synth(1.25, corpus.FEMALE_F0 / 1.25)
+    assert 0.85 < shifted.size / plain.size < 1.15
+    assert 1.12 < centroid(shifted) / centroid(plain) < 1.5
+
+
 @needs_kokoro
 def test_kokoro_voices_are_real_deterministic_speech():
     import onnx
@@ -382,7 +441,8 @@ def test_synth_cli_rejects_bad_hours(tmp_path):
 
 @needs_tts
 @pytest.mark.parametrize("recipe", [1, pytest.param(3, marks=needs_piper), pytest.param(4, marks=needs_piper),
-                                    pytest.param(5, marks=[needs_piper, needs_kokoro])])
+                                    pytest.param(5, marks=[needs_piper, needs_kokoro]),
+                                    pytest.param(6, marks=[needs_piper, needs_kokoro])])
 def test_synth_cli_small(tmp_path, monkeypatch, recipe):
     from toolchain.cli_data import data
 

