@@ -182,7 +182,7 @@ def test_recipe_3_adds_the_piper_voice_to_train_only():
 
 @needs_tts
 def test_recipe_4_shifts_half_the_piper_voice_keeping_tempo():
-    from toolchain.corpus import PIPER_SHIFT_RANGE, SPEED_RANGE, _estimate_seconds, plan_corpus
+    from toolchain.corpus import SHIFT_RANGE, SPEED_RANGE, _estimate_seconds, plan_corpus
     from toolchain.textsource import sentences
 
     s = sentences()
@@ -195,13 +195,21 @@ def test_recipe_4_shifts_half_the_piper_voice_keeping_tempo():
     assert 0.24 < len(piper) / len(train) < 0.36 and 0.35 < len(shifted) / len(piper) < 0.65
     for u in shifted:
         p, k = u.params, u.params["shift"]
-        assert PIPER_SHIFT_RANGE[0] <= k <= PIPER_SHIFT_RANGE[1]
+        assert SHIFT_RANGE[0] <= k <= SHIFT_RANGE[1]
         # synthesised k x slower and played k x faster: the drawn tempo is kept, pitch and formants move up by k
         assert 0.85 - 0.01 <= p["length_scale"] / k <= 1.2 + 0.01
         assert SPEED_RANGE[0] - 0.01 <= p["speed_factor"] / k <= SPEED_RANGE[1] + 0.01
         plain = {**p, "length_scale": p["length_scale"] / k, "speed_factor": p["speed_factor"] / k}
         # planned length about as unshifted (only the voice's fixed lead-in/out silence gets k x shorter)
         assert _estimate_seconds(u.voice, u.text, p) == pytest.approx(_estimate_seconds(u.voice, u.text, plain), 0.1)
+
+
+def _formant_centroid(x: np.ndarray) -> float:
+    """Centroid of the long-term spectrum below 4 kHz (formants, not noise) of 16 kHz audio."""
+    frames = x[: x.size // 512 * 512].reshape(-1, 512) * np.hanning(512)
+    f = np.fft.rfftfreq(512, 1 / 16000)
+    power = (np.abs(np.fft.rfft(frames, axis=1)) ** 2)[:, f < 4000].mean(axis=0)
+    return float((power * f[f < 4000]).sum() / power.sum())
 
 
 @needs_piper
@@ -215,15 +223,9 @@ def test_recipe_4_shift_raises_the_spectrum_not_the_length():
         audio, sr = piper_tts.synthesize(voice, text, 1.0 * k, 0.667, 0.8)
         return corpus._post(audio, sr, corpus.Utt("u", "train", "piper:joe", text, "u.wav", {"speed_factor": k}, 1))
 
-    def centroid(x: np.ndarray) -> float:  # of the long-term spectrum below 4 kHz (formants, not noise)
-        frames = x[: x.size // 512 * 512].reshape(-1, 512) * np.hanning(512)
-        f = np.fft.rfftfreq(512, 1 / 16000)
-        power = (np.abs(np.fft.rfft(frames, axis=1)) ** 2)[:, f < 4000].mean(axis=0)
-        return float((power * f[f < 4000]).sum() / power.sum())
-
     plain, shifted = synth(1.0), synth(1.25)
     assert 0.8 < shifted.size / plain.size < 1.1  # tempo about kept (Piper's pauses do not stretch with the scale)
-    assert 1.12 < centroid(shifted) / centroid(plain) < 1.4
+    assert 1.12 < _formant_centroid(shifted) / _formant_centroid(plain) < 1.4
 
 
 @needs_tts
@@ -251,7 +253,7 @@ def test_recipe_5_adds_five_kokoro_voices_and_their_blends_to_train_only():
 
 @needs_tts
 def test_recipe_6_doubles_kokoro_and_shifts_half_of_flite_train_only():
-    from toolchain.corpus import FEMALE_F0, PIPER_SHIFT_RANGE, SPEED_RANGE, plan_corpus
+    from toolchain.corpus import FEMALE_F0, SHIFT_RANGE, SPEED_RANGE, plan_corpus
     from toolchain.textsource import sentences
 
     s = sentences()
@@ -265,7 +267,7 @@ def test_recipe_6_doubles_kokoro_and_shifts_half_of_flite_train_only():
     assert 0.35 < len(shifted) / len(flite) < 0.65 and {u.voice for u in shifted} == {u.voice for u in flite}
     for u in shifted:
         p, k = u.params, u.params["shift"]
-        assert PIPER_SHIFT_RANGE[0] <= k <= PIPER_SHIFT_RANGE[1]
+        assert SHIFT_RANGE[0] <= k <= SHIFT_RANGE[1]
         assert 0.85 - 0.01 <= p["duration_stretch"] / k <= 1.2 + 0.01  # tempo as drawn once played k x faster
         assert SPEED_RANGE[0] - 0.01 <= p["speed_factor"] / k <= SPEED_RANGE[1] + 0.01
         if "f0_mean" in p:  # female pitch after the shift (rms ignores the target and has none)
@@ -297,15 +299,9 @@ def test_recipe_6_flite_shift_raises_pitch_and_formants_keeping_tempo(tmp_path):
         audio, sr = corpus._read_engine_wav(corpus._synth_flite(u, tmp_path), u)
         return corpus._post(audio, sr, u)
 
-    def centroid(x: np.ndarray) -> float:  # of the long-term spectrum below 4 kHz (formants, not noise)
-        frames = x[: x.size // 512 * 512].reshape(-1, 512) * np.hanning(512)
-        f = np.fft.rfftfreq(512, 1 / 16000)
-        power = (np.abs(np.fft.rfft(frames, axis=1)) ** 2)[:, f < 4000].mean(axis=0)
-        return float((power * f[f < 4000]).sum() / power.sum())
-
     plain, shifted = synth(1.0, 105.0), synth(1.25, corpus.FEMALE_F0 / 1.25)
     assert 0.85 < shifted.size / plain.size < 1.15
-    assert 1.12 < centroid(shifted) / centroid(plain) < 1.5
+    assert 1.12 < _formant_centroid(shifted) / _formant_centroid(plain) < 1.5
 
 
 @needs_kokoro

@@ -141,13 +141,11 @@ RECIPE_TRAIN_WEIGHTS = {2: {"espeak-ng": 0.55, "flite": 0.25, "festival": 0.2},
                         4: {"espeak-ng": 0.4, "flite": 0.18, "festival": 0.12, "piper": 0.3},
                         5: {"espeak-ng": 0.36, "flite": 0.16, "festival": 0.1, "piper": 0.23, "kokoro": 0.15},
                         6: {"espeak-ng": 0.3, "flite": 0.18, "festival": 0.08, "piper": 0.14, "kokoro": 0.3}}
-# recipe 4: share of piper utterances whose whole spectrum (pitch and formants) is scaled up by a factor drawn from
-# PIPER_SHIFT_RANGE, tempo kept (see _draw_params): a pseudo-female natural voice from the one male neural voice
-PIPER_SHIFT_SHARE = 0.5
-PIPER_SHIFT_RANGE = (1.12, 1.32)
-# recipe 6: the same shift for half the train flite utterances (kal, kal16, rms: all male), their f0 target drawn
-# around a female mean divided by the shift, so after it the pitch is female too (rms ignores the target)
-FLITE_SHIFT_SHARE = 0.5
+# share of utterances whose whole spectrum (pitch and formants) is scaled up by a factor drawn from SHIFT_RANGE, tempo
+# kept (see _shift_up): pseudo-female natural voices from male ones; piper from recipe 4, flite from recipe 6 (where
+# the f0 target is drawn around a female mean divided by the shift, so after it the pitch is female too)
+SHIFT_SHARE = 0.5
+SHIFT_RANGE = (1.12, 1.32)
 FEMALE_F0 = 180.0  # Hz, a typical adult female mean
 ENGINES = ("espeak-ng", "flite", "festival", "piper", "kokoro")
 ENGINE_FIRST_RECIPE = {"piper": 3, "kokoro": 5}  # engines of the optional extras
@@ -268,12 +266,8 @@ def _draw_params(voice: str, rng, recipe: int) -> dict:
              "noise_scale": round(float(rng.uniform(0.5, 0.8)), 3),
              "noise_w": round(float(rng.uniform(0.6, 1.0)), 3),
              "speed_factor": round(float(rng.uniform(*SPEED_RANGE)), 2)}
-        if recipe >= 4 and rng.random() < PIPER_SHIFT_SHARE:
-            # synthesise k x slower, then play k x faster (the speed perturbation's resampling): tempo as drawn,
-            # pitch and formants x k (adult female formants sit ~15-20 % above male ones)
-            k = float(rng.uniform(*PIPER_SHIFT_RANGE))
-            p.update(shift=round(k, 3), length_scale=round(p["length_scale"] * k, 3),
-                     speed_factor=round(p["speed_factor"] * k, 3))
+        if recipe >= 4:
+            _shift_up(p, rng, "length_scale")
         return p
     if engine == "kokoro":  # recipe 5 on
         p = {"speed": round(float(rng.uniform(0.85, 1.15)), 3),
@@ -294,13 +288,23 @@ def _draw_params(voice: str, rng, recipe: int) -> dict:
         p["f0_mean"] = round(float(rng.uniform(90, 130)), 1)
     if recipe >= 2:
         p["speed_factor"] = round(float(rng.uniform(*SPEED_RANGE)), 2)
-    if engine == "flite" and recipe >= 6 and rng.random() < FLITE_SHIFT_SHARE:
-        k = float(rng.uniform(*PIPER_SHIFT_RANGE))  # as recipe 4's piper shift: tempo kept, spectrum x k
-        p.update(shift=round(k, 3), duration_stretch=round(p["duration_stretch"] * k, 3),
-                 speed_factor=round(p["speed_factor"] * k, 3))
-        if "f0_mean" in p:
+    if engine == "flite" and recipe >= 6:
+        k = _shift_up(p, rng, "duration_stretch")
+        if k and "f0_mean" in p:
             p["f0_mean"] = round(FEMALE_F0 * float(rng.uniform(0.85, 1.15)) / k, 1)
     return p
+
+
+def _shift_up(p: dict, rng, length_key: str) -> float | None:
+    """For SHIFT_SHARE of the utterances: synthesise k x slower, then play k x faster (the speed perturbation's
+    resampling), so the tempo is as drawn and pitch and formants move up by k (adult female formants sit ~15-20 %
+    above male ones). Returns k, or None when this utterance is not shifted."""
+    if rng.random() >= SHIFT_SHARE:
+        return None
+    k = float(rng.uniform(*SHIFT_RANGE))
+    p.update(shift=round(k, 3), speed_factor=round(p["speed_factor"] * k, 3))
+    p[length_key] = round(p[length_key] * k, 3)
+    return k
 
 
 def _estimate_seconds(voice: str, text: str, params: dict) -> float:
