@@ -19,8 +19,10 @@ def quantize_model(model_path, calib_audio: list, out, method: str = "minmax", m
                    max_samples: int | None = 512, dev: list[tuple[str, str]] | None = None,
                    max_wer_drop: float | None = None, max_fallback: float = 0.5, threads: int = 1,
                    progress: Callable[[int, int], None] | None = None,
-                   log: Callable[[str], None] | None = None, sqnr_samples: int = 16) -> dict:
-    """Returns the report dict. ``dev``: [(audio path, reference text)] for ``max_wer_drop`` mode."""
+                   log: Callable[[str], None] | None = None, sqnr_samples: int = 16,
+                   keep_fp32: list[str] | None = None) -> dict:
+    """Returns the report dict. ``dev``: [(audio path, reference text)] for ``max_wer_drop`` mode. ``keep_fp32``:
+    glob patterns of node names kept in fp32 whatever the rule says (``quantize.keep_in_fp32``)."""
     model_path, out = Path(model_path), Path(out)
     log = log or (lambda m: None)
     if method not in q.METHODS:
@@ -39,6 +41,7 @@ def quantize_model(model_path, calib_audio: list, out, method: str = "minmax", m
         if not dev:
             raise q.QuantizeError("--max-wer-drop needs a dev set (--dev MANIFEST)")
     choices = q.select_nodes(model)
+    q.keep_in_fp32(choices, list(keep_fp32 or []))
     candidates = [c.name for c in choices if c.quantize]
     if not candidates:
         raise q.QuantizeError(f"{model_path}: no per-frame Linear/subsampling Conv found to quantize")

@@ -23,9 +23,13 @@ Node selection (``select_nodes``) — the rule, stated once:
    (conv module, Mamba ``conv1d`` whose window is a carried state) stay fp32.
 5. Nothing touching a state: a candidate whose data input or output is a graph input/output (``in.*``/``out.*``,
    ``x``, ``encoder_out``, ``logprobs``) is excluded, so no Q/DQ ever sits on a state tensor.
+
+On top of the rule, ``keep_in_fp32`` keeps candidates the user names (``edgeasr quantize --keep-fp32 GLOB``, globs on
+node names as the report lists them), and the accuracy-aware fallback keeps the most sensitive ones.
 """
 from __future__ import annotations
 
+import fnmatch
 import json
 import logging
 from dataclasses import asdict, dataclass
@@ -141,6 +145,22 @@ def select_nodes(model: onnx.ModelProto) -> list[NodeChoice]:
             continue
         out.append(choice(True, "per-frame Linear"))
     return out
+
+
+def keep_in_fp32(choices: list[NodeChoice], patterns: list[str]) -> None:
+    """Keep the candidates whose node name matches one of the glob ``patterns`` in fp32 (in place). A pattern that
+    matches no candidate is a user mistake (a typo would otherwise quantize everything silently)."""
+    candidates = [c for c in choices if c.quantize]
+    for pat in patterns:
+        hits = [c for c in candidates if fnmatch.fnmatchcase(c.name, pat)]
+        if not hits:
+            raise QuantizeError(f"--keep-fp32 {pat!r} matches no int8 candidate node (their names: "
+                                f"edgeasr quantize ... --all-nodes)")
+        for c in hits:
+            if c.quantize:
+                c.quantize, c.reason = False, f"kept fp32 (--keep-fp32 {pat})"
+    if candidates and not any(c.quantize for c in choices):
+        raise QuantizeError(f"--keep-fp32 {' '.join(patterns)} keeps every candidate in fp32: nothing left to quantize")
 
 
 def extra_options(method: str, samples: int, graph_kind: str) -> dict:

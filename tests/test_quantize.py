@@ -310,6 +310,39 @@ def test_cli_unreachable_budget_writes_nothing(models, tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
+@needs_audio
+def test_keep_fp32_globs_keep_the_named_nodes_fp32(models, tmp_path):
+    m = manifest(tmp_path / "c.jsonl", WAVS[:3])
+    out, rep = tmp_path / "k.int8.onnx", tmp_path / "k.json"
+    res = CliRunner().invoke(main, ["quantize", str(models["rwkv"]["step"]), "--calib", str(m), "--out", str(out),
+                                    "--keep-fp32", "/conv*/Conv", "--keep-fp32", "/out/MatMul", "--max-samples", "20",
+                                    "--report", str(rep), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    r = json.loads(rep.read_text())
+    kept = {n["node"]: n for n in r["nodes"] if "--keep-fp32" in n["reason"]}
+    assert set(kept) == {"/conv/Conv", "/conv_1/Conv", "/out/MatMul"}  # the subsampling convs and projection
+    assert all(n["precision"] == "fp32" for n in kept.values()) and r["nodes_quantized"] > 10
+    g = onnx.load(str(out)).graph
+    made_by = {o: n.op_type for n in g.node for o in n.output}
+    for n in g.node:
+        if n.name in kept:  # no Q/DQ on the kept node's inputs: it runs in fp32
+            assert all(made_by.get(i) != "DequantizeLinear" for i in n.input), n.name
+        elif n.name in {x["node"] for x in r["nodes"] if x["precision"] == "int8"}:
+            assert made_by.get(n.input[1]) == "DequantizeLinear", n.name
+    recipe = json.loads(read_metadata(out)["quant_recipe"])
+    assert {k["node"] for k in recipe["kept_fp32"] if "--keep-fp32" in k["reason"]} == set(kept)
+
+
+@needs_audio
+@pytest.mark.parametrize("pattern, needle", [("/nope*", "matches no int8 candidate"), ("*", "nothing left")])
+def test_keep_fp32_bad_pattern_is_one_line_and_writes_nothing(models, tmp_path, pattern, needle):
+    out = tmp_path / "k.int8.onnx"
+    code, msg = _run([models["rwkv"]["step"], "--calib", manifest(tmp_path / "c.jsonl", WAVS[:3]), "--out", out,
+                      "--keep-fp32", pattern])
+    assert code == 2 and needle in msg and "Traceback" not in msg and len(msg.strip().splitlines()) == 1
+    assert not out.exists()
+
+
 # --- bad input ---------------------------------------------------------------------------------------------------
 def _run(args):
     res = CliRunner().invoke(main, ["quantize", *map(str, args), "--no-progress"])

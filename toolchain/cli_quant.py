@@ -29,6 +29,9 @@ console = Console(stderr=True)
 @click.option("--max-dev-utterances", type=int, default=100, show_default=True)
 @click.option("--max-fallback", type=float, default=0.5, show_default=True,
               help="Largest fraction of the quantizable nodes that may fall back to fp32.")
+@click.option("--keep-fp32", "keep_fp32", multiple=True, metavar="GLOB",
+              help="Keep the nodes whose name matches GLOB in fp32 (repeatable; names as --all-nodes lists them), "
+                   "e.g. --keep-fp32 '/conv*/Conv' --keep-fp32 '/out/MatMul' for the subsampling.")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the quantization report (JSON) here.")
 @click.option("--threads", type=int, default=1, show_default=True)
@@ -36,7 +39,7 @@ console = Console(stderr=True)
 @click.option("--all-nodes", is_flag=True, help="Print every node's precision, SQNR and reason, not a summary.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def quantize(model, calib, out, method, max_utterances, max_samples, max_wer_drop, dev, max_dev_utterances,
-             max_fallback, report_path, threads, no_progress, all_nodes, as_json):
+             max_fallback, keep_fp32, report_path, threads, no_progress, all_nodes, as_json):
     """Quantize an exported fp32 MODEL.onnx to int8 (QDQ, S8S8, symmetric, per-channel) calibrated on real
     streaming: each chunk of the calibration audio is fed with the state the fp32 model actually carried into it."""
     from calibration.int8 import quantize_model
@@ -76,7 +79,8 @@ def quantize(model, calib, out, method, max_utterances, max_samples, max_wer_dro
         if bar is not None:
             bar.start()
         report = quantize_model(model, [e.audio_filepath for e in calib_rows], out, method, max_utterances,
-                                max_samples, dev_rows, max_wer_drop, max_fallback, threads, progress, log)
+                                max_samples, dev_rows, max_wer_drop, max_fallback, threads, progress, log,
+                                keep_fp32=list(keep_fp32))
     finally:
         if bar is not None:
             bar.stop()
