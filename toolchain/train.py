@@ -175,8 +175,12 @@ def train(run_dir: Path, model_cfg: EncoderConfig, tc: TrainConfig, train_manife
         (decay if p.dim() >= 2 and "lora" not in n else no_decay).append(p)
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": tc.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=tc.lr, betas=(0.9, 0.98))
+    init_from = None
     if tc.init and not resume:
         init_command = _load_init_weights(model, tc.init)
+        from toolchain.ship import describe_init
+
+        init_from = describe_init(tc.init)  # now, while a shipped name still means these weights
         say(f"initialised from {tc.init} (weights and feature normalisation)")
         if init_command and command:
             command = f"{init_command} && {command}"  # a fine-tune's card shows how its starting weights were made
@@ -189,7 +193,9 @@ def train(run_dir: Path, model_cfg: EncoderConfig, tc: TrainConfig, train_manife
         step, epoch, epoch_pos, elapsed_before = meta["step"], meta["epoch"], meta["epoch_pos"], meta["elapsed_s"]
         best, history = meta["best_dev_wer"], meta["history"]
         say(f"resumed from step {step} (epoch {epoch}, best dev WER {best:.3f})")
-        previous = read_config(run_dir, _last_config_name(run_dir)).get("command", "")
+        before = read_config(run_dir, _last_config_name(run_dir))
+        init_from = before.get("init_from")
+        previous = before.get("command", "")
         if previous and command and not command.startswith(previous):
             command = f"{previous} && {command}"  # the card must show every command that produced the weights
     model.to(device).train()
@@ -211,6 +217,8 @@ def train(run_dir: Path, model_cfg: EncoderConfig, tc: TrainConfig, train_manife
                    "subsampling": model_cfg.subsampling, "train": asdict(tc), "parameters": n_params,
                    "command": command, "hardware": describe_hardware(device, env.world, tc.threads), "data": {"train": str(train_manifest), "dev": str(dev_manifest),
                                                 "train_hours": round(hours, 3)}}
+    if init_from:
+        meta_common["init_from"] = init_from
 
     def progress_frac() -> float:
         return max(step / total_steps, (elapsed_before + time.time() - start) / budget_s)
