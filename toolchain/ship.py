@@ -93,7 +93,9 @@ def ship(run_dir: Path, name: str, manifests: dict[str, Path], dest_root: Path =
         "train_wall_s": summary.get("total_train_s", summary.get("wall_s")),
         "steps": summary.get("steps"),
         "weights_step": config.get("metrics", {}).get("step"),  # the best dev-WER checkpoint, not always the last
-        "fine_tuned_from": config.get("init_from") or describe_init(config["train"].get("init", "")),  # steps/wall above are the fine-tune's own
+        # recorded when training started (what a shipped name meant then), else described now; steps/wall above
+        # are the fine-tune's own
+        "fine_tuned_from": config.get("init_from") or describe_init(config["train"].get("init", "")),
         "train_hours": config.get("data", {}).get("train_hours"),
         "dev_wer": config.get("metrics", {}).get("dev_wer"),
         "wer": wer_table(shipped_model, shipped_config, manifests),
