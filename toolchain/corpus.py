@@ -71,8 +71,9 @@ byte, so WERs stay comparable; only the training split differs (a corpus under 6
   (test bi 29.8 %, slt 55.7 %, dev 25.3 %); nor did averaging the seed-1 and seed-2 fine-tunes' weights (test
   29.7 %, dev 24.6 %); a low-LR pass over seeds 1 and 2 together from the seed-2 run (10.3 h, --lr 3e-4, 347
   steps, 65 min) gave test bi 29.0 % (slt 54.1 %), dev 24.8 %, but real recordings bi 79.2 %, so it was not
-  shipped: recipe 6 has plateaued for this model. slt is not a pitch mismatch: speed-perturbing its test audio by 0.85, 0.92 and
-  1.08 (pitch, formants and tempo together) gives 65.8, 58.5 and 57.3 % against 55.2 % unchanged.
+  shipped: recipe 6 has plateaued for this model. slt is not a pitch mismatch: speed-perturbing its test audio
+  by 0.85, 0.92 and 1.08 (pitch, formants and tempo together) gives 65.8, 58.5 and 57.3 % against 55.2 %
+  unchanged.
 
 Every utterance then gets its leading/trailing silence trimmed, a random gain and light white or pink noise
 (SNR 20-40 dB), and is written as 16 kHz mono 16-bit PCM wav.
