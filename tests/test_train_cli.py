@@ -139,6 +139,39 @@ def test_bad_manifest_row_is_named_by_train(corpus, tmp_path):
     assert not (tmp_path / "r" / "model.safetensors").exists()
 
 
+def test_several_train_manifests_are_pooled_each_with_its_own_relative_paths(corpus, tmp_path):
+    """--train twice: a second corpus in another folder, its audio paths relative to its own manifest."""
+    rows = [json.loads(line) for line in (corpus / "train.jsonl").read_text().splitlines()]
+    extra = tmp_path / "extra"
+    (extra / "audio").mkdir(parents=True)
+    for i, r in enumerate(rows[:3]):
+        shutil.copy(corpus / r["audio_filepath"], extra / "audio" / f"{i}.wav")
+    (extra / "mine.jsonl").write_text("".join(json.dumps({**r, "audio_filepath": f"audio/{i}.wav"}) + "\n"
+                                              for i, r in enumerate(rows[:3])))
+    run_dir = tmp_path / "run"
+    p = run(EDGEASR + ["train", "--mixer", "none", "--train", str(corpus / "train.jsonl"), "--train",
+                       str(extra / "mine.jsonl"), "--dev", str(corpus / "dev.jsonl"), "--out", str(run_dir),
+                       "--max-steps", "1", *TINY])
+    assert f"train: {len(rows) + 3} utterances" in p.stderr and "from 2 manifests" in p.stderr
+    data = json.loads((run_dir / "config.json").read_text())["data"]
+    assert data["train"] == [str(corpus / "train.jsonl"), str(extra / "mine.jsonl")]
+    assert [s["utterances"] for s in data["train_sets"]] == [len(rows), 3]
+    assert data["train_hours"] == pytest.approx(sum(s["hours"] for s in data["train_sets"]), abs=0.01)
+
+    # the same manifest twice is a mistake (it would silently double that corpus), named in one line
+    p = run(EDGEASR + ["train", "--mixer", "none", "--train", str(corpus / "train.jsonl"), "--train",
+                       str(corpus / "train.jsonl"), "--dev", str(corpus / "dev.jsonl"), "--out",
+                       str(tmp_path / "r2")], check=False)
+    assert p.returncode != 0 and "given twice" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    # a bad row in the second manifest is named with that manifest and its own row number
+    (extra / "bad.jsonl").write_text(json.dumps({**rows[0], "audio_filepath": "audio/0.wav"}) + "\n"
+                                     + json.dumps({**rows[1], "audio_filepath": "audio/missing.wav"}) + "\n")
+    p = run(EDGEASR + ["train", "--mixer", "none", "--train", str(corpus / "train.jsonl"), "--train",
+                       str(extra / "bad.jsonl"), "--dev", str(corpus / "dev.jsonl"), "--out",
+                       str(tmp_path / "r3")], check=False)
+    assert p.returncode != 0 and "bad.jsonl row 2" in p.stderr and "Traceback" not in p.stderr
+
+
 def test_time_limit_stops_early_and_resume_finishes_the_schedule(corpus, tmp_path):
     run_dir = tmp_path / "run"
     common = ["--train", str(corpus / "train.jsonl"), "--dev", str(corpus / "dev.jsonl"), "--out", str(run_dir)]

@@ -41,7 +41,8 @@ def load_model(name_or_dir: str, direction: str | None = None):
 @click.option("--mixer", type=click.Choice(mixer_names()), help="Mixer replacing self-attention.")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
               help='JSON {"model": {...}, "train": {...}}; options given here override it.')
-@click.option("--train", "train_manifest", required=True, type=click.Path(path_type=Path), help="Train manifest.")
+@click.option("--train", "train_manifests", required=True, multiple=True, type=click.Path(path_type=Path),
+              help="Train manifest; repeat it to pool several corpora (e.g. two synth seeds, or synth + your own).")
 @click.option("--dev", "dev_manifest", required=True, type=click.Path(path_type=Path), help="Dev manifest.")
 @click.option("--out", "run_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run dir.")
 @click.option("--epochs", type=int)
@@ -63,7 +64,7 @@ def load_model(name_or_dir: str, direction: str | None = None):
 @click.option("--time-limit", type=float, default=0.0,
               help="Minutes for this invocation: stop early with a resumable checkpoint (LR schedule unchanged).")
 @click.option("--skip-bad-rows", is_flag=True, help="Skip (and list) bad manifest rows instead of failing.")
-def train(mixer, config_file, train_manifest, dev_manifest, run_dir, epochs, max_minutes, max_steps, batch_frames,
+def train(mixer, config_file, train_manifests, dev_manifest, run_dir, epochs, max_minutes, max_steps, batch_frames,
           lr, d_model, layers, dirdrop, dirdrop_p, direction, causal, seed, threads, resume, init, vtlp, time_limit,
           skip_bad_rows):
     """Train a CTC encoder; checkpoints (safetensors + config.json) land in RUN_DIR."""
@@ -71,7 +72,7 @@ def train(mixer, config_file, train_manifest, dev_manifest, run_dir, epochs, max
 
     if time_limit < 0:
         raise UserError(f"--time-limit must be >= 0 minutes, got {time_limit:g}")
-    for m in (train_manifest, dev_manifest):
+    for m in (*train_manifests, dev_manifest):
         if not m.is_file():
             raise UserError(f"{m}: manifest not found")
     if resume and (run_dir / "config.json").is_file():
@@ -93,7 +94,7 @@ def train(mixer, config_file, train_manifest, dev_manifest, run_dir, epochs, max
             "train.batch_frames": batch_frames,
             "train.lr": lr, "train.seed": seed, "train.threads": threads, "train.init": init, "train.vtlp": vtlp})
     command = "edgeasr " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    summary = run_training(run_dir, model_cfg, tc, train_manifest, dev_manifest, resume=resume,
+    summary = run_training(run_dir, model_cfg, tc, list(train_manifests), dev_manifest, resume=resume,
                            console=console, command=command, on_bad_row="skip" if skip_bad_rows else "fail",
                            time_limit_s=time_limit * 60)
     click.echo(json.dumps({k: v for k, v in summary.items() if k != "history"}))

@@ -134,7 +134,8 @@ def _load_train_state(run_dir: Path, optimizer) -> dict:
     return json.loads((run_dir / "train_state.json").read_text())
 
 
-def train(run_dir: Path, model_cfg: EncoderConfig, tc: TrainConfig, train_manifest: Path, dev_manifest: Path,
+def train(run_dir: Path, model_cfg: EncoderConfig, tc: TrainConfig, train_manifest: Path | list[Path],
+          dev_manifest: Path,
           resume: bool = False, feature_opts: FbankOptions = FbankOptions(), console: Console | None = None,
           command: str = "", on_bad_row: str = "fail", time_limit_s: float = 0.0) -> dict:
     """``time_limit_s`` ends this invocation early with a resumable checkpoint (a preemptible or time-capped
@@ -152,10 +153,18 @@ def train(run_dir: Path, model_cfg: EncoderConfig, tc: TrainConfig, train_manife
         torch.backends.cudnn.allow_tf32 = True
     run_dir.mkdir(parents=True, exist_ok=True)
 
-    train_entries = read_manifest(train_manifest, on_error=on_bad_row, validate_audio=True)
+    # several train manifests are pooled row by row; each keeps its own relative paths and row numbers in errors
+    many = isinstance(train_manifest, (list, tuple))
+    train_manifests = [Path(m) for m in (train_manifest if many else [train_manifest])]
+    if len(set(m.resolve() for m in train_manifests)) < len(train_manifests):
+        raise UserError("the same --train manifest is given twice (repeat --train only for different corpora)")
+    train_entries, train_sets = [], []
+    for m in train_manifests:
+        rows = read_manifest(m, on_error=on_bad_row, validate_audio=True)
+        train_entries += rows
+        train_sets.append({"manifest": str(m), "utterances": len(rows),
+                           "hours": round(sum(r.duration for r in rows) / 3600, 3)})
     dev_entries = read_manifest(dev_manifest, on_error=on_bad_row, validate_audio=True)[: tc.dev_limit]
-    if not train_entries:
-        raise UserError(f"{train_manifest}: no training utterances")
     with _progress(console, env.main) as prog:
         task = prog.add_task("features", total=len(train_entries) + len(dev_entries))
         adv = lambda n: prog.advance(task, n)  # noqa: E731
@@ -164,7 +173,8 @@ def train(run_dir: Path, model_cfg: EncoderConfig, tc: TrainConfig, train_manife
         dev_utts = load_utterances(dev_entries, feature_opts, jobs=jobs, progress=adv)
     train_utts = [u for u in train_utts if u.tokens and (len(u.feats) + 3) // 4 >= len(u.tokens)]
     hours = sum(len(u.feats) for u in train_utts) / 100 / 3600
-    say(f"train: {len(train_utts)} utterances, {hours:.2f} h; dev: {len(dev_utts)}")
+    say(f"train: {len(train_utts)} utterances, {hours:.2f} h"
+        + (f" from {len(train_manifests)} manifests" if len(train_manifests) > 1 else "") + f"; dev: {len(dev_utts)}")
 
     model = Encoder(model_cfg)
     mean, std = feature_stats(train_utts)
@@ -215,8 +225,12 @@ def train(run_dir: Path, model_cfg: EncoderConfig, tc: TrainConfig, train_manife
     gen = torch.Generator().manual_seed(tc.seed + env.rank)
     meta_common = {"features": feature_opts.to_dict(), "vocab": list(VOCAB), "blank_id": BLANK_ID,
                    "subsampling": model_cfg.subsampling, "train": asdict(tc), "parameters": n_params,
-                   "command": command, "hardware": describe_hardware(device, env.world, tc.threads), "data": {"train": str(train_manifest), "dev": str(dev_manifest),
-                                                "train_hours": round(hours, 3)}}
+                   "command": command, "hardware": describe_hardware(device, env.world, tc.threads),
+                   "data": {"train": str(train_manifests[0]) if len(train_manifests) == 1
+                            else [str(m) for m in train_manifests],
+                            "dev": str(dev_manifest), "train_hours": round(hours, 3)}}
+    if len(train_manifests) > 1:
+        meta_common["data"]["train_sets"] = train_sets
     if init_from:
         meta_common["init_from"] = init_from
 
