@@ -11,8 +11,13 @@ chunk length; ``wkv_recurrent`` keeps the per-frame recurrence as the reference.
 exponentiated (log-decays and their segment sums, as triangular matmuls, never CumSum), and the WKV state is kept
 in fp32 even under autocast.
 
-The intra-chunk cost grows with ``chunk_len`` (a ``[L, L, K]`` pairwise-decay tensor per head and chunk); on CPU
-``chunk_len=16`` measured about 2x faster than 32 for fwd+bwd at B=8, T=200, d=144, so 16 is the default.
+The intra-chunk cost grows with ``chunk_len`` (a ``[L, L, K]`` pairwise-decay tensor per head and chunk, which
+also dominates the memory traffic of a training step), the inter-chunk hand-over with the number of chunks. On this
+project's 2-core CPU the shipped flagship (d=144, K=36) runs ``chunk_len=8`` faster than 16 for fwd+bwd by 1.1x
+(B=8, T=200) and 1.4-1.7x (the 40k-frame batches its fine-tunes use), for torch inference by 1.1x, and for a
+32-frame ORT step call by 1.05x (8 frames after subsampling fill one block instead of half of one); 4 and 32 are
+slower (``benchmarks/rwkv_chunk_bench.py``, medians of 5 turns; single runs on this shared machine can invert
+a ratio). The output does not depend on it (max abs log-prob difference 1e-5).
 """
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ from models.mixers.chunk_scan import FULL_SEQUENCE_GROUP, masks, scan_chunk_stat
 from models.state import State, StateSpec
 
 _DIRECTIONS = ("l2r", "r2l", "bi")
+DEFAULT_CHUNK_LEN = 8  # frames per block of the chunked form (see the module docstring for the measurements)
 
 
 def _wkv_dtype(t: torch.Tensor) -> torch.dtype:
@@ -112,7 +118,7 @@ class RWKV6TimeMix(nn.Module):
     """One direction of the mixer: RWKV-6 (x060) time-mix with a LayerNorm over the width."""
 
     def __init__(self, d_model: int, head_size: int = 32, lora_dim: int = 32, decay_lora_dim: int = 64,
-                 chunk_len: int = 16, layer_ratio: float = 0.5, ln_eps: float = 64e-5):
+                 chunk_len: int = DEFAULT_CHUNK_LEN, layer_ratio: float = 0.5, ln_eps: float = 64e-5):
         super().__init__()
         if d_model % head_size:
             raise ValueError(f"d_model={d_model} must be a multiple of head_size={head_size}")
@@ -217,7 +223,7 @@ class RWKVMixer(Mixer):
     bidirectional = True
 
     def __init__(self, d_model: int, head_size: int | None = None, lora_dim: int = 32, decay_lora_dim: int = 64,
-                 chunk_len: int = 16, layer_ratio: float = 0.5, **options):
+                 chunk_len: int = DEFAULT_CHUNK_LEN, layer_ratio: float = 0.5, **options):
         super().__init__(d_model)
         if options:
             raise TypeError(f"unknown rwkv options: {sorted(options)}")
