@@ -1,7 +1,8 @@
 """RWKV-6 block length of the chunked WKV form (``chunk_len``): each candidate against the default, timed in one run.
 
 The chunked form is exact for any block length (checked here: log-probs of every candidate against the default's),
-so the length is purely a speed knob. Per candidate, timed in turns with the default (so drift hits all alike), median of the repeats:
+so the length is purely a speed knob. Per candidate, timed in turns with the default (so drift hits all alike),
+median of the repeats:
 
 - ``train``: one fwd+bwd of the CTC loss in train mode (torch, the shipped flagship's size) at a few batch shapes,
   including the 40k-frame batches the flagship fine-tunes use;
@@ -124,7 +125,8 @@ def main() -> None:
         xs, ls = torch.randn(b, t, n_mels), torch.full((b,), t)
         cases.append((f"infer bi B={b} T={t}", lambda xs=xs, ls=ls: infer(model, xs, ls)))
 
-    print(f"\n{'case':24} {'default ' + str(DEFAULT_CHUNK_LEN):>12} " + " ".join(f"{'L=' + str(n):>16}" for n in lengths))
+    header = " ".join(f"{'L=' + str(n):>16}" for n in lengths)
+    print(f"\n{'case':24} {'default ' + str(DEFAULT_CHUNK_LEN):>12} {header}")
     for name, fn in cases:
         model.set_direction("bi")
         times = round_robin(model, {n: fn for n in [DEFAULT_CHUNK_LEN, *lengths]}, args.repeats)
