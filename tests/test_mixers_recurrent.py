@@ -150,6 +150,16 @@ def test_long_forward_uses_groups_and_matches_reference(name, T):
     assert _forward_vs_reference(m, T, seed=3) <= TOL
 
 
+@pytest.mark.parametrize("name", MIXERS)
+@pytest.mark.parametrize("chunk_len", [3, 8, 16, 32])
+def test_block_length_is_a_speed_knob_only(name, chunk_len):
+    """The chunked form's block length (RWKV's default 8 was picked for speed, benchmarks/rwkv_chunk_bench.py)
+    leaves the output equal to the per-frame recurrence, strong decays included."""
+    m = make(name, chunk_len=chunk_len)
+    strengthen_decays(m)
+    assert _forward_vs_reference(m, 45, seed=4) <= TOL
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # 2. streaming (step, any chunking) == forward(..., "l2r") on valid frames
 # ---------------------------------------------------------------------------------------------------------------
