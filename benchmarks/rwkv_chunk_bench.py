@@ -7,7 +7,8 @@ median of the repeats:
 - ``train``: one fwd+bwd of the CTC loss in train mode (torch, the shipped flagship's size) at a few batch shapes,
   including the 40k-frame batches the flagship fine-tunes use;
 - ``infer``: a torch full forward (bi) of one long and one batched input;
-- ``ort step``: one call of the l2r step graph on ONNX Runtime CPU (1 thread) with a 32-frame chunk, the demo's.
+- ``ort step``: one call of the l2r step graph on the ORT backend (1 thread, states in I/O bindings as a stream) with
+  a 32-frame chunk, the demo's.
 
 Prints each time and the ratio default / candidate (> 1: the candidate is faster). Machines here are shared and
 noisy: compare ratios from one run, not times across runs.
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -58,22 +60,18 @@ def infer(model, x, lens):
         return model(x, lens)[0]
 
 
-def ort_step_session(model, config):
-    import onnxruntime as ort
+def ort_step_session(model, config, tmp: Path):
+    """The deployment path: the l2r step graph on the ORT backend (1 thread), from its metadata's initial state."""
+    from runtimes.backends import get_backend
 
     model.set_direction("l2r")
     onx, _ = build_onnx(model, config, "step", "l2r", STEP_FRAMES)
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    sess = ort.InferenceSession(onx.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    rng = np.random.default_rng(0)
-    feed = {}
-    for i in sess.get_inputs():  # states at their declared shapes (batch 1), zero like a fresh stream
-        shape = [d if isinstance(d, int) else 1 for d in i.shape]
-        feed[i.name] = np.zeros(shape, dtype=np.float32)
-    first = sess.get_inputs()[0].name
-    feed[first] = rng.standard_normal((1, STEP_FRAMES, feed[first].shape[-1])).astype(np.float32)
-    return lambda: sess.run(None, feed)
+    path = tmp / f"step-{len(list(tmp.iterdir()))}.onnx"
+    path.write_bytes(onx.SerializeToString())
+    backend = get_backend("ort", path, threads=1).activate()
+    handle = backend.init_state(1)
+    x = np.random.default_rng(0).standard_normal((1, STEP_FRAMES, model.cfg.n_mels)).astype(np.float32)
+    return lambda: backend.step(x, handle)
 
 
 def round_robin(model, fns: dict, repeats: int, calls: int = 1) -> dict:
@@ -132,11 +130,12 @@ def main() -> None:
         times = round_robin(model, {n: fn for n in [DEFAULT_CHUNK_LEN, *lengths]}, args.repeats)
         base = times[DEFAULT_CHUNK_LEN]
         print(f"{name:24} {base:11.3f}s " + " ".join(f"{times[n]:8.3f}s {base / times[n]:5.2f}x" for n in lengths))
-    sessions = {}
-    for n in [DEFAULT_CHUNK_LEN, *lengths]:  # the block length is baked into each exported graph
-        set_chunk_len(model, n)
-        sessions[n] = ort_step_session(model, config)
-    step_times = round_robin(model, sessions, args.repeats * 3, calls=50)
+    with tempfile.TemporaryDirectory() as tmp:
+        sessions = {}
+        for n in [DEFAULT_CHUNK_LEN, *lengths]:  # the block length is baked into each exported graph
+            set_chunk_len(model, n)
+            sessions[n] = ort_step_session(model, config, Path(tmp))
+        step_times = round_robin(model, sessions, args.repeats * 3, calls=50)
     base = step_times[DEFAULT_CHUNK_LEN]
     print(f"{'ort step ' + str(STEP_FRAMES) + ' frames':24} {base * 1e3:10.2f}ms "
           + " ".join(f"{step_times[n] * 1e3:7.2f}ms {base / step_times[n]:5.2f}x" for n in lengths))

@@ -154,8 +154,8 @@ def train(run_dir: Path, model_cfg: EncoderConfig, tc: TrainConfig, train_manife
     run_dir.mkdir(parents=True, exist_ok=True)
 
     # several train manifests are pooled row by row; each keeps its own relative paths and row numbers in errors
-    many = isinstance(train_manifest, (list, tuple))
-    train_manifests = [Path(m) for m in (train_manifest if many else [train_manifest])]
+    train_manifests = [Path(m) for m in (train_manifest if isinstance(train_manifest, (list, tuple))
+                                         else [train_manifest])]
     if len(set(m.resolve() for m in train_manifests)) < len(train_manifests):
         raise UserError("the same --train manifest is given twice (repeat --train only for different corpora)")
     train_entries, train_sets = [], []

@@ -15,7 +15,7 @@ The intra-chunk cost grows with ``chunk_len`` (a ``[L, L, K]`` pairwise-decay te
 also dominates the memory traffic of a training step), the inter-chunk hand-over with the number of chunks. On this
 project's 2-core CPU the shipped flagship (d=144, K=36) runs ``chunk_len=8`` faster than 16 for fwd+bwd by 1.1x
 (B=8, T=200) and 1.4-1.7x (the 40k-frame batches its fine-tunes use), for torch inference by 1.1x, and for a
-32-frame ORT step call by 1.05x (8 frames after subsampling fill one block instead of half of one); 4 and 32 are
+32-frame ORT step call by 1.06x (8 frames after subsampling fill one block instead of half of one); 4 and 32 are
 slower (``benchmarks/rwkv_chunk_bench.py``, medians of 5 turns; single runs on this shared machine can invert
 a ratio). End to end, ``edgeasr train --init default --config configs/flagship-vtlp-ft.json --max-steps 16
 --threads 2`` on a 2 h recipe-2 corpus took 232 s with 16 and 172 s with 8 (1.35x; features and augmentation
