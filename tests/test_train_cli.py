@@ -258,13 +258,14 @@ def test_init_fine_tunes_a_shipped_model_keeping_its_config_and_normalisation(co
     from toolchain.pretrained import resolve_model_dir
 
     run_dir = tmp_path / "ft"
-    run(EDGEASR + ["train", "--init", "default", "--vtlp", "0.1", "--train", str(corpus / "train.jsonl"), "--dev",
+    run(EDGEASR + ["train", "--init", "default", "--vtlp", "0.1", "--noise-snr", "3,30", "--train", str(corpus / "train.jsonl"), "--dev",
                    str(corpus / "dev.jsonl"), "--out", str(run_dir), "--max-steps", "1", "--batch-frames", "4000",
                    "--threads", "1"])
     src = resolve_model_dir("default")
     shipped, tuned = json.loads((src / "config.json").read_text()), json.loads((run_dir / "config.json").read_text())
     assert tuned["model"] == shipped["model"]
     assert tuned["train"]["init"] == "default" and tuned["train"]["vtlp"] == 0.1
+    assert tuned["train"]["noise_snr"] == [3.0, 30.0]
     # the card of a fine-tune shows how its starting weights were made, then the fine-tune itself
     assert tuned["command"].startswith(shipped["command"] + " && edgeasr train --init default")
     # what "default" meant when training started, recorded then (shipping the fine-tune replaces "default")
@@ -283,6 +284,8 @@ def torch_equal(a, b):
 @pytest.mark.parametrize("extra, needle", [
     (["--init", "/no/such/run"], "not a checkpoint directory"),
     (["--init", "default", "--d-model", "32"], "--init default: its weights do not fit this model config"),
+    (["--init", "default", "--noise-snr", "30,3"], "LO must not exceed HI"),
+    (["--init", "default", "--noise-snr", "loud"], "expected LO,HI in dB"),
 ])
 def test_init_mistakes_are_one_line(corpus, tmp_path, extra, needle):
     p = run(EDGEASR + ["train", *extra, "--train", str(corpus / "train.jsonl"), "--dev", str(corpus / "dev.jsonl"),

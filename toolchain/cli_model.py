@@ -37,6 +37,18 @@ def load_model(name_or_dir: str, direction: str | None = None):
     return model, config
 
 
+def _snr_range(value: str | None):
+    if value is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected LO,HI in dB (e.g. 3,30), got {value!r}") from None
+    if lo > hi:
+        raise click.BadParameter(f"LO must not exceed HI, got {value!r}")
+    return [lo, hi]
+
+
 @click.command()
 @click.option("--mixer", type=click.Choice(mixer_names()), help="Mixer replacing self-attention.")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
@@ -61,12 +73,15 @@ def load_model(name_or_dir: str, direction: str | None = None):
 @click.option("--resume", is_flag=True, help="Continue from RUN_DIR's last checkpoint.")
 @click.option("--init", "init", help="Fine-tune: start from this RUN_DIR or shipped name (its model config too).")
 @click.option("--vtlp", type=float, help="Frequency-warp augmentation: max relative warp per utterance (e.g. 0.15).")
+@click.option("--noise-snr", callback=lambda c, p, v: _snr_range(v), metavar="LO,HI",
+              help="Noise augmentation: fresh white/pink noise on half the utterances at an SNR drawn from LO-HI dB "
+                   "(mel power; e.g. 3,30).")
 @click.option("--time-limit", type=float, default=0.0,
               help="Minutes for this invocation: stop early with a resumable checkpoint (LR schedule unchanged).")
 @click.option("--skip-bad-rows", is_flag=True, help="Skip (and list) bad manifest rows instead of failing.")
 def train(mixer, config_file, train_manifests, dev_manifest, run_dir, epochs, max_minutes, max_steps, batch_frames,
-          lr, d_model, layers, dirdrop, dirdrop_p, direction, causal, seed, threads, resume, init, vtlp, time_limit,
-          skip_bad_rows):
+          lr, d_model, layers, dirdrop, dirdrop_p, direction, causal, seed, threads, resume, init, vtlp, noise_snr,
+          time_limit, skip_bad_rows):
     """Train a CTC encoder; checkpoints (safetensors + config.json) land in RUN_DIR."""
     from toolchain.train import resolve_config, resume_config, train as run_training
 
@@ -92,7 +107,8 @@ def train(mixer, config_file, train_manifests, dev_manifest, run_dir, epochs, ma
             "model.dirdrop_p": dirdrop_p, "model.direction": direction, "model.causal": causal,
             "train.epochs": epochs, "train.max_minutes": max_minutes, "train.max_steps": max_steps,
             "train.batch_frames": batch_frames,
-            "train.lr": lr, "train.seed": seed, "train.threads": threads, "train.init": init, "train.vtlp": vtlp})
+            "train.lr": lr, "train.seed": seed, "train.threads": threads, "train.init": init, "train.vtlp": vtlp,
+            "train.noise_snr": noise_snr})
     command = "edgeasr " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     summary = run_training(run_dir, model_cfg, tc, list(train_manifests), dev_manifest, resume=resume,
                            console=console, command=command, on_bad_row="skip" if skip_bad_rows else "fail",

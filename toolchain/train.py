@@ -30,6 +30,7 @@ from toolchain.manifest import read_manifest
 
 LAST_CONFIG = "last.json"  # config of last.safetensors (resume point); config.json describes model.safetensors
 from toolchain.metrics import wer
+from toolchain.noise_augment import add_noise, noise_bank
 
 
 @dataclass
@@ -44,11 +45,22 @@ class TrainConfig:
     clip: float = 5.0
     specaugment: bool = True
     vtlp: float = 0.0  # max relative frequency warp per utterance (0: off); see models/specaugment.freq_warp
+    noise_snr: tuple[float, float] | None = None  # fresh white/pink noise at this SNR range (dB, mel power); None: off
+    noise_prob: float = 0.5  # share of utterances that get it; see toolchain/noise_augment
     init: str = ""  # start from these weights (RUN_DIR or shipped name): fine-tuning keeps its feature normalisation
     eval_every: int = 400
     dev_limit: int = 300
     seed: int = 0
     threads: int = 0  # 0: torch default
+
+    def __post_init__(self):
+        if self.noise_snr is not None:  # JSON gives a list
+            snr = list(self.noise_snr)
+            if len(snr) != 2 or not all(isinstance(v, (int, float)) for v in snr) or snr[0] > snr[1]:
+                raise UserError(f"noise_snr must be two numbers LO <= HI (dB), got {self.noise_snr!r}")
+            self.noise_snr = (float(snr[0]), float(snr[1]))
+        if not 0.0 <= self.noise_prob <= 1.0:
+            raise UserError(f"noise_prob must be within 0-1, got {self.noise_prob}")
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -223,6 +235,7 @@ def train(run_dir: Path, model_cfg: EncoderConfig, tc: TrainConfig, train_manife
     budget_s = tc.max_minutes * 60 if tc.max_minutes > 0 else float("inf")
     start = time.time()
     gen = torch.Generator().manual_seed(tc.seed + env.rank)
+    bank = noise_bank(feature_opts).to(device) if tc.noise_snr else None
     meta_common = {"features": feature_opts.to_dict(), "vocab": list(VOCAB), "blank_id": BLANK_ID,
                    "subsampling": model_cfg.subsampling, "train": asdict(tc), "parameters": n_params,
                    "command": command, "hardware": describe_hardware(device, env.world, tc.threads),
@@ -274,6 +287,8 @@ def train(run_dir: Path, model_cfg: EncoderConfig, tc: TrainConfig, train_manife
                     continue
                 x, lens, targets, tlens = collate(train_utts, idx)
                 x = x.to(device)  # augment there: batched masks and warps are a few kernels, not host work per step
+                if bank is not None:  # before the warp: noise is added to the audio, the warp stands for the speaker
+                    x = add_noise(x, lens, bank, tc.noise_snr, tc.noise_prob, generator=gen)
                 if tc.vtlp > 0:
                     x = freq_warp(x, tc.vtlp, generator=gen)
                 if tc.specaugment:
