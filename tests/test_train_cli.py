@@ -258,7 +258,8 @@ def test_init_fine_tunes_a_shipped_model_keeping_its_config_and_normalisation(co
     from toolchain.pretrained import resolve_model_dir
 
     run_dir = tmp_path / "ft"
-    run(EDGEASR + ["train", "--init", "default", "--vtlp", "0.1", "--noise-snr", "3,30", "--train", str(corpus / "train.jsonl"), "--dev",
+    run(EDGEASR + ["train", "--init", "default", "--vtlp", "0.1", "--noise-snr", "3,30",
+                   "--train", str(corpus / "train.jsonl"), "--dev",
                    str(corpus / "dev.jsonl"), "--out", str(run_dir), "--max-steps", "1", "--batch-frames", "4000",
                    "--threads", "1"])
     src = resolve_model_dir("default")
