@@ -23,12 +23,17 @@ class EncoderConfig:
     dirdrop: str = "none"  # DirDrop variant for bidirectional mixers: none | r2l | both
     dirdrop_p: float = 0.0
     direction: str = "bi"  # inference mode: l2r | bi | alt (switchable after training)
+    # a noise floor under the fbank, as if white noise at this level (dB re full scale) were in the audio: digital
+    # silence (log of the fbank's energy floor, -23) is far outside speech with noise; None: no floor (old models)
+    input_floor_dbfs: float | None = None
 
     def __post_init__(self):
         if self.direction not in DIRECTIONS:
             raise ValueError(f"direction must be one of {DIRECTIONS}, got {self.direction!r}")
         if self.dirdrop not in DIRDROP_VARIANTS:
             raise ValueError(f"dirdrop must be one of {DIRDROP_VARIANTS}, got {self.dirdrop!r}")
+        if self.input_floor_dbfs is not None and not -150.0 <= self.input_floor_dbfs <= 0.0:
+            raise ValueError(f"input_floor_dbfs must be within -150..0 dB re full scale, got {self.input_floor_dbfs}")
         if self.subsampling != 4:
             raise ValueError("only subsampling=4 is supported")
 

@@ -168,6 +168,8 @@ class Encoder(nn.Module):
         self.cfg = cfg
         self.register_buffer("feat_mean", torch.zeros(cfg.n_mels))
         self.register_buffer("feat_std", torch.ones(cfg.n_mels))
+        if cfg.input_floor_dbfs is not None:  # log-mel of the floor noise, filled by training (runtimes.features)
+            self.register_buffer("feat_floor", torch.full((cfg.n_mels,), -30.0))
         self.subsampling = Subsampling(cfg.n_mels, cfg.d_model, cfg.causal)
         self.layers = nn.ModuleList(ConformerBlock(cfg) for _ in range(cfg.n_layers))
         self.ctc = nn.Linear(cfg.d_model, cfg.vocab_size)
@@ -185,6 +187,9 @@ class Encoder(nn.Module):
         return inference_directions(self.direction, self.cfg.n_layers, self.bidirectional)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        if self.cfg.input_floor_dbfs is not None:
+            # logaddexp(x, floor) as max + softplus(-|diff|): plain ONNX ops (Max, Abs, Softplus) on every backend
+            x = torch.maximum(x, self.feat_floor) + F.softplus(-(x - self.feat_floor).abs())
         return (x - self.feat_mean) / self.feat_std
 
     def forward(self, x: torch.Tensor, x_lens: torch.Tensor):

@@ -128,3 +128,21 @@ def test_noise_leaves_padding_and_skipped_utterances_alone():
     hit = [not torch.equal(a, b) for a, b in zip(add_noise(x.repeat(16, 1, 1), lens.repeat(16), bank, (0.0, 10.0),
                                                            prob=0.5, generator=g), x.repeat(16, 1, 1))]
     assert 16 < sum(hit) < 48  # about half of 64
+
+
+def test_noise_floor_is_the_fbank_of_white_noise_at_that_level():
+    """The input floor (EncoderConfig.input_floor_dbfs) equals the mean mel power of real white noise of that RMS,
+    fresh draw, computed at the floor's own level (-60 dBFS: ~33 int16 steps, far above kaldi's energy floor)."""
+    import numpy as np
+
+    from runtimes.features import FbankOptions, compute_fbank
+    from toolchain.noise_augment import noise_floor
+
+    opts = FbankOptions()
+    noise = 10 ** (-60 / 20) * np.random.default_rng(11).standard_normal(5 * 16000)
+    fb = torch.from_numpy(compute_fbank(noise.astype("float32"), opts)).double()
+    measured = torch.logsumexp(fb, 0) - np.log(len(fb))
+    d = noise_floor(opts, -60.0).double() - measured  # two finite draws: the narrow low bins vary most
+    assert abs(d.mean()) < 0.02 and d.abs().max() < 0.2  # measured -0.006 and 0.13
+    # 20 dB lower is the same shape, 20 dB * ln(10)/10 = 4.6 nats down
+    assert torch.allclose(noise_floor(opts, -80.0), noise_floor(opts, -60.0) - 2 * np.log(10), atol=1e-5)

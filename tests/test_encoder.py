@@ -125,3 +125,23 @@ def test_parameter_counts_at_shipping_size(mixer):
     n = count_parameters(Encoder(cfg))
     print(f"{mixer}: {n / 1e6:.2f} M parameters at d_model=144, 6 layers")
     assert 1e6 < n < 8e6
+
+
+def test_input_floor_lifts_digital_silence_leaves_speech_and_still_streams():
+    model = small_encoder("rwkv", input_floor_dbfs=-80.0)
+    with torch.no_grad():
+        model.feat_floor.uniform_(-8.0, -4.0)  # toolchain.noise_augment.noise_floor fills it in training
+        floor = model.feat_floor
+        silence = torch.full((1, 4, 80), -23.03)  # log of the fbank's energy floor (1e-10): digital zeros
+        plain = lambda v: (v - model.feat_mean) / model.feat_std  # noqa: E731 (normalisation without a floor)
+        assert (model.normalize(silence) - plain(floor)).abs().max() < 1e-5  # digital zeros read as the floor
+        speech = floor + 12.0 + torch.rand(1, 4, 80)  # loud bins: the floor adds at most log1p(e^-12) = 6e-6
+        assert (model.normalize(speech) - plain(speech)).abs().max() < 2e-5
+        x = torch.randn(2, 4 * 13, 80) * 3 + 2  # many values near the floor: the smooth part of the max
+        lens = torch.tensor([52, 37])
+        _, out_lens, full = model(x, lens)
+        got, _ = stream(model, x, 4 * 3)
+    for b in range(2):
+        assert (got[b, :out_lens[b]] - full[b, :out_lens[b]]).abs().max() <= 1e-5
+    with pytest.raises(ValueError, match="input_floor_dbfs"):
+        EncoderConfig(input_floor_dbfs=6.0)

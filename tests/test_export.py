@@ -305,3 +305,25 @@ def test_metadata_reader_does_not_import_torch():
     code = "import sys, runtimes.metadata; assert 'torch' not in sys.modules, 'torch imported'"
     root = Path(__file__).resolve().parents[1]
     subprocess.run([sys.executable, "-c", code], check=True, cwd=root, env={**os.environ, "PYTHONPATH": str(root)})
+
+
+def test_input_floor_travels_into_full_and_step_graphs(tmp_path):
+    """A model with an input floor exports (verified against torch, streaming included) and its graphs see digital
+    silence as the floor noise, like the torch model."""
+    from models.conformer import Encoder
+
+    model = small_encoder("rwkv", input_floor_dbfs=-80.0)
+    with torch.no_grad():
+        model.feat_floor.uniform_(-8.0, -4.0)
+    save_checkpoint(tmp_path / "ckpt", model,
+                    {"features": FbankOptions().to_dict(), "vocab": list(VOCAB), "blank_id": BLANK_ID})
+    loaded, config = load_checkpoint(tmp_path / "ckpt")
+    assert isinstance(loaded, Encoder) and torch.equal(loaded.feat_floor, model.feat_floor)
+    silence = np.full((1, 32, 80), -23.03, np.float32)
+    deeper = np.full((1, 32, 80), -60.0, np.float32)  # a different digital silence; without a floor far apart
+    for kind in ("full", "step"):
+        r = export(loaded, config, tmp_path / f"{kind}.onnx", kind, "l2r", source_sha256="0" * 64)
+        assert r.verify.max_error <= TOL
+        if kind == "full":
+            a, b = full_logprobs(r.path, silence), full_logprobs(r.path, deeper)
+            assert np.abs(a - b).max() < 1e-4

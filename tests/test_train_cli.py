@@ -255,6 +255,7 @@ def test_eval_bad_options_are_one_line(corpus, extra, needle):
 def test_init_fine_tunes_a_shipped_model_keeping_its_config_and_normalisation(corpus, tmp_path):
     from safetensors.torch import load_file
 
+    from models.config import EncoderConfig
     from toolchain.pretrained import resolve_model_dir
 
     run_dir = tmp_path / "ft"
@@ -264,7 +265,7 @@ def test_init_fine_tunes_a_shipped_model_keeping_its_config_and_normalisation(co
                    "--threads", "1"])
     src = resolve_model_dir("default")
     shipped, tuned = json.loads((src / "config.json").read_text()), json.loads((run_dir / "config.json").read_text())
-    assert tuned["model"] == shipped["model"]
+    assert tuned["model"] == EncoderConfig.from_dict(shipped["model"]).to_dict()  # options added since default
     assert tuned["train"]["init"] == "default" and tuned["train"]["vtlp"] == 0.1
     assert tuned["train"]["noise_snr"] == [3.0, 30.0]
     # the card of a fine-tune shows how its starting weights were made, then the fine-tune itself
@@ -278,6 +279,23 @@ def test_init_fine_tunes_a_shipped_model_keeping_its_config_and_normalisation(co
     assert torch_equal(a["feat_mean"], b["feat_mean"]) and torch_equal(a["feat_std"], b["feat_std"])
 
 
+def test_init_can_add_an_input_floor_that_the_checkpoint_then_carries(corpus, tmp_path):
+    from safetensors.torch import load_file
+
+    from runtimes.features import FbankOptions
+    from toolchain.noise_augment import noise_floor
+
+    run_dir = tmp_path / "floor"
+    run(EDGEASR + ["train", "--init", "default", "--input-floor", "-80", "--train", str(corpus / "train.jsonl"),
+                   "--dev", str(corpus / "dev.jsonl"), "--out", str(run_dir), "--max-steps", "1",
+                   "--batch-frames", "4000", "--threads", "1"])
+    assert json.loads((run_dir / "config.json").read_text())["model"]["input_floor_dbfs"] == -80.0
+    floor = load_file(run_dir / "model.safetensors")["feat_floor"].float()
+    assert torch_equal(floor, noise_floor(FbankOptions(), -80.0))
+    p = run(EDGEASR + ["transcribe", str(run_dir), str(next((corpus / "wavs").rglob("*.wav"))), "--json"])
+    assert json.loads(p.stdout)
+
+
 def torch_equal(a, b):
     return bool((a.float() == b.float()).all())
 
@@ -287,6 +305,7 @@ def torch_equal(a, b):
     (["--init", "default", "--d-model", "32"], "--init default: its weights do not fit this model config"),
     (["--init", "default", "--noise-snr", "30,3"], "LO must not exceed HI"),
     (["--init", "default", "--noise-snr", "loud"], "expected LO,HI in dB"),
+    (["--init", "default", "--input-floor", "6"], "input_floor_dbfs must be within -150..0"),
 ])
 def test_init_mistakes_are_one_line(corpus, tmp_path, extra, needle):
     p = run(EDGEASR + ["train", *extra, "--train", str(corpus / "train.jsonl"), "--dev", str(corpus / "dev.jsonl"),

@@ -76,12 +76,15 @@ def _snr_range(value: str | None):
 @click.option("--noise-snr", callback=lambda c, p, v: _snr_range(v), metavar="LO,HI",
               help="Noise augmentation: fresh white/pink noise on half the utterances at an SNR drawn from LO-HI dB "
                    "(mel power; e.g. 3,30).")
+@click.option("--input-floor", type=float, metavar="DBFS",
+              help="Put a white-noise floor at this level (dB re full scale, e.g. -80) under the features, in "
+                   "training and in the exported model: digital silence then looks like a quiet room.")
 @click.option("--time-limit", type=float, default=0.0,
               help="Minutes for this invocation: stop early with a resumable checkpoint (LR schedule unchanged).")
 @click.option("--skip-bad-rows", is_flag=True, help="Skip (and list) bad manifest rows instead of failing.")
 def train(mixer, config_file, train_manifests, dev_manifest, run_dir, epochs, max_minutes, max_steps, batch_frames,
           lr, d_model, layers, dirdrop, dirdrop_p, direction, causal, seed, threads, resume, init, vtlp, noise_snr,
-          time_limit, skip_bad_rows):
+          input_floor, time_limit, skip_bad_rows):
     """Train a CTC encoder; checkpoints (safetensors + config.json) land in RUN_DIR."""
     from toolchain.train import resolve_config, resume_config, train as run_training
 
@@ -105,6 +108,7 @@ def train(mixer, config_file, train_manifests, dev_manifest, run_dir, epochs, ma
         model_cfg, tc = resolve_config(config_file, base_model=base_model, overrides={
             "model.mixer": mixer, "model.d_model": d_model, "model.n_layers": layers, "model.dirdrop": dirdrop,
             "model.dirdrop_p": dirdrop_p, "model.direction": direction, "model.causal": causal,
+            "model.input_floor_dbfs": input_floor,
             "train.epochs": epochs, "train.max_minutes": max_minutes, "train.max_steps": max_steps,
             "train.batch_frames": batch_frames,
             "train.lr": lr, "train.seed": seed, "train.threads": threads, "train.init": init, "train.vtlp": vtlp,

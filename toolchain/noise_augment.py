@@ -78,3 +78,14 @@ def add_noise(x: torch.Tensor, lengths: torch.Tensor, bank: torch.Tensor, snr_db
     noisy = torch.logaddexp(x, noise + gain[:, None, None])
     keep = (~on.to(x.device))[:, None, None] | ~valid[:, :, None]
     return torch.where(keep, x, noisy)
+
+
+def noise_floor(opts: FbankOptions, dbfs: float, seed: int = 0) -> torch.Tensor:
+    """``[F]`` log mean mel power per bin of white noise whose RMS is ``dbfs`` dB re 1.0 (full scale): the value
+    ``EncoderConfig.input_floor_dbfs`` models put under their features (``Encoder.normalize``)."""
+    rng = np.random.default_rng(seed)
+    rms = 0.05  # computed at a comfortable level, then scaled: mel power is linear in signal power
+    x = (rms * rng.standard_normal(int(10 * opts.sample_rate))).astype(np.float32)
+    fb = torch.from_numpy(compute_fbank(x, opts)).double()
+    per_bin = torch.logsumexp(fb, dim=0) - np.log(fb.shape[0])  # log of the mean power over frames
+    return (per_bin - 2 * np.log(rms) + dbfs / 10 * np.log(10)).float()

@@ -30,7 +30,7 @@ from toolchain.manifest import read_manifest
 
 LAST_CONFIG = "last.json"  # config of last.safetensors (resume point); config.json describes model.safetensors
 from toolchain.metrics import wer
-from toolchain.noise_augment import add_noise, noise_bank
+from toolchain.noise_augment import add_noise, noise_bank, noise_floor
 
 
 @dataclass
@@ -192,6 +192,8 @@ def train(run_dir: Path, model_cfg: EncoderConfig, tc: TrainConfig, train_manife
     mean, std = feature_stats(train_utts)
     model.feat_mean.copy_(mean)
     model.feat_std.copy_(std)
+    if model_cfg.input_floor_dbfs is not None:
+        model.feat_floor.copy_(noise_floor(feature_opts, model_cfg.input_floor_dbfs))
     decay, no_decay = [], []
     for n, p in model.named_parameters():
         (decay if p.dim() >= 2 and "lora" not in n else no_decay).append(p)
@@ -339,8 +341,13 @@ def _load_init_weights(model: Encoder, name_or_dir: str) -> str:
     if src is None:
         raise UserError(f"--init {name_or_dir}: not a checkpoint directory nor a shipped model")
     init, init_config = load_checkpoint(src)
+    state = {k: v.float() for k, v in init.state_dict().items()}
+    # the input floor follows this run's config (train() has set it), so inits with or without one both fit
+    state.pop("feat_floor", None)
+    if hasattr(model, "feat_floor"):
+        state["feat_floor"] = model.feat_floor
     try:
-        model.load_state_dict({k: v.float() for k, v in init.state_dict().items()})
+        model.load_state_dict(state)
     except RuntimeError as e:
         first = str(e).strip().splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
         raise UserError(f"--init {name_or_dir}: its weights do not fit this model config ({first})") from None
