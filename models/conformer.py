@@ -168,7 +168,7 @@ class Encoder(nn.Module):
         self.cfg = cfg
         self.register_buffer("feat_mean", torch.zeros(cfg.n_mels))
         self.register_buffer("feat_std", torch.ones(cfg.n_mels))
-        if cfg.input_floor_dbfs is not None:  # log-mel of the floor noise, filled by training (runtimes.features)
+        if cfg.input_floor_dbfs is not None:  # the floor noise's log-mel, set in training: noise_floor()
             self.register_buffer("feat_floor", torch.full((cfg.n_mels,), -30.0))
         self.subsampling = Subsampling(cfg.n_mels, cfg.d_model, cfg.causal)
         self.layers = nn.ModuleList(ConformerBlock(cfg) for _ in range(cfg.n_layers))
