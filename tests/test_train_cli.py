@@ -172,6 +172,63 @@ def test_several_train_manifests_are_pooled_each_with_its_own_relative_paths(cor
     assert p.returncode != 0 and "bad.jsonl row 2" in p.stderr and "Traceback" not in p.stderr
 
 
+def test_weight_ema_is_scored_saved_as_the_model_and_resumed(corpus, tmp_path, monkeypatch):
+    """With ``ema_decay`` dev WER scores the averaged copy, model.safetensors holds it (the best, as WER falls
+    here), last.safetensors the raw weights, and a resume continues the average where it stopped."""
+    import dataclasses
+
+    from safetensors.torch import load_file
+
+    import toolchain.train as tr
+    from models.config import EncoderConfig
+
+    scored = []
+
+    def fake_evaluate(model, *a, **k):
+        scored.append(all(not p.requires_grad for p in model.parameters()))
+        return 1.0 / len(scored), []
+
+    monkeypatch.setattr(tr, "evaluate", fake_evaluate)
+    run_dir = tmp_path / "run"
+    tc = tr.TrainConfig(epochs=50, max_steps=3, eval_every=1, batch_frames=4000, threads=1, ema_decay=0.9)
+    cfg = EncoderConfig(mixer="none", d_model=32, n_layers=2)
+    tr.train(run_dir, cfg, tc, corpus / "train.jsonl", corpus / "dev.jsonl", command="edgeasr train test")
+    assert scored and all(scored)  # the frozen EMA copy, never the model being trained
+    assert json.loads((run_dir / "train_state.json").read_text())["ema_updates"] == 3
+    ema, model, last = (load_file(run_dir / f) for f in ("ema.safetensors", "model.safetensors", "last.safetensors"))
+    assert all((ema[k] == model[k]).all() for k in ema)
+    assert any((ema[k] != last[k]).any() for k in ema if k.endswith("weight"))
+    assert all((ema[k] == last[k]).all() for k in ("feat_mean", "feat_std"))  # buffers copied, not averaged
+
+    tr.train(run_dir, cfg, dataclasses.replace(tc, max_steps=5), corpus / "train.jsonl", corpus / "dev.jsonl",
+             resume=True, command="edgeasr train test")
+    assert json.loads((run_dir / "train_state.json").read_text())["ema_updates"] == 5
+    (run_dir / "ema.safetensors").unlink()
+    with pytest.raises(tr.UserError, match="ema.safetensors: missing"):
+        tr.train(run_dir, cfg, dataclasses.replace(tc, max_steps=6), corpus / "train.jsonl",
+                 corpus / "dev.jsonl", resume=True)
+
+
+def test_weight_average_follows_the_ramped_decay():
+    import torch
+
+    from toolchain.weight_average import WeightAverage
+
+    net = torch.nn.BatchNorm1d(2)  # one weight, one bias and running-stat buffers
+    avg = WeightAverage(net, decay=0.5)
+    with torch.no_grad():
+        net.weight.fill_(3.0)
+        net.running_mean.fill_(7.0)
+    avg.update(net)  # t=0: decay min(0.5, 1/10) = 0.1 -> 0.1 * 1 + 0.9 * 3
+    assert torch.allclose(avg.model.weight, torch.full((2,), 2.8))
+    assert (avg.model.running_mean == 7.0).all() and not avg.model.weight.requires_grad
+    for _ in range(20):
+        avg.update(net)
+    assert avg.current_decay() == 0.5 and torch.allclose(avg.model.weight, torch.full((2,), 3.0), atol=1e-4)
+    with pytest.raises(ValueError, match="within"):
+        WeightAverage(net, decay=1.0)
+
+
 def test_time_limit_stops_early_and_resume_finishes_the_schedule(corpus, tmp_path):
     run_dir = tmp_path / "run"
     common = ["--train", str(corpus / "train.jsonl"), "--dev", str(corpus / "dev.jsonl"), "--out", str(run_dir)]
@@ -306,6 +363,7 @@ def torch_equal(a, b):
     (["--init", "default", "--noise-snr", "30,3"], "LO must not exceed HI"),
     (["--init", "default", "--noise-snr", "loud"], "expected LO,HI in dB"),
     (["--init", "default", "--input-floor", "6"], "input_floor_dbfs must be within -150..0"),
+    (["--init", "default", "--ema", "1.5"], "ema_decay must be 0 (off) or within (0, 1)"),
 ])
 def test_init_mistakes_are_one_line(corpus, tmp_path, extra, needle):
     p = run(EDGEASR + ["train", *extra, "--train", str(corpus / "train.jsonl"), "--dev", str(corpus / "dev.jsonl"),

@@ -79,12 +79,15 @@ def _snr_range(value: str | None):
 @click.option("--input-floor", type=float, metavar="DBFS",
               help="Put a white-noise floor at this level (dB re full scale, e.g. -80) under the features, in "
                    "training and in the exported model: digital silence then looks like a quiet room.")
+@click.option("--ema", "ema_decay", type=float, metavar="DECAY",
+              help="Keep an exponential moving average of the weights (e.g. 0.995): dev WER scores it and "
+                   "model.safetensors holds it; last.safetensors keeps the raw weights.")
 @click.option("--time-limit", type=float, default=0.0,
               help="Minutes for this invocation: stop early with a resumable checkpoint (LR schedule unchanged).")
 @click.option("--skip-bad-rows", is_flag=True, help="Skip (and list) bad manifest rows instead of failing.")
 def train(mixer, config_file, train_manifests, dev_manifest, run_dir, epochs, max_minutes, max_steps, batch_frames,
           lr, d_model, layers, dirdrop, dirdrop_p, direction, causal, seed, threads, resume, init, vtlp, noise_snr,
-          input_floor, time_limit, skip_bad_rows):
+          input_floor, ema_decay, time_limit, skip_bad_rows):
     """Train a CTC encoder; checkpoints (safetensors + config.json) land in RUN_DIR."""
     from toolchain.train import resolve_config, resume_config, train as run_training
 
@@ -112,7 +115,7 @@ def train(mixer, config_file, train_manifests, dev_manifest, run_dir, epochs, ma
             "train.epochs": epochs, "train.max_minutes": max_minutes, "train.max_steps": max_steps,
             "train.batch_frames": batch_frames,
             "train.lr": lr, "train.seed": seed, "train.threads": threads, "train.init": init, "train.vtlp": vtlp,
-            "train.noise_snr": noise_snr})
+            "train.noise_snr": noise_snr, "train.ema_decay": ema_decay})
     command = "edgeasr " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     summary = run_training(run_dir, model_cfg, tc, list(train_manifests), dev_manifest, resume=resume,
                            console=console, command=command, on_bad_row="skip" if skip_bad_rows else "fail",

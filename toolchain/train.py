@@ -29,8 +29,10 @@ from toolchain.dataset import collate, feature_stats, load_utterances, make_batc
 from toolchain.manifest import read_manifest
 
 LAST_CONFIG = "last.json"  # config of last.safetensors (resume point); config.json describes model.safetensors
+EMA_WEIGHTS = "ema.safetensors"  # the weight EMA at the last checkpoint (with --ema), to resume it
 from toolchain.metrics import wer
 from toolchain.noise_augment import add_noise, noise_bank, noise_floor
+from toolchain.weight_average import WeightAverage
 
 
 @dataclass
@@ -47,6 +49,7 @@ class TrainConfig:
     vtlp: float = 0.0  # max relative frequency warp per utterance (0: off); see models/specaugment.freq_warp
     noise_snr: tuple[float, float] | None = None  # fresh white/pink noise at this SNR range (dB, mel power); None: off
     noise_prob: float = 0.5  # share of utterances that get it; see toolchain/noise_augment
+    ema_decay: float = 0.0  # weight EMA scored on dev and saved as model.safetensors (0: off); toolchain/weight_average
     init: str = ""  # start from these weights (RUN_DIR or shipped name): fine-tuning keeps its feature normalisation
     eval_every: int = 400
     dev_limit: int = 300
@@ -61,6 +64,8 @@ class TrainConfig:
             self.noise_snr = (float(snr[0]), float(snr[1]))
         if not 0.0 <= self.noise_prob <= 1.0:
             raise UserError(f"noise_prob must be within 0-1, got {self.noise_prob}")
+        if not (self.ema_decay == 0.0 or 0.0 < self.ema_decay < 1.0):
+            raise UserError(f"ema_decay must be 0 (off) or within (0, 1), e.g. 0.995; got {self.ema_decay}")
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -210,10 +215,11 @@ def train(run_dir: Path, model_cfg: EncoderConfig, tc: TrainConfig, train_manife
             command = f"{init_command} && {command}"  # a fine-tune's card shows how its starting weights were made
     step, epoch, epoch_pos, elapsed_before, best = 0, 0, 0, 0.0, float("inf")
     history: list[dict] = []
+    resumed = None  # the train state a resume continues from
     if resume and (run_dir / "train_state.json").is_file():
         last, _ = load_checkpoint(run_dir, "last.safetensors", _last_config_name(run_dir))
         model.load_state_dict(last.state_dict())
-        meta = _load_train_state(run_dir, optimizer)
+        meta = resumed = _load_train_state(run_dir, optimizer)
         step, epoch, epoch_pos, elapsed_before = meta["step"], meta["epoch"], meta["epoch_pos"], meta["elapsed_s"]
         best, history = meta["best_dev_wer"], meta["history"]
         say(f"resumed from step {step} (epoch {epoch}, best dev WER {best:.3f})")
@@ -223,6 +229,14 @@ def train(run_dir: Path, model_cfg: EncoderConfig, tc: TrainConfig, train_manife
         if previous and command and not command.startswith(previous):
             command = f"{previous} && {command}"  # the card must show every command that produced the weights
     model.to(device).train()
+    ema = None
+    if tc.ema_decay:
+        ema = WeightAverage(model, tc.ema_decay, updates=resumed.get("ema_updates", 0) if resumed else 0)
+        if resumed:
+            if not (run_dir / EMA_WEIGHTS).is_file():
+                raise UserError(f"{run_dir / EMA_WEIGHTS}: missing (this run keeps a weight EMA to resume)")
+            ema.load_state_dict({k: v.to(device) for k, v in load_file(str(run_dir / EMA_WEIGHTS)).items()})
+    scored = ema.model if ema else model  # what dev WER measures and model.safetensors holds
     n_params = count_parameters(model)
     say(f"model: {model_cfg.mixer}, {n_params / 1e6:.2f} M parameters, device {device}, world {env.world}")
     net = model
@@ -259,16 +273,18 @@ def train(run_dir: Path, model_cfg: EncoderConfig, tc: TrainConfig, train_manife
         meta = {**meta_common, "metrics": {"step": step, "epoch": epoch, "dev_wer": dev_wer}}
         # last and best each keep their own config: config.json always describes model.safetensors
         save_checkpoint(run_dir, model, meta, "last.safetensors", config_name=LAST_CONFIG)
+        if ema:
+            atomic_save_tensors(run_dir / EMA_WEIGHTS, ema.state_dict())
         if dev_wer <= best:
             best = dev_wer
-            save_checkpoint(run_dir, model, {**meta, "metrics": {**meta["metrics"], "best": True}})
+            save_checkpoint(run_dir, scored, {**meta, "metrics": {**meta["metrics"], "best": True}})
         _save_train_state(run_dir, optimizer, {"step": step, "epoch": epoch, "epoch_pos": epoch_pos,
-                                               "best_dev_wer": best,
+                                               "best_dev_wer": best, "ema_updates": ema.updates if ema else 0,
                                                "elapsed_s": elapsed_before + time.time() - start,
                                                "history": history})
 
     def run_eval():
-        dev_wer, _ = evaluate(model, dev_utts, device) if dev_utts else (float("nan"), [])
+        dev_wer, _ = evaluate(scored, dev_utts, device) if dev_utts else (float("nan"), [])
         history.append({"step": step, "epoch": epoch, "dev_wer": dev_wer,
                         "elapsed_s": round(elapsed_before + time.time() - start, 1)})
         say(f"step {step} epoch {epoch}: dev WER {dev_wer * 100:.2f}%")
@@ -305,6 +321,8 @@ def train(run_dir: Path, model_cfg: EncoderConfig, tc: TrainConfig, train_manife
                 gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.clip)
                 if torch.isfinite(gnorm):
                     optimizer.step()
+                    if ema:
+                        ema.update(model)
                 step += 1
                 epoch_pos = bi + 1
                 prog.update(task, completed=step, description=f"train loss {loss.item():.3f}")
