@@ -79,8 +79,9 @@ byte, so WERs stay comparable; only the training split differs (a corpus under 6
   (``--noise-snr 0,25``, ``toolchain.noise_augment``) and an input floor (``--input-floor -80``; 658 steps, 70
   min, 2 CPU threads): test bi 29.4 -> 28.3 % (slt 55.2 -> 52.8 %), alt 42.0 -> 40.4 %, l2r 58.6 -> 58.9 %, dev
   24.9 -> 25.2 %, real recordings bi 75.2 -> 72.3 %. A fifth corpus (``--seed 4``, 3 h, 39.7 min with 2 jobs on a
-  slower day) and 361 more steps from the shipped model (70 min, same options plus ``--ema 0.995``) gave test bi
-  28.3 -> 28.2 % (slt 52.8 -> 51 %), dev 25.2 -> 24.6 %, but real recordings bi 72.3 -> 79.2 %: not shipped.
+  slower day) and 361 more steps from the shipped model (70 min, same options plus ``--ema 0.995``) ended on
+  weights (raw; the EMA scores alike) with test bi 28.3 -> 28.2 % (slt 52.8 -> 52 %), dev 25.2 -> 24.6 %, but real
+  recordings bi 72.3 -> 79.2 %: not shipped.
 
 Every utterance then gets its leading/trailing silence trimmed, a random gain and light white or pink noise
 (SNR 20-40 dB), and is written as 16 kHz mono 16-bit PCM wav.

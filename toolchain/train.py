@@ -27,12 +27,12 @@ from runtimes.features import FbankOptions
 from runtimes.vocab import BLANK_ID, VOCAB, ctc_greedy
 from toolchain.dataset import collate, feature_stats, load_utterances, make_batches
 from toolchain.manifest import read_manifest
-
-LAST_CONFIG = "last.json"  # config of last.safetensors (resume point); config.json describes model.safetensors
-EMA_WEIGHTS = "ema.safetensors"  # the weight EMA at the last checkpoint (with --ema), to resume it
 from toolchain.metrics import wer
 from toolchain.noise_augment import add_noise, noise_bank, noise_floor
 from toolchain.weight_average import WeightAverage
+
+LAST_CONFIG = "last.json"  # config of last.safetensors (resume point); config.json describes model.safetensors
+EMA_WEIGHTS = "ema.safetensors"  # the weight EMA at the last checkpoint (with --ema), to resume it
 
 
 @dataclass

@@ -1,8 +1,8 @@
 """Exponential moving average of a model's weights during training (``--ema DECAY``; off by default).
 
-Why: a short fine-tune on a noisy, small-batch CPU budget ends on weights that carry the last few hundred
-steps' gradient noise; their running average generalises better at no training cost (icefall averages its
-models, NeMo and timm keep an EMA). The averaged copy is what dev WER scores and what ``model.safetensors``
+Why: weights taken while the learning rate is still high carry the last few hundred steps' gradient noise; their
+running average often generalises better at no training cost (icefall averages its models, NeMo and timm keep an
+EMA); whether it does for a given run is measured, not assumed (below). The averaged copy is what dev WER scores and what ``model.safetensors``
 holds; ``last.safetensors`` keeps the raw weights, the resume point, and ``ema.safetensors`` the average.
 
 The effective decay ramps up as ``min(decay, (1 + t) / (10 + t))`` (t: steps averaged so far), so the average of a
