@@ -58,7 +58,9 @@ corpus: setup
 # voices; twice their share and half of flite shifted up), then on a second recipe-6 corpus (seed 1: fresh
 # sentences and Kokoro blends), then on a third (seed 3) with feature-domain noise and an input floor: the shipped
 # ones ran --max-minutes 75, 100, 92, 85, 85 and 70 --threads 2 on this 2-core machine and ended at steps 499, 436,
-# 333, 344, 446 and 658; --max-steps gives the same budgets on any hardware.
+# 333, 344, 446 and 658; --max-steps gives the same budgets on any hardware. The last stage pools two fresh recipe-6
+# corpora (seeds 5 and 6, 4 + 3 h of train) with a weight EMA (--ema 0.995; the shipped weights are the EMA's):
+# --max-minutes 48, 408 steps.
 # Recipe 6 is synthesised at 5 h, seed 3 at 3 h of train only (its Kokoro share costs ~21 min per audio hour);
 # its dev/test are a prefix of the 6 h ones, and it trains against recipe 3's dev like the others.
 FLAGSHIP_MINUTES ?= 21
@@ -69,6 +71,7 @@ RECIPE5_STEPS ?= 333
 RECIPE6_STEPS ?= 344
 RECIPE6_SEED1_STEPS ?= 446
 RECIPE6_NOISE_STEPS ?= 658
+RECIPE6_SEEDS56_STEPS ?= 408
 train-flagship: corpus
 	$(EDGEASR) data transcode work/corpus/train.jsonl --out work/corpus-opus --kbps 18
 	$(EDGEASR) data transcode work/corpus/dev.jsonl --out work/corpus-opus --kbps 18
@@ -100,7 +103,13 @@ train-flagship: corpus
 	$(EDGEASR) data synth --out work/corpus-r6s3 --hours 3 --seed 3 --recipe 6 --splits train
 	$(EDGEASR) train --init work/runs/rwkv-dirdrop-both-r6s1ft --config configs/flagship-vtlp-ft.json \
 	  --noise-snr 0,25 --input-floor -80 --train work/corpus-r6s3/train.jsonl --dev work/corpus-r3/dev.jsonl \
-	  --out work/runs/rwkv-dirdrop-both --max-steps $(RECIPE6_NOISE_STEPS)
+	  --out work/runs/rwkv-dirdrop-both-r6s3ft --max-steps $(RECIPE6_NOISE_STEPS)
+	$(EDGEASR) data synth --out work/corpus-r6s5 --hours 4 --seed 5 --recipe 6 --splits train
+	$(EDGEASR) data synth --out work/corpus-r6s6 --hours 3 --seed 6 --recipe 6 --splits train
+	$(EDGEASR) train --init work/runs/rwkv-dirdrop-both-r6s3ft --config configs/flagship-vtlp-ft.json \
+	  --noise-snr 0,25 --input-floor -80 --ema 0.995 --train work/corpus-r6s5/train.jsonl \
+	  --train work/corpus-r6s6/train.jsonl --dev work/corpus-r3/dev.jsonl \
+	  --out work/runs/rwkv-dirdrop-both --max-steps $(RECIPE6_SEEDS56_STEPS)
 	$(PY) -m toolchain.ship work/runs/rwkv-dirdrop-both --name rwkv-dirdrop-both \
 	  --test work/corpus/test.jsonl --real work/real/real.jsonl
 
