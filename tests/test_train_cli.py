@@ -260,7 +260,8 @@ def test_interrupted_training_keeps_loadable_checkpoints_and_resumes(corpus, tmp
     from models.checkpoint import load_checkpoint
 
     cfg = tmp_path / "cfg.json"
-    cfg.write_text(json.dumps({"train": {"eval_every": 1, "dev_limit": 2, "epochs": 200, "max_steps": 1000}}))
+    # a budget no run reaches before the signal (200 one-batch epochs could end inside the 1.5 s wait)
+    cfg.write_text(json.dumps({"train": {"eval_every": 1, "dev_limit": 2, "epochs": 100000, "max_steps": 100000}}))
     run_dir = tmp_path / "run"
     common = ["--train", str(corpus / "train.jsonl"), "--dev", str(corpus / "dev.jsonl"), "--out", str(run_dir)]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
