@@ -265,8 +265,11 @@ def test_interrupted_training_keeps_loadable_checkpoints_and_resumes(corpus, tmp
     run_dir = tmp_path / "run"
     common = ["--train", str(corpus / "train.jsonl"), "--dev", str(corpus / "dev.jsonl"), "--out", str(run_dir)]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    # a shell's background job (`make test &`) inherits SIGINT ignored, and Python then never raises
+    # KeyboardInterrupt: give the child the default disposition a terminal's Ctrl-C meets
     proc = subprocess.Popen(EDGEASR + ["train", "--mixer", "none", "--config", str(cfg), *common, *TINY],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 300
     while time.time() < deadline and not (run_dir / "train_state.json").is_file():
         time.sleep(0.2)
