@@ -2,8 +2,8 @@
 # Build the bundle a remote GPU box needs for run.sh when it can reach no package index and takes a capped
 # upload (64 MiB here): Opus copies of the corpora in .gpu/ and the wheels its image lacks in .whl/ (both ignored
 # by git; carry them). Usage: tools/remote_finetune/bundle.sh DEV.jsonl TRAIN.jsonl... (run in the repo root).
-# Measured 2026-12-04: --kbps 12 is 13.8 kb/s, 6.2 MB per audio hour; the shipped model loses 1.8 WER points on
-# dev read at that rate (16: 0.9) against wav, so train at 12 and score dev at 16.
+# Measured 2026-12-04: --kbps 12 is 13.8 kb/s, 6.2 MB per audio hour; the flagship then shipped (dev bi 25.2 %
+# on wav) lost 1.8 WER points on dev read at that rate (16: 0.9), so train at 12 and score dev at 16.
 set -euo pipefail
 [ $# -ge 2 ] || { echo "usage: $0 DEV.jsonl TRAIN.jsonl..." >&2; exit 2; }
 EDGEASR=${EDGEASR:-edgeasr}
