@@ -1,7 +1,8 @@
 #!/bin/bash
-# Fine-tunes of a model side by side on one GPU, from the bundle bundle.sh made. Why side by side: the 4.6 M-parameter
-# flagship is launch-bound there (0.18 s a 40k-frame step on an H100: 6 x 4.56 M params x 10k encoder frames = 1.5 TFLOP/s),
-# so extra runs should cost little wall time (not yet measured). Corpora in .gpu/ (or BUNDLE), wheels in .whl/ (SKIP_PIP=1: the current environment).
+# Fine-tunes of a model side by side on one GPU, from the bundle bundle.sh made. Why side by side: the flagship
+# is launch-bound there (0.18 s a 40k-frame step on an H100: 6 x 4.56 M params x 10k encoder frames = 1.5 TFLOP/s),
+# so extra runs should cost little wall time (not yet measured). Corpora in .gpu/ (or BUNDLE), wheels in .whl/
+# (SKIP_PIP=1: the current environment).
 # Usage (repo root, on the GPU box): [INIT=default MIN=7 OUT=dir] tools/remote_finetune/run.sh NAME:LR:BATCH_FRAMES...
 # Each run keeps the flagship's last fine-tune settings (VTLP, noise, input floor) and a weight EMA; OUT gets
 # NAME.tar (best-on-dev weights as fp16 + the run's json files), NAME-last.safetensors (raw final, fp16), all.txt.
