@@ -44,7 +44,7 @@ byte, so WERs stay comparable; only the training split differs (a corpus under 6
   overfitted; more, and more varied, natural audio is the lever. Measured: fine-tuning the shipped flagship on
   this recipe (``--hours 6 --seed 0 --recipe 4``; 436 steps, 100 min, 2 CPU threads, --vtlp 0.2) gave dev
   27.4 -> 27.0 %, test bi 36.8 -> 35.7 %, slt 74.5 -> 71.9 %, real recordings bi 79.2 -> 77.2 %; not shipped on its own, its
-  int8 l2r step graph drifted past the shipped-model budget as that check then was (6 utterances; README).
+  int8 l2r step graph drifted past the shipped-model budget as that check then was (6 utterances; docs/flagship.md).
 - 5: recipe 4 with Kokoro's five voices and their pairwise blends as 15 % of train (espeak-ng 36, flite 16,
   festival 10, Piper 23 %). Why: the recipe-4 shift made one male voice sound less male and moved slt a little;
   real female (and more) speakers are the next lever. The shipped (recipe-3) flagship scores 71.6 % WER (bi) on 24
