@@ -304,6 +304,26 @@ def test_eval_breaks_wer_down_by_a_manifest_field(corpus):
     assert voices <= {c.strip() for line in p.stdout.splitlines() for c in line.split("│")}, p.stdout
 
 
+def test_eval_by_engine_is_derived_from_the_voice_name(corpus):
+    p = run(EDGEASR + ["eval", "default", "--test", str(corpus / "test.jsonl"), "--direction", "bi", "--by", "engine",
+                       "--json"])
+    rows = json.loads(p.stdout)
+    voices = [json.loads(line)["voice"] for line in (corpus / "test.jsonl").read_text().splitlines()]
+    engines = {v.split(":")[0] for v in voices}
+    assert {r["group"] for r in rows} == engines | {"all"}
+    for e in engines:  # each engine's row counts exactly its voices' utterances
+        assert next(r for r in rows if r["group"] == e)["utterances"] == sum(v.startswith(e + ":") for v in voices)
+
+
+def test_group_key_prefers_a_real_field():
+    from toolchain.cli_model import group_key
+
+    assert group_key({"voice": "flite:slt", "engine": "mine"}, "engine") == "mine"
+    assert group_key({"voice": "flite:slt"}, "engine") == "flite"
+    assert group_key({"voice": "speaker7"}, "engine") is None
+    assert group_key({"speaker": 3}, "speaker") == "3"
+
+
 @pytest.mark.parametrize("extra, needle", [
     (["--by", "nosuchfield"], "no row has the field 'nosuchfield' (fields: voice)"),
     (["--direction", "l2r,sideways"], "unknown mode(s) sideways"),

@@ -123,12 +123,23 @@ def train(mixer, config_file, train_manifests, dev_manifest, run_dir, epochs, ma
     click.echo(json.dumps({k: v for k, v in summary.items() if k != "history"}))
 
 
+def group_key(row: dict, by: str) -> str | None:
+    """The group of a manifest row for ``eval --by``: the field's value, or for ``engine`` the TTS engine that
+    prefixes a synthetic corpus's voice name (``engine:voice``), so a corpus can be scored per engine as written."""
+    if by in row:
+        return str(row[by])
+    if by == "engine" and ":" in str(row.get("voice", "")):
+        return str(row["voice"]).split(":", 1)[0]
+    return None
+
+
 @click.command(name="eval")
 @click.argument("model")
 @click.option("--test", "manifests", required=True, multiple=True, type=click.Path(path_type=Path))
 @click.option("--direction", "directions",
               help="Comma-separated inference modes (default: l2r,alt,bi for a checkpoint, its own for an ONNX file).")
-@click.option("--by", "by", help="Also break WER down by this manifest field (e.g. voice, speaker).")
+@click.option("--by", "by", help="Also break WER down by this manifest field (e.g. voice, speaker); 'engine' is "
+                                 "derived from voice ('espeak-ng:en-us+f3' -> espeak-ng) when rows have no such field.")
 @click.option("--skip-bad-rows", is_flag=True, help="Skip (and list) bad manifest rows instead of failing.")
 @click.option("--lm", "lm_dir", type=click.Path(path_type=Path),
               help="Also decode with this word LM (edgeasr lm build): rows for decoder greedy and lm.")
@@ -172,11 +183,12 @@ def evaluate(model, manifests, directions, by, skip_bad_rows, lm_dir, backend, t
             entries = read_manifest(m, on_error="skip" if skip_bad_rows else "fail")
             groups = {"all": list(range(len(entries)))}
             if by:
-                if not any(by in e.extra for e in entries):
+                keys = [group_key(e.extra, by) for e in entries]
+                if all(k is None for k in keys):
                     fields = sorted({k for e in entries for k in e.extra})
                     raise UserError(f"{m}: no row has the field {by!r} (fields: {', '.join(fields) or 'none'})")
-                for i, e in enumerate(entries):
-                    groups.setdefault(str(e.extra.get(by, "(none)")), []).append(i)
+                for i, k in enumerate(keys):
+                    groups.setdefault("(none)" if k is None else k, []).append(i)
             utts = source.utterances(entries)
             for d in modes:
                 logprobs = source.logprobs(utts, d)
