@@ -110,7 +110,7 @@ train-flagship: corpus
 	  --noise-snr 0,25 --input-floor -80 --ema 0.995 --train work/corpus-r6s5/train.jsonl \
 	  --train work/corpus-r6s6/train.jsonl --dev work/corpus-r3/dev.jsonl \
 	  --out work/runs/rwkv-dirdrop-both --max-steps $(RECIPE6_SEEDS56_STEPS)
-	$(PY) -m toolchain.ship work/runs/rwkv-dirdrop-both --name rwkv-dirdrop-both \
+	$(PY) -m edgeasr.training.ship work/runs/rwkv-dirdrop-both --name rwkv-dirdrop-both \
 	  --test work/corpus/test.jsonl --real work/real/real.jsonl
 
 # The same model at the comparison models' budget (1590 steps, 85 min on one CPU thread): the DirDrop experiment
@@ -119,7 +119,7 @@ TRAIN_MINUTES ?= 85
 train-flagship-1590: corpus
 	$(EDGEASR) train --config configs/flagship.json --train work/corpus/train.jsonl --dev work/corpus/dev.jsonl \
 	  --out work/runs/rwkv-dirdrop-both-1590 --max-minutes $(TRAIN_MINUTES)
-	$(PY) -m toolchain.ship work/runs/rwkv-dirdrop-both-1590 --name rwkv-dirdrop-both-1590 \
+	$(PY) -m edgeasr.training.ship work/runs/rwkv-dirdrop-both-1590 --name rwkv-dirdrop-both-1590 \
 	  --test work/corpus/test.jsonl --real work/real/real.jsonl
 
 # The comparison models: same size class and the flagship's step count (1590), one torch thread each;
@@ -135,7 +135,7 @@ train-baselines: $(addprefix baseline-,$(BASELINES))
 baseline-%: corpus
 	OMP_NUM_THREADS=1 $(EDGEASR) train --config configs/baseline.json --train work/corpus/train.jsonl \
 	  --dev work/corpus/dev.jsonl --max-steps $(BASELINE_STEPS) $(baseline_args_$*) --out work/runs/$*
-	$(PY) -m toolchain.ship work/runs/$* --name $* --test work/corpus/test.jsonl --real work/real/real.jsonl
+	$(PY) -m edgeasr.training.ship work/runs/$* --name $* --test work/corpus/test.jsonl --real work/real/real.jsonl
 
 clean:
 	rm -rf work .pytest_cache .hypothesis

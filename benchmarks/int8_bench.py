@@ -20,12 +20,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from calibration.int8 import quantize_model  # noqa: E402
-from runtimes.audio import load_audio  # noqa: E402
-from runtimes.backends import available, get_backend  # noqa: E402
-from runtimes.session import StreamingSession  # noqa: E402
-from toolchain.manifest import read_manifest  # noqa: E402
-from toolchain.metrics import wer  # noqa: E402
+from edgeasr.calibration.int8 import quantize_model  # noqa: E402
+from edgeasr.runtimes.audio import load_audio  # noqa: E402
+from edgeasr.runtimes.backends import available, get_backend  # noqa: E402
+from edgeasr.runtimes.session import StreamingSession  # noqa: E402
+from edgeasr.data.manifest import read_manifest  # noqa: E402
+from edgeasr.evaluation.metrics import wer  # noqa: E402
 
 
 def run_backend(name: str, path: Path, audio: list, threads: int) -> tuple[list[str], list[float]]:

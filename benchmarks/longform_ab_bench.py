@@ -25,11 +25,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import models.mixers.mamba2 as mamba2  # noqa: E402
-import models.mixers.mha as mha  # noqa: E402
-import models.mixers.rwkv as rwkv  # noqa: E402
-from exporters.onnx_export import export  # noqa: E402
-from toolchain.cli_model import load_model  # noqa: E402
+import edgeasr.models.mixers.mamba2 as mamba2  # noqa: E402
+import edgeasr.models.mixers.mha as mha  # noqa: E402
+import edgeasr.models.mixers.rwkv as rwkv  # noqa: E402
+from edgeasr.exporters.onnx_export import export  # noqa: E402
+from edgeasr.pretrained import load_model  # noqa: E402
 
 # per mixer: (module, its switch read at call time, new value, old value, direction of the full graph compared)
 SWITCHES = {"rwkv": (rwkv, "FULL_SEQUENCE_GROUP", rwkv.FULL_SEQUENCE_GROUP, 0, "bi"),
@@ -108,7 +108,7 @@ def main():
 
 
 if __name__ == "__main__":
-    from runtimes.errors import UserError
+    from edgeasr.runtimes.errors import UserError
 
     try:
         main()

@@ -31,9 +31,9 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from exporters.onnx_export import build_onnx  # noqa: E402
-from models.mixers.rwkv import DEFAULT_CHUNK_LEN, RWKV6TimeMix  # noqa: E402
-from toolchain.cli_model import load_model  # noqa: E402
+from edgeasr.exporters.onnx_export import build_onnx  # noqa: E402
+from edgeasr.models.mixers.rwkv import DEFAULT_CHUNK_LEN, RWKV6TimeMix  # noqa: E402
+from edgeasr.pretrained import load_model  # noqa: E402
 
 TRAIN_SHAPES = ((8, 200), (80, 500), (40, 1000))  # (utterances, fbank frames): 80 x 500 = a 40k-frame batch
 INFER_SHAPES = ((1, 6000), (16, 800))
@@ -62,7 +62,7 @@ def infer(model, x, lens):
 
 def ort_step_session(model, config, tmp: Path):
     """The deployment path: the l2r step graph on the ORT backend (1 thread), from its metadata's initial state."""
-    from runtimes.backends import get_backend
+    from edgeasr.runtimes.backends import get_backend
 
     model.set_direction("l2r")
     onx, _ = build_onnx(model, config, "step", "l2r", STEP_FRAMES)

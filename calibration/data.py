@@ -19,11 +19,11 @@ from typing import Callable, Iterator
 import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
 
-from runtimes.audio import load_audio
-from runtimes.errors import UserError
-from runtimes.features import compute_fbank
-from runtimes.metadata import read_metadata, state_io_names
-from runtimes.session import fbank_options
+from edgeasr.runtimes.audio import load_audio
+from edgeasr.runtimes.errors import UserError
+from edgeasr.runtimes.features import compute_fbank
+from edgeasr.runtimes.metadata import read_metadata, state_io_names
+from edgeasr.runtimes.session import fbank_options
 
 MIN_UTTERANCES = 2
 MIN_SAMPLES = 4

@@ -11,8 +11,8 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from calibration import data as cdata, quantize as q, report as rep, sensitivity as sens
-from runtimes.metadata import read_metadata
+from edgeasr.calibration import data as cdata, quantize as q, report as rep, sensitivity as sens
+from edgeasr.runtimes.metadata import read_metadata
 
 
 def quantize_model(model_path, calib_audio: list, out, method: str = "minmax", max_utterances: int | None = 64,

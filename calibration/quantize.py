@@ -37,10 +37,10 @@ from pathlib import Path
 
 import onnx
 
-from runtimes.errors import UserError
-from calibration.data import STRIDE
-from runtimes.files import atomic_write, output_path_problem
-from runtimes.metadata import PREFIX, read_metadata
+from edgeasr.runtimes.errors import UserError
+from edgeasr.calibration.data import STRIDE
+from edgeasr.runtimes.files import atomic_write, output_path_problem
+from edgeasr.runtimes.metadata import PREFIX, read_metadata
 
 METHODS = ("minmax", "percentile", "entropy")
 # ORT's histogram calibrators np.asarray() all samples of one collect_data call: their samples must share a shape

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from runtimes.files import atomic_write
+from edgeasr.runtimes.files import atomic_write
 
 
 def build_report(model: str, out: str, method: str, calib: dict, choices: list, sensitivity: dict,

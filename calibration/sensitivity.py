@@ -23,7 +23,7 @@ from typing import Callable
 import numpy as np
 import onnx
 
-from runtimes.vocab import normalize_text
+from edgeasr.runtimes.vocab import normalize_text
 
 
 class BudgetError(Exception):
@@ -54,8 +54,8 @@ def corpus_wer(refs: list[str], hyps: list[str]) -> float:
 
 def transcribe_set(model_path, utterances: list[tuple[np.ndarray, str]], threads: int = 1) -> list[str]:
     """Greedy CTC transcripts of ``[(features, ref)]`` with the model on ONNX Runtime CPU."""
-    from runtimes.backends import get_backend
-    from runtimes.session import OfflineSession
+    from edgeasr.runtimes.backends import get_backend
+    from edgeasr.runtimes.session import OfflineSession
 
     backend = get_backend("ort", model_path, threads=threads)
     try:

@@ -19,12 +19,12 @@ from pathlib import Path
 import onnx
 import torch
 
-from exporters import graph_clean, verify as verify_mod, wrappers
-from models.conformer import Encoder
-from models.mixers.chunk_scan import grouped_hand_over
-from runtimes.features import FbankOptions
-from runtimes.files import atomic_write, output_path_problem
-from runtimes.metadata import (FORMAT_VERSION, STATE_INPUT_PREFIX, STATE_OUTPUT_PREFIX, encode_metadata)
+from edgeasr.exporters import graph_clean, verify as verify_mod, wrappers
+from edgeasr.models.conformer import Encoder
+from edgeasr.models.mixers.chunk_scan import grouped_hand_over
+from edgeasr.runtimes.features import FbankOptions
+from edgeasr.runtimes.files import atomic_write, output_path_problem
+from edgeasr.runtimes.metadata import (FORMAT_VERSION, STATE_INPUT_PREFIX, STATE_OUTPUT_PREFIX, encode_metadata)
 
 OPSET = 17
 KINDS = ("full", "step", "chunk")

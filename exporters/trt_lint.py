@@ -22,7 +22,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
-from runtimes.errors import UserError
+from edgeasr.runtimes.errors import UserError
 
 OPS_FILE = Path(__file__).with_name("trt_ops.json")
 STATE_IN, STATE_OUT = "in.", "out."

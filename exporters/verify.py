@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.conformer import Encoder
-from runtimes.metadata import STATE_INPUT_PREFIX, STATE_OUTPUT_PREFIX
+from edgeasr.models.conformer import Encoder
+from edgeasr.runtimes.metadata import STATE_INPUT_PREFIX, STATE_OUTPUT_PREFIX
 
 REAL_WAV_GLOB = "/usr/share/pocketsphinx/test/data/librivox/*.wav"
 MAX_REAL_FRAMES = 1200  # 12 s of real speech is plenty to prove parity
@@ -68,8 +68,8 @@ def session(model_bytes: bytes):
 
 def real_features(wav: str | Path | None, fbank: dict) -> tuple[str, np.ndarray] | None:
     """(label, [T, F] float32) from ``wav`` or the first pocketsphinx LibriVox clip; None when neither exists."""
-    from runtimes.audio import load_audio
-    from runtimes.features import FbankOptions, compute_fbank
+    from edgeasr.runtimes.audio import load_audio
+    from edgeasr.runtimes.features import FbankOptions, compute_fbank
 
     if wav is None:
         found = sorted(glob.glob(REAL_WAV_GLOB))

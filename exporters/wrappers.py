@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.conformer import Encoder
-from runtimes.metadata import STATE_INPUT_PREFIX, STATE_OUTPUT_PREFIX
+from edgeasr.models.conformer import Encoder
+from edgeasr.runtimes.metadata import STATE_INPUT_PREFIX, STATE_OUTPUT_PREFIX
 
 
 class FullGraph(nn.Module):

@@ -14,8 +14,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from models.config import EncoderConfig
-from models.conformer import Encoder
+from edgeasr.models.config import EncoderConfig
+from edgeasr.models.conformer import Encoder
 
 FORMAT = "edgeasr-checkpoint/1"
 WEIGHTS = "model.safetensors"

@@ -13,10 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.config import EncoderConfig
-from models.dirdrop import inference_directions, training_directions
-from models.mixers import build_mixer
-from models.state import State, StateSpec, initial_state
+from edgeasr.models.config import EncoderConfig
+from edgeasr.models.dirdrop import inference_directions, training_directions
+from edgeasr.models.mixers import build_mixer
+from edgeasr.models.state import State, StateSpec, initial_state
 
 
 def time_mask(lengths: torch.Tensor, T: int) -> torch.Tensor:

@@ -15,7 +15,7 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import resample_poly
 
-from runtimes.errors import UserError
+from edgeasr.runtimes.errors import UserError
 
 
 def load_audio(path, target_sr: int = 16000) -> tuple[np.ndarray, list[str]]:

@@ -55,7 +55,7 @@ def out_dir_problem(out) -> str | None:
 
 def check_out_dir(out) -> Path:
     """``out`` as a Path, or a one-line UserError naming why it cannot receive results (creates nothing)."""
-    from runtimes.errors import UserError
+    from edgeasr.runtimes.errors import UserError
 
     problem = out_dir_problem(out)
     if problem:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runtimes.errors import UserError
+from edgeasr.runtimes.errors import UserError
 
 ARPA_FILE = "lm.arpa"
 WORDS_FILE = "words.txt"

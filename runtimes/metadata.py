@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from runtimes.errors import UserError
+from edgeasr.runtimes.errors import UserError
 
 PREFIX = "edgeasr."
 FORMAT_VERSION = 1

@@ -31,8 +31,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from runtimes.errors import UserError
-from runtimes.features import FbankOptions, StreamingFbank, compute_fbank
+from edgeasr.runtimes.errors import UserError
+from edgeasr.runtimes.features import FbankOptions, StreamingFbank, compute_fbank
 
 
 def fbank_options(meta: dict) -> FbankOptions:

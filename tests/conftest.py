@@ -20,7 +20,7 @@ def _one_thread():
 @pytest.fixture(scope="session")
 def corpus(tmp_path_factory):
     """A tiny synthesized corpus (0.01 h, seed 3), shared read-only by the CLI tests."""
-    from toolchain.corpus import synthesize_corpus
+    from edgeasr.data.corpus import synthesize_corpus
 
     out = tmp_path_factory.mktemp("corpus")
     synthesize_corpus(out, hours=0.01, seed=3, jobs=1, progress=False)

@@ -1,7 +1,7 @@
 """Training-time augmentation on fbank features: SpecAugment masks and frequency warping (VTLP)."""
 import torch
 
-from models.specaugment import freq_warp, spec_augment
+from edgeasr.models.specaugment import freq_warp, spec_augment
 
 
 def test_spec_augment_masks_with_the_utterance_mean_inside_its_length():
@@ -67,14 +67,14 @@ def _speech_fbank():
 
     import soundfile as sf
 
-    from runtimes.features import FbankOptions, compute_fbank
+    from edgeasr.runtimes.features import FbankOptions, compute_fbank
 
     with tempfile.TemporaryDirectory() as td:
         wav = f"{td}/s.wav"
         subprocess.run(["espeak-ng", "-v", "en-us", "-w", wav, "and the evening and the morning were the third day"],
                        check=True)
         x, sr = sf.read(wav, dtype="float32")
-    from runtimes.audio import resample
+    from edgeasr.runtimes.audio import resample
 
     x = resample(x, sr, 16000).astype("float32") * 0.5
     return x, FbankOptions(), torch.from_numpy(compute_fbank(x, FbankOptions()))
@@ -86,8 +86,8 @@ def test_noise_in_the_feature_domain_matches_mixing_the_waveforms():
     are equally loud) and the realised SNR as drawn."""
     import numpy as np
 
-    from runtimes.features import compute_fbank
-    from toolchain.noise_augment import ACTIVE_DB, add_noise, noise_bank
+    from edgeasr.runtimes.features import compute_fbank
+    from edgeasr.training.noise_augment import ACTIVE_DB, add_noise, noise_bank
 
     x, opts, fx = _speech_fbank()
     bank = noise_bank(opts)
@@ -95,7 +95,7 @@ def test_noise_in_the_feature_domain_matches_mixing_the_waveforms():
         # the waveform mix: a fresh noise draw of that colour, scaled to the SNR on mel power (the module's measure)
         n = np.random.default_rng(7).standard_normal(x.size)
         if colour == 1:
-            from toolchain.noise_augment import _pink
+            from edgeasr.training.noise_augment import _pink
 
             n = _pink(n)
         fn = torch.from_numpy(compute_fbank((n * 0.01).astype("float32"), opts)).double()
@@ -114,8 +114,8 @@ def test_noise_in_the_feature_domain_matches_mixing_the_waveforms():
 
 
 def test_noise_leaves_padding_and_skipped_utterances_alone():
-    from runtimes.features import FbankOptions
-    from toolchain.noise_augment import add_noise, noise_bank
+    from edgeasr.runtimes.features import FbankOptions
+    from edgeasr.training.noise_augment import add_noise, noise_bank
 
     bank = noise_bank(FbankOptions())
     x = torch.randn(4, 300, 80) + 10
@@ -135,8 +135,8 @@ def test_noise_floor_is_the_fbank_of_white_noise_at_that_level():
     fresh draw, computed at the floor's own level (-60 dBFS: ~33 int16 steps, far above kaldi's energy floor)."""
     import numpy as np
 
-    from runtimes.features import FbankOptions, compute_fbank
-    from toolchain.noise_augment import noise_floor
+    from edgeasr.runtimes.features import FbankOptions, compute_fbank
+    from edgeasr.training.noise_augment import noise_floor
 
     opts = FbankOptions()
     noise = 10 ** (-60 / 20) * np.random.default_rng(11).standard_normal(5 * 16000)

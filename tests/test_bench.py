@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from runtimes.errors import UserError
-from toolchain import bench as B
+from edgeasr.runtimes.errors import UserError
+from edgeasr.evaluation import bench as B
 
 ROOT = Path(__file__).resolve().parents[1]
-EDGEASR = [sys.executable, "-m", "toolchain.cli"]
+EDGEASR = [sys.executable, "-m", "edgeasr.cli"]
 TINY = {"mha": {"heads": 2, "left_context": 8}, "rwkv": {"head_size": 16}, "mamba2": {}}
 
 
@@ -24,11 +24,11 @@ def _run(*args, cwd=ROOT):
 def _tiny_checkpoint(dest: Path, mixer: str, dirdrop: str = "none", p: float = 0.0) -> Path:
     import torch
 
-    from models.checkpoint import save_checkpoint
-    from models.config import EncoderConfig
-    from models.conformer import Encoder
-    from runtimes.features import FbankOptions
-    from runtimes.vocab import BLANK_ID, VOCAB
+    from edgeasr.models.checkpoint import save_checkpoint
+    from edgeasr.models.config import EncoderConfig
+    from edgeasr.models.conformer import Encoder
+    from edgeasr.runtimes.features import FbankOptions
+    from edgeasr.runtimes.vocab import BLANK_ID, VOCAB
 
     torch.manual_seed(0)
     cfg = EncoderConfig(mixer=mixer, mixer_options=TINY.get(mixer, {}), d_model=32, n_layers=2, conv_kernel=5,
@@ -149,7 +149,7 @@ def test_unavailable_backend_is_listed_not_absent(tmp_path):
 
 
 def test_experiment_dirdrop_table(tmp_path, manifest):
-    from toolchain.experiment import dirdrop
+    from edgeasr.evaluation.experiment import dirdrop
 
     none = _tiny_checkpoint(tmp_path / "no-dd", "rwkv")
     both = _tiny_checkpoint(tmp_path / "dd-both", "rwkv", "both", 0.2)

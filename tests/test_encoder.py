@@ -3,10 +3,10 @@ forward (max abs error <= 1e-5 fp32), batch > 1 with different lengths, chunks o
 import pytest
 import torch
 
-from models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from models.config import EncoderConfig
-from models.conformer import Encoder, count_parameters
-from models.mixers import mixer_names
+from edgeasr.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from edgeasr.models.config import EncoderConfig
+from edgeasr.models.conformer import Encoder, count_parameters
+from edgeasr.models.mixers import mixer_names
 
 SMALL = {"rwkv": {"head_size": 16}, "mamba2": {"headdim": 16, "d_state": 16}, "mha": {"heads": 2, "left_context": 8},
          "deformable": {}, "none": {}}
@@ -82,7 +82,7 @@ def test_direction_modes_switch_and_differ():
 def test_dirdrop_plans_follow_variant():
     import random
 
-    from models.dirdrop import training_directions
+    from edgeasr.models.dirdrop import training_directions
 
     rng = random.Random(0)
     r2l = [d for _ in range(200) for d in training_directions(4, "r2l", 0.5, rng)]
@@ -130,7 +130,7 @@ def test_parameter_counts_at_shipping_size(mixer):
 def test_input_floor_lifts_digital_silence_leaves_speech_and_still_streams():
     model = small_encoder("rwkv", input_floor_dbfs=-80.0)
     with torch.no_grad():
-        model.feat_floor.uniform_(-8.0, -4.0)  # toolchain.noise_augment.noise_floor fills it in training
+        model.feat_floor.uniform_(-8.0, -4.0)  # edgeasr.training.noise_augment.noise_floor fills it in training
         floor = model.feat_floor
         silence = torch.full((1, 4, 80), -23.03)  # log of the fbank's energy floor (1e-10): digital zeros
         plain = lambda v: (v - model.feat_mean) / model.feat_std  # noqa: E731 (normalisation without a floor)

@@ -14,16 +14,16 @@ import torch
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from exporters import graph_clean
-from exporters.onnx_export import ExportError, export, sha256_file
-from exporters.verify import session, stream_onnx
-from models.checkpoint import load_checkpoint, save_checkpoint
-from models.mixers import mixer_names
-from runtimes.features import FbankOptions
-from runtimes.metadata import read_metadata
-from runtimes.vocab import BLANK_ID, VOCAB
+from edgeasr.exporters import graph_clean
+from edgeasr.exporters.onnx_export import ExportError, export, sha256_file
+from edgeasr.exporters.verify import session, stream_onnx
+from edgeasr.models.checkpoint import load_checkpoint, save_checkpoint
+from edgeasr.models.mixers import mixer_names
+from edgeasr.runtimes.features import FbankOptions
+from edgeasr.runtimes.metadata import read_metadata
+from edgeasr.runtimes.vocab import BLANK_ID, VOCAB
 from test_encoder import small_encoder
-from toolchain.cli import main
+from edgeasr.cli import main
 
 MIXERS = mixer_names()
 KINDS = ("full", "step", "chunk")
@@ -84,7 +84,7 @@ def full_logprobs(path, x):
 
 def specs_of(path):
     """StateSpec-like objects rebuilt from metadata alone (what a client has)."""
-    from models.state import StateSpec
+    from edgeasr.models.state import StateSpec
 
     return [StateSpec(s["name"], tuple(s["shape"]), torch.float32, s["init"]) for s in read_metadata(path)["states"]]
 
@@ -302,7 +302,7 @@ def test_cli_errors_are_one_line_and_leave_no_file(checkpoints, tmp_path):
 
 
 def test_metadata_reader_does_not_import_torch():
-    code = "import sys, runtimes.metadata; assert 'torch' not in sys.modules, 'torch imported'"
+    code = "import sys, edgeasr.runtimes.metadata; assert 'torch' not in sys.modules, 'torch imported'"
     root = Path(__file__).resolve().parents[1]
     subprocess.run([sys.executable, "-c", code], check=True, cwd=root, env={**os.environ, "PYTHONPATH": str(root)})
 
@@ -310,7 +310,7 @@ def test_metadata_reader_does_not_import_torch():
 def test_input_floor_travels_into_full_and_step_graphs(tmp_path):
     """A model with an input floor exports (verified against torch, streaming included) and its graphs see digital
     silence as the floor noise, like the torch model."""
-    from models.conformer import Encoder
+    from edgeasr.models.conformer import Encoder
 
     model = small_encoder("rwkv", input_floor_dbfs=-80.0)
     with torch.no_grad():

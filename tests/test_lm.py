@@ -6,10 +6,10 @@ import stat
 import numpy as np
 import pytest
 
-from runtimes.errors import UserError
-from runtimes.lm_decoder import WordLM
-from runtimes.vocab import BLANK_ID, VOCAB, encode
-from toolchain.lm import build_lm
+from edgeasr.runtimes.errors import UserError
+from edgeasr.runtimes.lm_decoder import WordLM
+from edgeasr.runtimes.vocab import BLANK_ID, VOCAB, encode
+from edgeasr.evaluation.lm import build_lm
 
 from test_train_cli import EDGEASR, ROOT, run
 
@@ -67,7 +67,7 @@ def test_build_writes_an_lm_directory(psalm_lm, tmp_path):
 
 
 def test_lm_fixes_what_greedy_misspells(psalm_lm):
-    from runtimes.vocab import ctc_greedy
+    from edgeasr.runtimes.vocab import ctc_greedy
 
     text = "he leadeth me beside the still waters"
     wrong = {text.index("still") + 2: VOCAB.index("e"), text.index("leadeth") + 1: VOCAB.index("a")}
@@ -128,7 +128,7 @@ def test_bad_lm_inputs_are_one_line_errors(psalm_lm, tmp_path, monkeypatch):
         build_lm(["", "  "], tmp_path / "empty")
     with pytest.raises(UserError, match="not an LM directory; choose another"):
         build_lm(PSALM, ROOT / "tests")
-    monkeypatch.setattr("toolchain.lm.IRSTLM_DIRS", ("/nonexistent",))
+    monkeypatch.setattr("edgeasr.evaluation.lm.IRSTLM_DIRS", ("/nonexistent",))
     monkeypatch.delenv("IRSTLM", raising=False)
     with pytest.raises(UserError, match="install the Debian package irstlm"):
         build_lm(PSALM, tmp_path / "x")
@@ -191,7 +191,7 @@ def test_tune_eval_and_transcribe_with_an_lm(corpus, tmp_path):
 
 
 def test_grid_edges_names_tuned_values_on_the_boundary():
-    from toolchain.lm import grid_edges
+    from edgeasr.evaluation.lm import grid_edges
 
     assert grid_edges({"lm_weight": 2.0, "word_score": -1.0}) == []
     assert grid_edges({"lm_weight": 2.0, "word_score": -2.0}) == []

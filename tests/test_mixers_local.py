@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from models.mixers import build_mixer
-from models.state import initial_state
+from edgeasr.models.mixers import build_mixer
+from edgeasr.models.state import initial_state
 
 torch.set_num_threads(1)
 

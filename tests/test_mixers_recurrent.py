@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.mixers import build_mixer, flip_valid
-from models.mixers.mamba2 import ssd_chunked
-from models.mixers.rwkv import default_head_size, wkv_chunked
-from models.state import initial_state
+from edgeasr.models.mixers import build_mixer, flip_valid
+from edgeasr.models.mixers.mamba2 import ssd_chunked
+from edgeasr.models.mixers.rwkv import default_head_size, wkv_chunked
+from edgeasr.models.state import initial_state
 
 torch.set_num_threads(1)
 
@@ -142,7 +142,7 @@ def _forward_vs_reference(m, T: int, seed: int) -> float:
 def test_long_forward_uses_groups_and_matches_reference(name, T):
     """Past two groups' worth of chunks the full forward takes the two-level hand-over (chunk_len 2: 50-69 chunks,
     groups of 16 with padding); it still equals the per-frame recurrence, with strong decays too."""
-    from models.mixers import chunk_scan
+    from edgeasr.models.mixers import chunk_scan
 
     m = make(name, chunk_len=2)
     strengthen_decays(m)
@@ -360,7 +360,7 @@ def test_step_onnx_export_matches_torch(name, tmp_path):
 def test_grouped_state_hand_over_equals_one_level(E, group, K):
     """The two-level hand-over (what full-sequence graphs trace) == the one-level decay-weighted sum, float64,
     including padding to whole groups and decays strong enough to wipe the state within a group."""
-    from models.mixers.chunk_scan import grouped_hand_over, scan_chunk_states
+    from edgeasr.models.mixers.chunk_scan import grouped_hand_over, scan_chunk_states
 
     g = torch.Generator().manual_seed(E * 100 + group + K)
     h = torch.randn(2, 3, E, K, 5, generator=g, dtype=torch.float64)

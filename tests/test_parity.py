@@ -16,10 +16,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from exporters.onnx_export import export, sha256_file
-from models.checkpoint import load_checkpoint
+from edgeasr.exporters.onnx_export import export, sha256_file
+from edgeasr.models.checkpoint import load_checkpoint
 from test_export import save_tiny
-from toolchain.cli import main
+from edgeasr.cli import main
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,9 +32,9 @@ def setup(tmp_path_factory):
     """Tiny checkpoint, its step/full/int8 exports and a tiny synthesized corpus."""
     if shutil.which("espeak-ng") is None or shutil.which("flite") is None or shutil.which("festival") is None:
         pytest.skip("TTS engines missing (make system-deps)")
-    from calibration.int8 import quantize_model
-    from toolchain.corpus import synthesize_corpus
-    from toolchain.manifest import read_manifest
+    from edgeasr.calibration.int8 import quantize_model
+    from edgeasr.data.corpus import synthesize_corpus
+    from edgeasr.data.manifest import read_manifest
 
     root = tmp_path_factory.mktemp("parity")
     torch.set_num_threads(1)
@@ -83,7 +83,7 @@ def test_report_schema_cells_and_files(full_report):
     ok = {(c["model"], c["backend"], c["precision"], c["mode"]) for c in _cells(rep, status="ok", role="candidate")}
     assert ("tiny.step.onnx", "ort", "fp32", "step") in ok and ("tiny.full.onnx", "ort", "fp32", "full") in ok
     assert ("tiny.step.int8.onnx", "ort", "int8", "step") in ok
-    from runtimes.backends import available
+    from edgeasr.runtimes.backends import available
 
     if available("openvino")[0]:
         assert ("tiny.step.int8.onnx", "openvino", "int8", "step") in ok
@@ -107,7 +107,7 @@ def test_report_schema_cells_and_files(full_report):
             assert len(sk) == 3 and all(c["status"] == "skipped" and c["reason"] for c in sk)
     peer = _cells(rep, role="peer")
     assert len(peer) == 1
-    from toolchain.parity import peer_available
+    from edgeasr.evaluation.parity import peer_available
 
     if peer_available()[0]:  # installed: it must run (an error cell is a bug, not a reason)
         assert peer[0]["status"] == "ok", peer[0]
@@ -137,7 +137,7 @@ def test_threshold_failure_exits_nonzero_naming_the_cell(setup, tmp_path):
 def test_word_lm_columns_for_every_cell(setup, tmp_path):
     """--lm decodes every cell's log-probs with the word LM too: WER LM and its delta, in json, md and the table;
     an fp32 export decodes exactly like the reference, so its ΔWER LM is 0."""
-    from toolchain.lm import build_lm, manifest_texts
+    from edgeasr.evaluation.lm import build_lm, manifest_texts
 
     lm = tmp_path / "lm"
     build_lm(manifest_texts(setup["test"]), lm)
@@ -153,7 +153,7 @@ def test_word_lm_columns_for_every_cell(setup, tmp_path):
     no_lm = json.loads((setup["root"] / "report" / "report.json").read_text()) if (setup["root"] / "report").exists() \
         else None
     if no_lm is not None:  # without --lm the columns stay out of the table
-        from toolchain.report_html import rows
+        from edgeasr.evaluation.report_html import rows
 
         assert no_lm["lm"] is None and "WER LM %" not in rows(no_lm)[0]
     res = parity(["--model", setup["step"], "--test", setup["test"], "--out", tmp_path / "r2", "--lm", tmp_path])
@@ -169,7 +169,7 @@ def test_reference_derived_from_source_sha_and_isolated_rss(setup, tmp_path, mon
                   "--modes", "step", "--max-utterances", 1])
     assert res.exit_code == 0, res.output
     rep = json.loads((tmp_path / "r" / "report.json").read_text())
-    from toolchain.parity import peer_available
+    from edgeasr.evaluation.parity import peer_available
 
     if peer_available()[0]:  # the peer's results (no logprobs, no states) cross the process boundary too
         assert _cells(rep, role="peer")[0]["status"] == "ok"
@@ -218,10 +218,10 @@ def test_bad_inputs_one_line(setup, tmp_path):
 
 
 def test_openvino_int8_step_uses_explicit_state(setup, capfd):
-    from runtimes.audio import load_audio
-    from runtimes.backends import available, get_backend
-    from runtimes.session import StreamingSession
-    from toolchain.manifest import read_manifest
+    from edgeasr.runtimes.audio import load_audio
+    from edgeasr.runtimes.backends import available, get_backend
+    from edgeasr.runtimes.session import StreamingSession
+    from edgeasr.data.manifest import read_manifest
 
     if not available("openvino")[0]:
         pytest.skip(available("openvino")[1])

@@ -13,15 +13,15 @@ import torch
 from click.testing import CliRunner
 from onnx import numpy_helper
 
-from calibration import data as cdata, quantize as cq, sensitivity as sens
-from calibration.int8 import quantize_model
-from exporters.onnx_export import export
-from exporters.trt_lint import lint_model
-from models.checkpoint import load_checkpoint
-from runtimes.errors import UserError
-from runtimes.metadata import read_metadata
+from edgeasr.calibration import data as cdata, quantize as cq, sensitivity as sens
+from edgeasr.calibration.int8 import quantize_model
+from edgeasr.exporters.onnx_export import export
+from edgeasr.exporters.trt_lint import lint_model
+from edgeasr.models.checkpoint import load_checkpoint
+from edgeasr.runtimes.errors import UserError
+from edgeasr.runtimes.metadata import read_metadata
 from test_export import save_tiny
-from toolchain.cli import main
+from edgeasr.cli import main
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 WAVS = sorted(glob.glob("/usr/share/pocketsphinx/test/data/librivox/*.wav"))
@@ -190,9 +190,9 @@ def test_full_graph_calibrates_on_utterances(models, tmp_path):
 
 # --- backends ----------------------------------------------------------------------------------------------------
 def _stream_logprobs(backend_name, path, wav):
-    from runtimes.audio import load_audio
-    from runtimes.backends import get_backend
-    from runtimes.session import StreamingSession
+    from edgeasr.runtimes.audio import load_audio
+    from edgeasr.runtimes.backends import get_backend
+    from edgeasr.runtimes.session import StreamingSession
 
     # OpenVINO 2026.4's stateful (MakeStateful) compile of a QDQ step graph throws in the CPU plugin's low-precision
     # AssignAndReadValueTransformation; explicit state I/O compiles and runs the int8 kernels.
@@ -216,7 +216,7 @@ def _cos(a, b):
 @needs_audio
 @pytest.mark.parametrize("backend", ["ort", "openvino"])
 def test_int8_streams_close_to_fp32(quantized, models, backend):
-    from runtimes.backends import available
+    from edgeasr.runtimes.backends import available
 
     ok, why = available(backend)
     if not ok:
@@ -387,7 +387,7 @@ def test_already_quantized_detection():
 def test_minmax_ranges_cover_every_calibration_sample(models, tmp_path, monkeypatch):
     """Regression: ORT's CalibMaxIntermediateOutputs drops full batches without computing their ranges; the
     strided MinMax must see every planned sample (here 2.5 strides' worth, cut to whole strides)."""
-    from calibration import quantize as q
+    from edgeasr.calibration import quantize as q
 
     r = cdata.StreamingCalibrationReader(models["rwkv"]["step"], WAVS[:3], max_samples=40)
     planned = cdata.check_calibration(r)["samples"]
@@ -408,7 +408,7 @@ def test_minmax_ranges_cover_every_calibration_sample(models, tmp_path, monkeypa
 
 
 def test_report_text_is_a_summary_unless_all_nodes():
-    from calibration.report import format_report
+    from edgeasr.calibration.report import format_report
 
     nodes = [{"node": f"mm{i}", "precision": "int8", "reason": "per-frame MatMul", "sqnr_db": 40.0 - i}
              for i in range(30)] + [{"node": "ctc", "precision": "fp32", "reason": "policy: CTC head", "sqnr_db": None}]

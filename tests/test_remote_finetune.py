@@ -12,8 +12,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from models.checkpoint import load_checkpoint
-from toolchain.transcode import transcode_manifest
+from edgeasr.models.checkpoint import load_checkpoint
+from edgeasr.data.transcode import transcode_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 needs_tts = pytest.mark.skipif(not all(shutil.which(x) for x in ("espeak-ng", "flite", "festival", "bible")),

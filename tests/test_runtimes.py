@@ -17,13 +17,13 @@ import onnx
 import pytest
 import soundfile as sf
 
-from runtimes.audio import load_audio
-from runtimes.backends import NAMES, available, get_backend, list_backends
-from runtimes.errors import BackendUnavailable, UserError
-from runtimes.session import OfflineSession, StreamingSession
+from edgeasr.runtimes.audio import load_audio
+from edgeasr.runtimes.backends import NAMES, available, get_backend, list_backends
+from edgeasr.runtimes.errors import BackendUnavailable, UserError
+from edgeasr.runtimes.session import OfflineSession, StreamingSession
 
 ROOT = Path(__file__).resolve().parents[1]
-EDGEASR = [sys.executable, "-m", "toolchain.cli"]
+EDGEASR = [sys.executable, "-m", "edgeasr.cli"]
 WAVS = sorted(glob.glob("/usr/share/pocketsphinx/test/data/librivox/*.wav"))
 needs_wav = pytest.mark.skipif(not WAVS, reason="pocketsphinx-testdata not installed (make system-deps)")
 SMALL = {"rwkv": {"head_size": 16}, "mha": {"heads": 2, "left_context": 8}}
@@ -32,8 +32,8 @@ SMALL = {"rwkv": {"head_size": 16}, "mha": {"heads": 2, "left_context": 8}}
 def _model(mixer: str):
     import torch
 
-    from models.config import EncoderConfig
-    from models.conformer import Encoder
+    from edgeasr.models.config import EncoderConfig
+    from edgeasr.models.conformer import Encoder
 
     torch.manual_seed(0)
     cfg = EncoderConfig(mixer=mixer, mixer_options=SMALL[mixer], d_model=32, n_layers=2, conv_kernel=5,
@@ -48,10 +48,10 @@ def _model(mixer: str):
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     """{mixer: {"step"|"full"|"chunk": onnx path, "run": checkpoint dir}}."""
-    from exporters.onnx_export import export
-    from models.checkpoint import save_checkpoint
-    from runtimes.features import FbankOptions
-    from runtimes.vocab import BLANK_ID, VOCAB
+    from edgeasr.exporters.onnx_export import export
+    from edgeasr.models.checkpoint import save_checkpoint
+    from edgeasr.runtimes.features import FbankOptions
+    from edgeasr.runtimes.vocab import BLANK_ID, VOCAB
 
     out = {}
     for mixer in SMALL:
@@ -104,9 +104,9 @@ def test_deployment_path_is_torch_free(models, audio):
             raise SystemExit("torch import was not blocked")
         except ImportError:
             pass
-        from runtimes.audio import load_audio
-        from runtimes.backends import get_backend, list_backends
-        from runtimes.session import StreamingSession
+        from edgeasr.runtimes.audio import load_audio
+        from edgeasr.runtimes.backends import get_backend, list_backends
+        from edgeasr.runtimes.session import StreamingSession
         samples, _ = load_audio({WAVS[0]!r})
         out = {{}}
         for name in ("ort", "openvino"):
@@ -220,7 +220,7 @@ def test_ort_and_openvino_agree(models, audio, kind):
 
 @needs_wav
 def test_torch_reference_matches_ort(models, audio):
-    from toolchain.torch_backend import TorchBackend
+    from edgeasr.evaluation.torch_backend import TorchBackend
 
     t_text, t_lp = stream_file(TorchBackend(models["rwkv"]["run"], kind="step"), audio[0])
     o_text, o_lp = stream_file(get_backend("ort", models["rwkv"]["step"]), audio[0])
@@ -275,7 +275,7 @@ def test_ort_cuda_streaming_matches_ort(models, audio):
 def test_tensorrt_backend_is_lazy_and_cache_key_is_specific(models):
     """Runs everywhere: constructing the backend touches nothing; the engine cache key changes with the GPU,
     TensorRT version, model hash and build options."""
-    from runtimes.backends.tensorrt import TensorRTBackend
+    from edgeasr.runtimes.backends.tensorrt import TensorRTBackend
 
     b = TensorRTBackend(models["rwkv"]["step"], max_batch=4)
     k = b.cache_key("ab" * 32, "10.12.0", "NVIDIA H100 sm_90")
@@ -293,7 +293,7 @@ def test_tensorrt_backend_is_lazy_and_cache_key_is_specific(models):
 def test_stream_resampler_equals_whole_signal():
     from scipy.signal import resample_poly
 
-    from runtimes.resample import StreamResampler
+    from edgeasr.runtimes.resample import StreamResampler
 
     rng = np.random.default_rng(0)
     x = (rng.standard_normal(44100) * 0.3).astype(np.float32)
@@ -426,8 +426,8 @@ def test_sixty_minute_stream_constant_memory(models):
     """60 minutes of audio streamed through ORT in 100 ms pieces: RSS after the first 5 minutes grows <= 5 %."""
     code = textwrap.dedent(f"""
         import numpy as np, resource
-        from runtimes.backends import get_backend
-        from runtimes.session import StreamingSession
+        from edgeasr.runtimes.backends import get_backend
+        from edgeasr.runtimes.session import StreamingSession
         def rss():
             with open("/proc/self/statm") as f:
                 return int(f.read().split()[1]) * 4096
@@ -455,13 +455,13 @@ def test_sixty_minute_stream_constant_memory(models):
 def test_shipped_model_same_transcripts_every_backend(tmp_path):
     """fp32 step graph of the shipped default model, streamed on every available ONNX backend, and the torch
     reference: identical transcripts on the real LibriVox clips (skips until a model is shipped)."""
-    from toolchain import pretrained
-    from toolchain.torch_backend import TorchBackend
+    from edgeasr import pretrained
+    from edgeasr.evaluation.torch_backend import TorchBackend
 
     if pretrained.resolve_model_dir("default") is None or not WAVS:
         pytest.skip("no shipped default model (toolchain/pretrained) or no pocketsphinx-testdata")
-    from exporters.onnx_export import export
-    from toolchain.cli_model import load_model
+    from edgeasr.exporters.onnx_export import export
+    from edgeasr.pretrained import load_model
 
     encoder, config = load_model("default")
     step = tmp_path / "default.step.onnx"
@@ -612,7 +612,7 @@ def test_tensorrt_backend_bookkeeping_with_fake_tensorrt(models, audio, monkeypa
     for name, mod in fakes.items():
         monkeypatch.setitem(sys.modules, name, mod)
     monkeypatch.setenv("EDGEASR_TRT_CACHE", str(tmp_path / "cache"))
-    from runtimes.backends.tensorrt import TensorRTBackend
+    from edgeasr.runtimes.backends.tensorrt import TensorRTBackend
 
     assert TensorRTBackend.available() == (True, "tensorrt 10.12.0.36 on Fake GPU sm_90")
     step = models["rwkv"]["step"]
@@ -640,7 +640,7 @@ def test_tensorrt_backend_bookkeeping_with_fake_tensorrt(models, audio, monkeypa
 
 
 def test_report_files_are_atomic_and_out_dirs_checked_without_creating(tmp_path):
-    from runtimes.files import atomic_write, out_dir_problem, write_report_files
+    from edgeasr.runtimes.files import atomic_write, out_dir_problem, write_report_files
 
     assert out_dir_problem(tmp_path / "a" / "b") is None and not (tmp_path / "a").exists()  # checking creates nothing
     blocker = tmp_path / "file"

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from toolchain import pretrained
+from edgeasr import pretrained
 
 pytestmark = pytest.mark.skipif(pretrained.resolve_model_dir("default") is None,
                                 reason="no shipped default model in toolchain/pretrained")
@@ -15,8 +15,8 @@ INT8_WER_BUDGET = 0.03  # absolute, over the held-out test set below (58 utteran
 def heldout(tmp_path_factory):
     """Held-out voices only: the dev and test splits of a 1 h corpus (seed 11), without its train hours. A budget of
     3 points needs hundreds of words: on the 6 utterances (67 words) this check once used, 2 words were 3 points."""
-    from toolchain.corpus import synthesize_corpus
-    from toolchain.manifest import read_manifest
+    from edgeasr.data.corpus import synthesize_corpus
+    from edgeasr.data.manifest import read_manifest
 
     out = tmp_path_factory.mktemp("heldout")
     synthesize_corpus(out, hours=1.0, seed=11, jobs=2, progress=False, splits=("dev", "test"))
@@ -28,7 +28,7 @@ def heldout(tmp_path_factory):
 def test_pretrained_lists_default_with_card(tmp_path):
     from click.testing import CliRunner
 
-    from toolchain.cli import main
+    from edgeasr.cli import main
 
     r = CliRunner().invoke(main, ["pretrained", "--json"])
     assert r.exit_code == 0
@@ -42,7 +42,7 @@ def test_pretrained_lists_default_with_card(tmp_path):
 def test_pretrained_table_never_cuts_names_in_a_narrow_terminal(monkeypatch):
     from click.testing import CliRunner
 
-    from toolchain.cli import main
+    from edgeasr.cli import main
 
     monkeypatch.setenv("COLUMNS", "80")  # rich's width for pipes and small terminals
     r = CliRunner().invoke(main, ["pretrained"])
@@ -53,13 +53,13 @@ def test_pretrained_table_never_cuts_names_in_a_narrow_terminal(monkeypatch):
 
 
 def test_int8_within_wer_budget_on_ort_and_openvino(heldout, tmp_path):
-    from calibration.int8 import quantize_model
-    from exporters.onnx_export import export
-    from runtimes.audio import load_audio
-    from runtimes.backends import get_backend
-    from runtimes.session import OfflineSession
-    from toolchain.cli_model import load_model
-    from toolchain.metrics import wer
+    from edgeasr.calibration.int8 import quantize_model
+    from edgeasr.exporters.onnx_export import export
+    from edgeasr.runtimes.audio import load_audio
+    from edgeasr.runtimes.backends import get_backend
+    from edgeasr.runtimes.session import OfflineSession
+    from edgeasr.pretrained import load_model
+    from edgeasr.evaluation.metrics import wer
 
     calib, test = heldout
     encoder, config = load_model("default", "l2r")
@@ -85,9 +85,9 @@ def test_int8_within_wer_budget_on_ort_and_openvino(heldout, tmp_path):
 def test_every_shipped_model_has_an_honest_card(name, tmp_path):
     """Size and size class, the training command, and the card's WER on the real recordings re-measured on exactly
     the shipped (fp16) weights."""
-    from toolchain.cli_data import POCKETSPHINX_DATA, collect_real
-    from toolchain.cli_model import load_model
-    from toolchain.ship import wer_table
+    from edgeasr.cli.data import POCKETSPHINX_DATA, collect_real
+    from edgeasr.pretrained import load_model
+    from edgeasr.training.ship import wer_table
 
     path = pretrained.shipped()[name]
     card = pretrained.card(path)
@@ -111,8 +111,8 @@ def test_fine_tune_card_names_the_weights_it_started_from():
     replaces what "default" meant, so the card names the starting weights by hash and their own card."""
     import hashlib
 
-    from models.checkpoint import WEIGHTS
-    from toolchain.ship import describe_init
+    from edgeasr.models.checkpoint import WEIGHTS
+    from edgeasr.training.ship import describe_init
 
     flagship = pretrained.shipped()[pretrained.DEFAULT]
     sha = hashlib.sha256((flagship / WEIGHTS).read_bytes()).hexdigest()[:12]
@@ -124,7 +124,7 @@ def test_fine_tune_card_names_the_weights_it_started_from():
 
 def test_fine_tune_card_describes_an_unshipped_run_it_started_from(tmp_path):
     """A run directory that was never shipped is named with its steps and hardware and, in turn, its own start."""
-    from toolchain.ship import describe_init
+    from edgeasr.training.ship import describe_init
 
     run = tmp_path / "r4ft"
     run.mkdir()

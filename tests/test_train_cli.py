@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-EDGEASR = [sys.executable, "-m", "toolchain.cli"]
+EDGEASR = [sys.executable, "-m", "edgeasr.cli"]
 TINY = ["--d-model", "32", "--layers", "2", "--batch-frames", "4000", "--threads", "1"]
 
 
@@ -77,8 +77,8 @@ def test_resume_with_a_larger_step_budget_continues_a_finished_run(corpus, tmp_p
 
 def test_config_json_describes_the_best_weights_not_the_last(corpus, tmp_path, monkeypatch):
     """Dev WER 0.9, 0.5, 0.7, 0.8 at steps 1-4: model.safetensors and config.json are step 2's, last.* step 4's."""
-    import toolchain.train as tr
-    from models.config import EncoderConfig
+    import edgeasr.training.train as tr
+    from edgeasr.models.config import EncoderConfig
 
     wers = iter([0.9, 0.5, 0.7, 0.8, 0.8])  # the last value: the end-of-run eval, if it runs again
     monkeypatch.setattr(tr, "evaluate", lambda *a, **k: (next(wers), []))
@@ -99,7 +99,7 @@ def test_ddp_two_cpu_processes(corpus, tmp_path):
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
     assert torchrun, "torchrun is installed with torch"
     run_dir = tmp_path / "ddp"
-    p = run([torchrun, "--standalone", "--nproc_per_node", "2", "-m", "toolchain.cli", "train", "--mixer", "rwkv",
+    p = run([torchrun, "--standalone", "--nproc_per_node", "2", "-m", "edgeasr.cli", "train", "--mixer", "rwkv",
              "--dirdrop", "both", "--dirdrop-p", "0.5", "--train", str(corpus / "train.jsonl"), "--dev",
              str(corpus / "dev.jsonl"), "--out", str(run_dir), "--epochs", "1", *TINY])
     assert "world 2" in p.stderr
@@ -179,8 +179,8 @@ def test_weight_ema_is_scored_saved_as_the_model_and_resumed(corpus, tmp_path, m
 
     from safetensors.torch import load_file
 
-    import toolchain.train as tr
-    from models.config import EncoderConfig
+    import edgeasr.training.train as tr
+    from edgeasr.models.config import EncoderConfig
 
     scored = []
 
@@ -212,7 +212,7 @@ def test_weight_ema_is_scored_saved_as_the_model_and_resumed(corpus, tmp_path, m
 def test_weight_average_follows_the_ramped_decay():
     import torch
 
-    from toolchain.weight_average import WeightAverage
+    from edgeasr.training.weight_average import WeightAverage
 
     net = torch.nn.BatchNorm1d(2)  # one weight, one bias and running-stat buffers
     avg = WeightAverage(net, decay=0.5)
@@ -257,7 +257,7 @@ def test_interrupted_training_keeps_loadable_checkpoints_and_resumes(corpus, tmp
     import signal
     import time
 
-    from models.checkpoint import load_checkpoint
+    from edgeasr.models.checkpoint import load_checkpoint
 
     cfg = tmp_path / "cfg.json"
     # a budget no run reaches before the signal (200 one-batch epochs could end inside the 1.5 s wait)
@@ -316,7 +316,7 @@ def test_eval_by_engine_is_derived_from_the_voice_name(corpus):
 
 
 def test_group_key_prefers_a_real_field():
-    from toolchain.cli_model import group_key
+    from edgeasr.cli.model import group_key
 
     assert group_key({"voice": "flite:slt", "engine": "mine"}, "engine") == "mine"
     assert group_key({"voice": "flite:slt"}, "engine") == "flite"
@@ -336,8 +336,8 @@ def test_eval_bad_options_are_one_line(corpus, extra, needle):
 def test_init_fine_tunes_a_shipped_model_keeping_its_config_and_normalisation(corpus, tmp_path):
     from safetensors.torch import load_file
 
-    from models.config import EncoderConfig
-    from toolchain.pretrained import resolve_model_dir
+    from edgeasr.models.config import EncoderConfig
+    from edgeasr.pretrained import resolve_model_dir
 
     run_dir = tmp_path / "ft"
     run(EDGEASR + ["train", "--init", "default", "--vtlp", "0.1", "--noise-snr", "3,30",
@@ -352,7 +352,7 @@ def test_init_fine_tunes_a_shipped_model_keeping_its_config_and_normalisation(co
     # the card of a fine-tune shows how its starting weights were made, then the fine-tune itself
     assert tuned["command"].startswith(shipped["command"] + " && edgeasr train --init default")
     # what "default" meant when training started, recorded then (shipping the fine-tune replaces "default")
-    from exporters.onnx_export import sha256_file
+    from edgeasr.exporters.onnx_export import sha256_file
 
     assert tuned["init_from"].startswith("rwkv-dirdrop-both as shipped before (model.safetensors sha256 "
                                          + sha256_file(src / "model.safetensors")[:12])
@@ -363,8 +363,8 @@ def test_init_fine_tunes_a_shipped_model_keeping_its_config_and_normalisation(co
 def test_init_can_add_an_input_floor_that_the_checkpoint_then_carries(corpus, tmp_path):
     from safetensors.torch import load_file
 
-    from runtimes.features import FbankOptions
-    from toolchain.noise_augment import noise_floor
+    from edgeasr.runtimes.features import FbankOptions
+    from edgeasr.training.noise_augment import noise_floor
 
     run_dir = tmp_path / "floor"
     run(EDGEASR + ["train", "--init", "default", "--input-floor", "-80", "--train", str(corpus / "train.jsonl"),

@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
-from exporters.trt_lint import ERROR, WARNING, lint_model, load_op_table
-from toolchain.cli_lint import lint_trt
+from edgeasr.exporters.trt_lint import ERROR, WARNING, lint_model, load_op_table
+from edgeasr.cli.lint import lint_trt
 
 K, N = 8, 6
 

@@ -18,7 +18,7 @@ import importlib
 import torch
 from torch import nn
 
-from models.state import State, StateSpec
+from edgeasr.models.state import State, StateSpec
 
 MIXERS: dict[str, type["Mixer"]] = {}
 _MODULES = ("mha", "rwkv", "mamba2", "none", "deformable")
@@ -58,7 +58,7 @@ def mixer_names() -> list[str]:
 def build_mixer(name: str, d_model: int, options: dict | None = None) -> Mixer:
     if name not in _MODULES:
         raise ValueError(f"unknown mixer {name!r}; choose one of {', '.join(_MODULES)}")
-    importlib.import_module(f"models.mixers.{name}")
+    importlib.import_module(f"edgeasr.models.mixers.{name}")
     return MIXERS[name](d_model, **(options or {}))
 
 

@@ -31,8 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.mixers import Mixer, register
-from models.state import State, StateSpec
+from edgeasr.models.mixers import Mixer, register
+from edgeasr.models.state import State, StateSpec
 
 
 def _fp32(v: float) -> float:

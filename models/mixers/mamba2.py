@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.mixers import Mixer, flip_valid, register
-from models.mixers.chunk_scan import FULL_SEQUENCE_GROUP, decay_weights, masks, scan_chunk_states
-from models.state import State, StateSpec
+from edgeasr.models.mixers import Mixer, flip_valid, register
+from edgeasr.models.mixers.chunk_scan import FULL_SEQUENCE_GROUP, decay_weights, masks, scan_chunk_states
+from edgeasr.models.state import State, StateSpec
 
 _DIRECTIONS = ("l2r", "r2l", "bi")
 

@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.mixers import Mixer, register
-from models.state import State, StateSpec
+from edgeasr.models.mixers import Mixer, register
+from edgeasr.models.state import State, StateSpec
 
 NEG = -1e4
 BLOCKED_L2R = True  # l2r full forward in blocks (linear in T); False: one T x T mask (benchmarks compare the two)

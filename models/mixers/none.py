@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import torch
 
-from models.mixers import Mixer, register
-from models.state import State, StateSpec
+from edgeasr.models.mixers import Mixer, register
+from edgeasr.models.state import State, StateSpec
 
 
 @register("none")

@@ -29,9 +29,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.mixers import Mixer, flip_valid, register
-from models.mixers.chunk_scan import FULL_SEQUENCE_GROUP, masks, scan_chunk_states
-from models.state import State, StateSpec
+from edgeasr.models.mixers import Mixer, flip_valid, register
+from edgeasr.models.mixers.chunk_scan import FULL_SEQUENCE_GROUP, masks, scan_chunk_states
+from edgeasr.models.state import State, StateSpec
 
 _DIRECTIONS = ("l2r", "r2l", "bi")
 DEFAULT_CHUNK_LEN = 8  # frames per block of the chunked form (see the module docstring for the measurements)

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import importlib
 
-from runtimes.errors import BackendUnavailable, UserError
+from edgeasr.runtimes.errors import BackendUnavailable, UserError
 
 REGISTRY: dict[str, str] = {
-    "ort": "runtimes.backends.ort:OrtBackend",
-    "openvino": "runtimes.backends.openvino:OpenVinoBackend",
-    "tensorrt": "runtimes.backends.tensorrt:TensorRTBackend",
-    "ort-cuda": "runtimes.backends.ort:OrtCudaBackend",
-    "torch": "toolchain.torch_backend:TorchBackend",
+    "ort": "edgeasr.runtimes.backends.ort:OrtBackend",
+    "openvino": "edgeasr.runtimes.backends.openvino:OpenVinoBackend",
+    "tensorrt": "edgeasr.runtimes.backends.tensorrt:TensorRTBackend",
+    "ort-cuda": "edgeasr.runtimes.backends.ort:OrtCudaBackend",
+    "torch": "edgeasr.evaluation.torch_backend:TorchBackend",
 }
 EXTRAS = {"ort": "pip install onnxruntime", "openvino": "pip install edgeasr[openvino]",
           "tensorrt": "pip install edgeasr[tensorrt] on a machine with an NVIDIA GPU",

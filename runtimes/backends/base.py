@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from runtimes.errors import BackendUnavailable, UserError
-from runtimes.metadata import read_metadata, state_io_names
+from edgeasr.runtimes.errors import BackendUnavailable, UserError
+from edgeasr.runtimes.metadata import read_metadata, state_io_names
 
 
 class Backend:

@@ -24,8 +24,8 @@ import sys
 
 import numpy as np
 
-from runtimes.backends.base import Backend
-from runtimes.errors import UserError
+from edgeasr.runtimes.backends.base import Backend
+from edgeasr.runtimes.errors import UserError
 
 PRECISIONS = {"fp32": "f32", "f32": "f32", None: "f32", "bf16": "bf16", "fp16": "f16", "f16": "f16"}
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from runtimes.backends.base import Backend
-from runtimes.errors import UserError
+from edgeasr.runtimes.backends.base import Backend
+from edgeasr.runtimes.errors import UserError
 
 
 def _import_ort():

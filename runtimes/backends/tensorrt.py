@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from runtimes.backends.base import Backend
-from runtimes.errors import UserError
+from edgeasr.runtimes.backends.base import Backend
+from edgeasr.runtimes.errors import UserError
 
 MIN_VERSION = (10, 12)
 NOT_INSTALLED = "tensorrt not installed: pip install edgeasr[tensorrt] on a machine with an NVIDIA GPU"

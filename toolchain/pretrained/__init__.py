@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from edgeasr.runtimes.errors import UserError
+
 HERE = Path(__file__).parent
 DEFAULT = "rwkv-dirdrop-both"
 
@@ -28,3 +30,22 @@ def resolve_model_dir(name_or_dir: str) -> Path | None:
     models = shipped()
     name = DEFAULT if name_or_dir == "default" else name_or_dir
     return models.get(name)
+
+
+def load_model(name_or_dir: str, direction: str | None = None):
+    """(torch Encoder, config) from a RUN_DIR or shipped name; a one-line UserError when that fails."""
+    from edgeasr.models.checkpoint import CheckpointError, load_checkpoint  # torch: the [train] extra
+
+    path = resolve_model_dir(name_or_dir)
+    if path is None:
+        names = ", ".join(["default", *shipped()])
+        raise UserError(f"{name_or_dir}: not a checkpoint directory nor a shipped model ({names})")
+    try:
+        model, config = load_checkpoint(path)
+        if direction:
+            model.set_direction(direction)
+    except CheckpointError as e:
+        raise UserError(str(e)) from None
+    except ValueError as e:
+        raise UserError(f"{name_or_dir}: {e}") from None
+    return model, config

@@ -23,13 +23,13 @@ if [ -z "${SKIP_PIP:-}" ]; then
 fi
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null
-$PY -c "import torch, kaldi_native_fbank, jiwer, soundfile, toolchain.train
+$PY -c "import torch, kaldi_native_fbank, jiwer, soundfile, edgeasr.training.train
 print('preflight: torch', torch.__version__, 'cuda', torch.cuda.is_available())" || exit 4
 TRAINS=""
 for m in "$BUNDLE"/train-*/train.jsonl; do TRAINS="$TRAINS --train $m"; done
 echo "train manifests:$TRAINS"
 fit() {  # NAME LR BATCH_FRAMES
-  $PY -c "from toolchain.cli import main; main()" train --init "$INIT" --config configs/flagship-vtlp-ft.json \
+  $PY -c "from edgeasr.cli import main; main()" train --init "$INIT" --config configs/flagship-vtlp-ft.json \
     --noise-snr 0,25 --input-floor -80 --ema 0.998 --lr "$2" --batch-frames "$3" $TRAINS \
     --dev "$BUNDLE/dev/dev.jsonl" --out "$RUNS/run-$1" --max-minutes "$MIN" ${EXTRA:-} > "$OUT/$1.log" 2>&1
   echo "$1 train rc $?"

@@ -1,0 +1,229 @@
+"""CLI commands around models: train, eval (a checkpoint on torch or an ONNX export on its backend), pretrained."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Column, Table
+
+from edgeasr.models.mixers import mixer_names
+from edgeasr.runtimes.errors import UserError
+from edgeasr import pretrained
+from edgeasr.pretrained import load_model
+from edgeasr.evaluation.parity import ONNX_BACKENDS
+
+console = Console(stderr=True)
+
+
+
+
+def _snr_range(value: str | None):
+    if value is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected LO,HI in dB (e.g. 3,30), got {value!r}") from None
+    if lo > hi:
+        raise click.BadParameter(f"LO must not exceed HI, got {value!r}")
+    return [lo, hi]
+
+
+@click.command()
+@click.option("--mixer", type=click.Choice(mixer_names()), help="Mixer replacing self-attention.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
+              help='JSON {"model": {...}, "train": {...}}; options given here override it.')
+@click.option("--train", "train_manifests", required=True, multiple=True, type=click.Path(path_type=Path),
+              help="Train manifest; repeat it to pool several corpora (e.g. two synth seeds, or synth + your own).")
+@click.option("--dev", "dev_manifest", required=True, type=click.Path(path_type=Path), help="Dev manifest.")
+@click.option("--out", "run_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run dir.")
+@click.option("--epochs", type=int)
+@click.option("--max-minutes", type=float, help="Wall-clock budget; the LR schedule ends with it.")
+@click.option("--max-steps", type=int, help="Step budget; the LR schedule ends with it (equal-step comparisons).")
+@click.option("--batch-frames", type=int, help="Padded fbank frames per batch.")
+@click.option("--lr", type=float)
+@click.option("--d-model", type=int)
+@click.option("--layers", type=int)
+@click.option("--dirdrop", type=click.Choice(["none", "r2l", "both"]))
+@click.option("--dirdrop-p", type=float)
+@click.option("--direction", type=click.Choice(["l2r", "bi"]), help="Training/inference mode (bi for RA mixers).")
+@click.option("--causal/--no-causal", default=None, help="Stream-capable subsampling and conv module.")
+@click.option("--seed", type=int)
+@click.option("--threads", type=int)
+@click.option("--resume", is_flag=True, help="Continue from RUN_DIR's last checkpoint.")
+@click.option("--init", "init", help="Fine-tune: start from this RUN_DIR or shipped name (its model config too).")
+@click.option("--vtlp", type=float, help="Frequency-warp augmentation: max relative warp per utterance (e.g. 0.15).")
+@click.option("--noise-snr", callback=lambda c, p, v: _snr_range(v), metavar="LO,HI",
+              help="Noise augmentation: fresh white/pink noise on half the utterances at an SNR drawn from LO-HI dB "
+                   "(mel power; e.g. 3,30).")
+@click.option("--input-floor", type=float, metavar="DBFS",
+              help="Put a white-noise floor at this level (dB re full scale, e.g. -80) under the features, in "
+                   "training and in the exported model: digital silence then looks like a quiet room.")
+@click.option("--ema", "ema_decay", type=float, metavar="DECAY",
+              help="Keep an exponential moving average of the weights (e.g. 0.995): dev WER scores it and "
+                   "model.safetensors holds it; last.safetensors keeps the raw weights.")
+@click.option("--time-limit", type=float, default=0.0,
+              help="Minutes for this invocation: stop early with a resumable checkpoint (LR schedule unchanged).")
+@click.option("--skip-bad-rows", is_flag=True, help="Skip (and list) bad manifest rows instead of failing.")
+def train(mixer, config_file, train_manifests, dev_manifest, run_dir, epochs, max_minutes, max_steps, batch_frames,
+          lr, d_model, layers, dirdrop, dirdrop_p, direction, causal, seed, threads, resume, init, vtlp, noise_snr,
+          input_floor, ema_decay, time_limit, skip_bad_rows):
+    """Train a CTC encoder; checkpoints (safetensors + config.json) land in RUN_DIR."""
+    from edgeasr.training.train import resolve_config, resume_config, train as run_training
+
+    if time_limit < 0:
+        raise UserError(f"--time-limit must be >= 0 minutes, got {time_limit:g}")
+    for m in (*train_manifests, dev_manifest):
+        if not m.is_file():
+            raise UserError(f"{m}: manifest not found")
+    if resume and (run_dir / "config.json").is_file():
+        model_cfg, tc, _ = resume_config(run_dir)
+        # Budgets may be raised on resume to continue a finished run; the model and recipe stay as trained.
+        budgets = {"epochs": epochs, "max_minutes": max_minutes, "max_steps": max_steps, "threads": threads}
+        tc = dataclasses.replace(tc, **{k: v for k, v in budgets.items() if v is not None})
+    else:
+        # --init: the checkpoint's model config is the base; the config file and options may still change it
+        base_model = load_model(init)[1]["model"] if init else {}
+        if mixer is None and config_file is None and not init:
+            raise UserError("--mixer or --config (or --init) is required")
+        if direction is None and not init and mixer in ("mha", "none", "deformable"):
+            direction = "l2r"  # streaming baselines (seed 001) train causally
+        model_cfg, tc = resolve_config(config_file, base_model=base_model, overrides={
+            "model.mixer": mixer, "model.d_model": d_model, "model.n_layers": layers, "model.dirdrop": dirdrop,
+            "model.dirdrop_p": dirdrop_p, "model.direction": direction, "model.causal": causal,
+            "model.input_floor_dbfs": input_floor,
+            "train.epochs": epochs, "train.max_minutes": max_minutes, "train.max_steps": max_steps,
+            "train.batch_frames": batch_frames,
+            "train.lr": lr, "train.seed": seed, "train.threads": threads, "train.init": init, "train.vtlp": vtlp,
+            "train.noise_snr": noise_snr, "train.ema_decay": ema_decay})
+    command = "edgeasr " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    summary = run_training(run_dir, model_cfg, tc, list(train_manifests), dev_manifest, resume=resume,
+                           console=console, command=command, on_bad_row="skip" if skip_bad_rows else "fail",
+                           time_limit_s=time_limit * 60)
+    click.echo(json.dumps({k: v for k, v in summary.items() if k != "history"}))
+
+
+def group_key(row: dict, by: str) -> str | None:
+    """The group of a manifest row for ``eval --by``: the field's value, or for ``engine`` the TTS engine that
+    prefixes a synthetic corpus's voice name (``engine:voice``), so a corpus can be scored per engine as written."""
+    if by in row:
+        return str(row[by])
+    if by == "engine" and ":" in str(row.get("voice", "")):
+        return str(row["voice"]).split(":", 1)[0]
+    return None
+
+
+@click.command(name="eval")
+@click.argument("model")
+@click.option("--test", "manifests", required=True, multiple=True, type=click.Path(path_type=Path))
+@click.option("--direction", "directions",
+              help="Comma-separated inference modes (default: l2r,alt,bi for a checkpoint, its own for an ONNX file).")
+@click.option("--by", "by", help="Also break WER down by this manifest field (e.g. voice, speaker); 'engine' is "
+                                 "derived from voice ('espeak-ng:en-us+f3' -> espeak-ng) when rows have no such field.")
+@click.option("--skip-bad-rows", is_flag=True, help="Skip (and list) bad manifest rows instead of failing.")
+@click.option("--lm", "lm_dir", type=click.Path(path_type=Path),
+              help="Also decode with this word LM (edgeasr lm build): rows for decoder greedy and lm.")
+@click.option("--backend", type=click.Choice(ONNX_BACKENDS), help="Backend for an ONNX model (default: ort).")
+@click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Intra-op threads of an ONNX backend.")
+@click.option("--json", "as_json", is_flag=True)
+def evaluate(model, manifests, directions, by, skip_bad_rows, lm_dir, backend, threads, as_json):
+    """WER/CER of MODEL per manifest x direction mode [x group] [x decoder]. MODEL: a RUN_DIR or shipped name
+    (torch reference) or an exported MODEL.onnx, fp32 or int8, on an ONNX backend (its own direction mode)."""
+    from edgeasr.models.config import DIRECTIONS
+    from edgeasr.runtimes.vocab import ctc_greedy
+    from edgeasr.data.manifest import read_manifest
+    from edgeasr.evaluation.metrics import cer, wer
+    from edgeasr.evaluation.model_logprobs import ModelLogprobs
+
+    modes = [d.strip() for d in (directions or "").split(",") if d.strip()]
+    bad = [d for d in modes if d not in DIRECTIONS]
+    if bad or (directions is not None and not modes):
+        raise UserError(f"--direction: unknown mode(s) {', '.join(bad) or '(none)'}; "
+                        f"choose from {', '.join(DIRECTIONS)}")
+    if lm_dir:
+        from edgeasr.runtimes.lm_decoder import read_lm_info
+
+        read_lm_info(lm_dir)  # a bad LM directory fails before the model loads or any audio is read
+    rows = []
+    with ModelLogprobs(model, backend, threads) as source:
+        wrong = [d for d in modes if d not in source.modes]
+        if source.onnx and wrong:
+            from edgeasr.model_ref import exported_mode_error
+
+            raise exported_mode_error(model, source.modes[0], wrong)
+        modes = [d for d in (modes or (source.modes if source.onnx else ["l2r", "alt", "bi"]))
+                 if d in source.modes]  # alt/bi on a unidirectional mixer: not a mode of this model
+        word_lm = None
+        if lm_dir:
+            from edgeasr.runtimes.lm_decoder import WordLM
+
+            word_lm = WordLM(lm_dir, source.vocab, source.blank_id)
+        for m in manifests:
+            entries = read_manifest(m, on_error="skip" if skip_bad_rows else "fail")
+            groups = {"all": list(range(len(entries)))}
+            if by:
+                keys = [group_key(e.extra, by) for e in entries]
+                if all(k is None for k in keys):
+                    fields = sorted({k for e in entries for k in e.extra})
+                    raise UserError(f"{m}: no row has the field {by!r} (fields: {', '.join(fields) or 'none'})")
+                for i, k in enumerate(keys):
+                    groups.setdefault("(none)" if k is None else k, []).append(i)
+            utts = source.utterances(entries)
+            for d in modes:
+                logprobs = source.logprobs(utts, d)
+                decoded = {"greedy": [ctc_greedy(lp, source.blank_id, source.vocab) for lp in logprobs]}
+                if word_lm:
+                    decoded["lm"] = [word_lm.decode(lp) for lp in logprobs]
+                for g, idx in sorted(groups.items(), key=lambda kv: (kv[0] != "all", kv[0])):
+                    for dec, hyps in decoded.items():
+                        refs, hs = [utts[i].text for i in idx], [hyps[i] for i in idx]
+                        rows.append({"manifest": str(m), "direction": d, **({"group": g} if by else {}),
+                                     **({"decoder": dec} if word_lm else {}),
+                                     "wer": round(wer(refs, hs) * 100, 2), "cer": round(cer(refs, hs) * 100, 2),
+                                     "utterances": len(idx)})
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    # one table per manifest, the path as its title: a narrow terminal wraps the title and never cuts a group
+    # name or number
+    heads = ("direction", *([by] if by else []), *(["decoder"] if word_lm else []), "WER %", "CER %", "utts")
+    for m in dict.fromkeys(r["manifest"] for r in rows):
+        t = Table(*[Column(h, no_wrap=True) for h in heads], title=m, title_justify="left")
+        for r in (r for r in rows if r["manifest"] == m):
+            t.add_row(r["direction"], *([r["group"]] if by else []), *([r["decoder"]] if word_lm else []),
+                      f"{r['wer']:.2f}", f"{r['cer']:.2f}", str(r["utterances"]))
+        Console().print(t)
+
+
+@click.command(name="pretrained")
+@click.option("--json", "as_json", is_flag=True)
+def list_pretrained(as_json):
+    """Models shipped with edgeasr and their measured WER."""
+    rows = []
+    for name, path in pretrained.shipped().items():
+        c = pretrained.card(path)
+        rows.append({"name": name, "default": name == pretrained.DEFAULT, "path": str(path), **c})
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    # in a narrow terminal only the WER cells wrap: names (three share "rwkv-dirdrop") must never be cut
+    fixed = [Column(h, no_wrap=True) for h in ("name", "mixer", "params", "MB")]
+    t = Table(*fixed, "WER % held-out voices l2r / alt / bi", "WER % real recordings l2r / alt / bi")
+    for r in rows:
+        w = r.get("wer", {})
+        held = " / ".join(f"{w.get('test', {}).get(d, float('nan')):.1f}" if d in w.get("test", {}) else "-"
+                          for d in ("l2r", "alt", "bi"))
+        real = w.get("real", {})
+        t.add_row(r["name"] + ("\n(default)" if r["default"] else ""), str(r.get("mixer", "")),
+                  f"{r.get('parameters', 0) / 1e6:.2f} M", f"{r.get('size_mb', 0):.1f}", held,
+                  " / ".join(f"{real[d]:.1f}" for d in ("l2r", "alt", "bi") if d in real) or "-")
+    Console().print(t)
+
+
+COMMANDS = [train, evaluate, list_pretrained]  # transcribe: edgeasr.cli.runtime (every backend)

@@ -1,0 +1,95 @@
+"""CLI command: quantize (fp32 ONNX export -> one int8 QDQ artifact for every backend, DESIGN.md §4)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from edgeasr.runtimes.errors import UserError
+
+console = Console(stderr=True)
+
+
+@click.command()
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--calib", "calib", required=True, type=click.Path(path_type=Path),
+              help="Calibration manifest (JSONL: audio_filepath, text, duration).")
+@click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="Output .int8.onnx file.")
+@click.option("--method", type=click.Choice(["minmax", "percentile", "entropy"]), default="minmax",
+              show_default=True, help="Activation range calibration.")
+@click.option("--max-utterances", type=int, default=64, show_default=True, help="Calibration utterances used.")
+@click.option("--max-samples", type=int, default=512, show_default=True,
+              help="Calibration samples (step graphs: chunks with their carried states) used at most.")
+@click.option("--max-wer-drop", type=float, default=None,
+              help="Accuracy-aware mode: fall back the most sensitive nodes to fp32 until ΔWER (absolute, "
+                   "0.005 = 0.5 points) on --dev is within this budget.")
+@click.option("--dev", "dev", type=click.Path(path_type=Path), help="Dev manifest for --max-wer-drop.")
+@click.option("--max-dev-utterances", type=int, default=100, show_default=True)
+@click.option("--max-fallback", type=float, default=0.5, show_default=True,
+              help="Largest fraction of the quantizable nodes that may fall back to fp32.")
+@click.option("--keep-fp32", "keep_fp32", multiple=True, metavar="GLOB",
+              help="Keep the nodes whose name matches GLOB in fp32 (repeatable; names as --all-nodes lists them), "
+                   "e.g. --keep-fp32 '/conv*/Conv' --keep-fp32 '/out/MatMul' for the subsampling.")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the quantization report (JSON) here.")
+@click.option("--threads", type=int, default=1, show_default=True)
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--all-nodes", is_flag=True, help="Print every node's precision, SQNR and reason, not a summary.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def quantize(model, calib, out, method, max_utterances, max_samples, max_wer_drop, dev, max_dev_utterances,
+             max_fallback, keep_fp32, report_path, threads, no_progress, all_nodes, as_json):
+    """Quantize an exported fp32 MODEL.onnx to int8 (QDQ, S8S8, symmetric, per-channel) calibrated on real
+    streaming: each chunk of the calibration audio is fed with the state the fp32 model actually carried into it."""
+    from edgeasr.calibration.int8 import quantize_model
+    from edgeasr.calibration.report import format_report, write_report
+    from edgeasr.data.manifest import read_manifest
+
+    if max_utterances is not None and max_utterances < 1:
+        raise UserError(f"--max-utterances must be >= 1, got {max_utterances}")
+    if dev is not None and max_wer_drop is None:
+        raise UserError("--dev is only used with --max-wer-drop")
+    if report_path is not None and not report_path.parent.is_dir():
+        raise UserError(f"{report_path}: report directory {report_path.parent} does not exist")
+    calib_rows = read_manifest(calib)
+    dev_rows = None
+    if dev is not None:
+        dev_rows = [(e.audio_filepath, e.text) for e in read_manifest(dev)[:max_dev_utterances]]
+
+    bar = None
+    if not no_progress:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        bar = Progress(TextColumn("[bold]calibrating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                       console=console, transient=True)
+    task = {}
+
+    def progress(done, total):
+        if bar is None:
+            return
+        if "id" not in task:
+            task["id"] = bar.add_task("calibrating", total=total)
+        bar.update(task["id"], completed=done)
+
+    def log(msg):
+        console.print(msg, highlight=False, markup=False)
+
+    try:
+        if bar is not None:
+            bar.start()
+        report = quantize_model(model, [e.audio_filepath for e in calib_rows], out, method, max_utterances,
+                                max_samples, dev_rows, max_wer_drop, max_fallback, threads, progress, log,
+                                keep_fp32=list(keep_fp32))
+    finally:
+        if bar is not None:
+            bar.stop()
+    if report_path is not None:
+        write_report(report, report_path)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        click.echo(format_report(report, all_nodes))
+
+
+COMMANDS = [quantize]

@@ -1,0 +1,112 @@
+"""``edgeasr experiment dirdrop``: seed 000's Direction Dropout table on our data.
+
+Every given checkpoint is decoded in the three inference modes (``l2r`` streamable, ``alt`` even layers L2R / odd
+layers R2L, ``bi``) with the torch reference and greedy CTC (``edgeasr.training.train.evaluate``), on the same test
+utterances. The DirDrop variant of each model (none / r2l / both, and its p) is read from its ``config.json``, not
+from its name. For every bidirectional mixer that appears, each of the three variants gets a row: a variant with no
+model given is a ``not trained`` row, never silently absent.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from pathlib import Path
+
+from edgeasr.runtimes.errors import UserError
+
+SCHEMA = "edgeasr.experiment.dirdrop/1"
+VARIANTS = ("none", "r2l", "both")
+VARIANT_NAMES = {"none": "no DirDrop", "r2l": "DirDrop-R2L", "both": "DirDrop-Both"}
+MODES = ("l2r", "alt", "bi")
+
+
+def _select(entries: list, limit: int) -> list:
+    if limit and len(entries) > limit:
+        if limit == 1:
+            return entries[:1]
+        return [entries[round(i * (len(entries) - 1) / (limit - 1))] for i in range(limit)]
+    return entries
+
+
+def dirdrop(model_refs, test: Path, out: Path, limit: int = 100, threads: int = 1, say=None) -> tuple[dict, dict]:
+    import torch
+
+    from edgeasr.runtimes.features import FbankOptions
+    from edgeasr.runtimes.files import check_out_dir, write_report_files
+    from edgeasr import pretrained
+    from edgeasr.pretrained import load_model
+    from edgeasr.training.dataset import load_utterances
+    from edgeasr.data.manifest import read_manifest
+    from edgeasr.training.train import evaluate
+
+    say = say or (lambda *_: None)
+    if not model_refs:
+        raise UserError("give at least one --model (no DirDrop, DirDrop-R2L, DirDrop-Both checkpoints)")
+    test = Path(test)
+    if not test.is_file():
+        raise UserError(f"{test}: test manifest not found")
+    out = check_out_dir(out)
+    torch.set_num_threads(max(1, threads))
+    loaded = []
+    for ref in model_refs:  # load all first: a bad --model fails before any decoding
+        model, config = load_model(ref)
+        m = config["model"]
+        if not model.bidirectional:
+            raise UserError(f"{ref}: mixer {m['mixer']} is not bidirectional; DirDrop applies to rwkv and mamba2")
+        loaded.append((ref, model, config))
+    entries = _select(list(read_manifest(test)), limit)
+    if not entries:
+        raise UserError(f"{test}: empty test manifest")
+    utt_cache: dict[str, list] = {}
+    rows = []
+    for ref, model, config in loaded:
+        m = config["model"]
+        key = json.dumps(config["features"], sort_keys=True)
+        if key not in utt_cache:
+            utt_cache[key] = load_utterances(entries, FbankOptions.from_dict(config["features"]), jobs=1)
+        utts = utt_cache[key]
+        path = pretrained.resolve_model_dir(ref)
+        summary = Path(path) / "summary.json"
+        row = {"mixer": m["mixer"], "variant": m.get("dirdrop", "none"),
+               "variant_name": VARIANT_NAMES.get(m.get("dirdrop", "none"), m.get("dirdrop")),
+               "dirdrop_p": m.get("dirdrop_p", 0.0), "model": ref, "path": str(path), "status": "ok",
+               "parameters": config.get("parameters"), "train_steps": config.get("metrics", {}).get("step"),
+               "dev_wer": config.get("metrics", {}).get("dev_wer"),
+               "training_finished": summary.is_file() or "card" in config, "utterances": len(utts), "wer": {}}
+        for mode in MODES:
+            model.set_direction(mode)
+            w, _ = evaluate(model, utts, "cpu")
+            row["wer"][mode] = round(100 * w, 2)
+            say(f"{m['mixer']} {row['variant_name']} ({ref}) {mode}: WER {row['wer'][mode]:.2f}%")
+        rows.append(row)
+    for mixer in dict.fromkeys(r["mixer"] for r in rows):
+        have = {r["variant"] for r in rows if r["mixer"] == mixer}
+        for v in VARIANTS:
+            if v not in have:
+                rows.append({"mixer": mixer, "variant": v, "variant_name": VARIANT_NAMES[v], "dirdrop_p": None,
+                             "model": None, "status": "not trained", "wer": {}})
+    order = {v: i for i, v in enumerate(VARIANTS)}
+    rows.sort(key=lambda r: (r["mixer"], order.get(r["variant"], 9)))
+    report = {"schema": SCHEMA, "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+              "test": str(test), "utterances": len(entries), "decoder": "torch reference, greedy CTC",
+              "modes": list(MODES), "rows": rows}
+    return report, write_report_files(out, "dirdrop", {"json": json.dumps(report, indent=2) + "\n",
+                                                       "md": markdown(report)})
+
+
+def markdown(report: dict) -> str:
+    lines = ["# DirDrop experiment (seed 000, Table 4 on our data)", "",
+             f"{report['created']} · test set {report['test']} ({report['utterances']} utterances) · "
+             f"{report['decoder']}. WER % per inference mode: l2r (streamable), alt (even layers L2R, odd R2L), "
+             "bi.", "",
+             "| mixer | training | DirDrop p | l2r | alt | bi | model | train steps | note |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in report["rows"]:
+        if r["status"] != "ok":
+            lines.append(f"| {r['mixer']} | {r['variant_name']} | - | - | - | - | - | - | {r['status']} |")
+            continue
+        note = "" if r.get("training_finished") else "training not finished (best checkpoint so far)"
+        lines.append(f"| {r['mixer']} | {r['variant_name']} | {r['dirdrop_p']:g} | " +
+                     " | ".join(f"{r['wer'][m]:.2f}" for m in MODES) +
+                     f" | {r['model']} | {r.get('train_steps') or '-'} | {note} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,92 @@
+"""Per-utterance CTC log-probs of the model a user names: a checkpoint (RUN_DIR or shipped name) on the torch
+reference, or an exported MODEL.onnx (fp32 or int8) on a runtime backend. `eval` and `lm tune` score both the same
+way, so someone handed only the ONNX file can still measure its WER per voice, with or without a word LM."""
+from __future__ import annotations
+
+import numpy as np
+
+from edgeasr.runtimes.errors import UserError
+
+BATCH_FRAMES = 40000  # padded fbank frames per call, as edgeasr.training.train.utterance_logprobs batches
+
+
+class ModelLogprobs:
+    """``modes``: the direction modes this model can decode in (an ONNX file has the one it was exported in)."""
+
+    def __init__(self, model: str, backend: str | None = None, threads: int = 1, direction: str | None = None):
+        from edgeasr.model_ref import exported_mode_error, is_onnx
+
+        self.model, self.onnx = model, is_onnx(model)
+        if self.onnx:
+            from edgeasr.runtimes.session import OfflineSession, fbank_options
+            from edgeasr.model_ref import open_backend
+
+            b = open_backend(model, backend or "ort", stream=False, threads=threads, precision=None)
+            self.session = OfflineSession(b)
+            meta = b.meta
+            self.vocab, self.blank_id = meta["vocab"], int(meta["blank_id"])
+            self.fbank = fbank_options(meta)
+            self.modes = [meta.get("direction", "l2r")]
+            if direction and direction not in self.modes:
+                self.close()
+                raise exported_mode_error(model, self.modes[0], [direction])
+        else:
+            if backend:
+                raise UserError(f"--backend is for ONNX models; {model} is a checkpoint (it runs on torch)")
+            from edgeasr.models.config import DIRECTIONS
+            from edgeasr.runtimes.features import FbankOptions
+            from edgeasr.runtimes.vocab import BLANK_ID, VOCAB
+            from edgeasr.pretrained import load_model
+
+            self.net, config = load_model(model, direction)
+            self.vocab, self.blank_id = VOCAB, BLANK_ID
+            self.fbank = FbankOptions.from_dict(config["features"])
+            self.modes = [d for d in DIRECTIONS if self._supports(d)]
+
+    def _supports(self, mode: str) -> bool:
+        before = self.net.direction
+        try:
+            self.net.set_direction(mode)
+            return True
+        except ValueError:  # alt/bi on a unidirectional mixer
+            return False
+        finally:
+            self.net.set_direction(before)
+
+    @property
+    def default_mode(self) -> str:
+        return self.modes[0] if self.onnx else self.net.direction
+
+    def utterances(self, entries) -> list:
+        """Features of manifest entries with this model's fbank options (``edgeasr.training.dataset.Utterance``)."""
+        from edgeasr.training.dataset import load_utterances
+
+        return load_utterances(entries, self.fbank)
+
+    def logprobs(self, utts, mode: str | None = None) -> list[np.ndarray]:
+        """``[T', V]`` log-probs per utterance, decoded in ``mode`` (default: the model's own)."""
+        mode = mode or self.default_mode
+        if mode not in self.modes:
+            raise UserError(f"{self.model}: cannot decode in {mode} mode (modes: {', '.join(self.modes)})")
+        if not self.onnx:
+            from edgeasr.training.train import utterance_logprobs
+
+            self.net.set_direction(mode)
+            return utterance_logprobs(self.net, utts, "cpu")
+        from edgeasr.training.dataset import make_batches
+
+        out: list = [None] * len(utts)
+        for idx in make_batches(utts, BATCH_FRAMES):  # similar lengths together: little padding
+            for i, lp in zip(idx, self.session.logprobs_batch([utts[i].feats for i in idx])):
+                out[i] = lp
+        return out
+
+    def close(self) -> None:
+        if self.onnx:
+            self.session.backend.deactivate()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

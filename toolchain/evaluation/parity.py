@@ -1,0 +1,664 @@
+"""Parity report (issue 6): every exported model × backend × precision × mode against the torch fp32 reference.
+
+What a cell is: one ONNX file (its ``graph_kind`` is the mode: ``step`` streams chunk by chunk with the states
+carried, ``full``/``chunk`` decode whole utterances) on one backend at one precision, decoding every utterance of
+the test manifest with greedy CTC. The reference cells run the checkpoint the ONNX came from through
+``edgeasr.evaluation.torch_backend.TorchBackend`` with the same graph kind, direction and chunk size, so both sides see the
+same fbank frames and the same chunk boundaries.
+
+Measured per cell (DESIGN.md §7):
+
+- WER/CER (jiwer, normalised text), ΔWER against the reference, hypothesis agreement (identical normalised
+  transcripts, %).
+- Output error against the reference: max abs, p99 abs and cosine (worst utterance) of the **logprobs** — the one
+  tensor every graph kind returns (full graphs have no ``encoder_out``; ORT step sessions do not bind it).
+  Step mode also compares the final states after the last chunk: max abs over every state, and relative to the
+  largest |reference state| (WKV/SSM states grow with the utterance, so absolute figures alone mislead).
+- RTF = processing seconds / audio seconds, per utterance, audio loading and model load excluded: end to end
+  (features + encoder + decode) and encoder only; median and p90. Chunk latency (step): wall time of each
+  ``accept_waveform`` call that ran the model, fed chunk-sized pieces, p50/p95/p99. First-partial latency (step):
+  audio seconds fed until the first non-empty partial + the processing time of that call (what a live user waits
+  from the start of the utterance when audio arrives in real time).
+- Peak RSS, measured honestly per cell: each cell runs in a fresh Python process (``python -m edgeasr.evaluation.parity
+  --cell``) that imports only what that backend needs (ONNX cells never import torch) and reports
+  the VmHWM high-water mark of its own address space (``/proc/self/status``) at its end: interpreter, backend
+  libraries, model, buffers, the preloaded test audio. Not ``ru_maxrss``, which Linux carries over exec from the
+  forked parent (that would charge every cell the parent's torch); ``base_rss_mb`` is VmRSS just before the model
+  loads, so ``peak - base`` is the model's own cost. With ``isolate=False`` (tests) cells share one process and
+  the RSS fields are marked ``"rss_scope": "shared process"``.
+- File size and load time (``activate()``: session creation / compile, incl. OpenVINO's stateful compile).
+
+Cells whose backend is not available here are ``skipped`` with the reason; a cell that fails to run is ``error``
+with its one-line reason (both listed, never silently absent). Thresholds (``max_wer_delta``, ``max_err``) are
+checked on every measured non-reference cell; ``report["failures"]`` names each failing cell.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgeasr.runtimes.errors import UserError
+from edgeasr.machine import cpu_name
+
+SCHEMA = "edgeasr-parity/1"
+ONNX_BACKENDS = ("ort", "openvino", "tensorrt", "ort-cuda")
+MODES = ("step", "full", "chunk")
+
+
+@dataclass
+class CellSpec:
+    id: str
+    role: str  # "reference" | "candidate" | "peer"
+    runner: str  # "onnx" | "torch" | "peer"
+    model: str  # ONNX path, checkpoint RUN_DIR/NAME, or peer name
+    label: str  # what the tables show as the model
+    backend: str
+    precision: str
+    mode: str
+    direction: str = "l2r"
+    chunk_frames: int = 32
+    threads: int = 1
+    ref_id: str | None = None
+
+
+# --- small helpers ---------------------------------------------------------------------------------------------
+def _status_mb(key: str) -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return None
+
+
+def _rss_mb() -> float:
+    v = _status_mb("VmRSS")
+    return float("nan") if v is None else v
+
+
+def _peak_rss_mb() -> float:
+    """VmHWM: the high-water mark of this process's own address space. Not ``ru_maxrss``: Linux carries the
+    forked parent's high-water mark across exec into it (exec_mmap -> setmax_mm_hiwater_rss), so a cell process
+    started by a parent that has torch loaded would report the parent's ~300 MB."""
+    v = _status_mb("VmHWM")
+    if v is not None:
+        return v
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # no /proc: the best there is
+    return kb / 1024.0 if sys.platform != "darwin" else kb / 2**20
+
+
+def _pct(xs, q) -> float | None:
+    return None if not len(xs) else float(np.percentile(np.asarray(xs, np.float64), q))
+
+
+def _r(x, n=4):
+    return None if x is None or (isinstance(x, float) and not np.isfinite(x)) else round(float(x), n)
+
+
+def sha256_weights(run_dir: Path) -> str | None:
+    from edgeasr.exporters.onnx_export import sha256_file
+    from edgeasr.models.checkpoint import WEIGHTS
+
+    p = Path(run_dir) / WEIGHTS
+    return sha256_file(p) if p.is_file() else None
+
+
+def find_reference(sha: str, search=("work/runs",)) -> str | None:
+    """A checkpoint (shipped name or RUN_DIR) whose weights hash is ``sha`` (the ONNX ``edgeasr.source_sha256``)."""
+    from edgeasr import pretrained
+
+    if not sha:
+        return None
+    cands = [(n, p) for n, p in pretrained.shipped().items()]
+    for root in search:
+        r = Path(root)
+        if r.is_dir():
+            cands += [(str(p.parent), p.parent) for p in sorted(r.glob("*/model.safetensors"))]
+    for name, path in cands:
+        if sha256_weights(path) == sha:
+            return name
+    return None
+
+
+# --- running one cell (in this process or a fresh one) ------------------------------------------------------------
+def _make_backend(spec: CellSpec):
+    from edgeasr.runtimes.backends import get_backend
+
+    if spec.runner == "torch":
+        from edgeasr.evaluation.torch_backend import TorchBackend
+
+        return TorchBackend(spec.model, threads=spec.threads, kind=spec.mode, direction=spec.direction,
+                            chunk_frames=spec.chunk_frames)
+    opts = {"threads": spec.threads}
+    if spec.backend == "openvino" and spec.precision == "bf16":
+        opts["precision"] = "bf16"
+    return get_backend(spec.backend, spec.model, **opts)
+
+
+def _run_peer(spec: CellSpec, utts: list[dict], audio: list[np.ndarray]) -> dict:
+    from pocketsphinx import Decoder
+
+    t0 = time.perf_counter()
+    dec = Decoder(loglevel="FATAL")
+    load_s = time.perf_counter() - t0
+    base = _rss_mb()
+    hyps, rtf = [], []
+    for u, a in zip(utts, audio):
+        pcm = (np.clip(a, -1, 1) * 32767).astype("<i2").tobytes()
+        t = time.perf_counter()
+        dec.start_utt()
+        dec.process_raw(pcm, full_utt=True)
+        dec.end_utt()
+        h = dec.hyp()
+        hyps.append(h.hypstr if h is not None else "")
+        rtf.append((time.perf_counter() - t) / u["duration"])
+    return {"hyps": hyps, "rtf": rtf, "rtf_encoder": [], "load_s": load_s, "base_rss_mb": base}
+
+
+def run_cell(spec: CellSpec, utts: list[dict]) -> dict:
+    """Decode every utterance; returns hyps, logprobs, final states and timings (see the module docstring)."""
+    from edgeasr.runtimes.audio import load_audio
+
+    audio = [load_audio(u["audio_filepath"])[0] for u in utts]  # loaded before timing and before the model
+    notices: list[str] = []
+    if spec.runner == "peer":
+        out = _run_peer(spec, utts, audio)
+        out.update(notices=notices, peak_rss_mb=_peak_rss_mb())
+        return out
+    from edgeasr.runtimes.session import OfflineSession, StreamingSession
+
+    b = _make_backend(spec)
+    base = _rss_mb()
+    t0 = time.perf_counter()
+    b.activate()
+    sess = StreamingSession(b, spec.chunk_frames, keep_logprobs=True) if spec.mode == "step" \
+        else OfflineSession(b, spec.chunk_frames)
+    load_s = time.perf_counter() - t0
+    notices += list(getattr(b, "notices", []))
+    enc = [0.0]
+    hyps, lps, states, rtf, rtf_enc, lat, first = [], [], [], [], [], [], []
+    if spec.mode == "step":
+        orig = b.step
+
+        def timed_step(x, h):
+            t = time.perf_counter()
+            r = orig(x, h)
+            enc[0] += time.perf_counter() - t
+            return r
+
+        b.step = timed_step
+        sr = int(b.meta["sample_rate"])
+        piece = int(round(spec.chunk_frames * sess.fbank_opts.frame_shift_ms * sr / 1000))
+        stream = sess.stream
+        for u, a in zip(utts, audio):
+            stream.reset()
+            sess.logprobs.clear()
+            enc[0], total, fp = 0.0, 0.0, None
+            for i in range(0, len(a), piece):
+                before = sess.chunks_run
+                t = time.perf_counter()
+                p = stream.accept_waveform(a[i:i + piece])
+                dt = time.perf_counter() - t
+                total += dt
+                if sess.chunks_run > before:
+                    lat.append(dt)
+                if fp is None and p:
+                    fp = min(i + piece, len(a)) / sr + dt
+            before = sess.chunks_run
+            t = time.perf_counter()
+            text = stream.flush()
+            dt = time.perf_counter() - t
+            total += dt
+            if sess.chunks_run > before:
+                lat.append(dt)
+            if fp is None and text:
+                fp = len(a) / sr + dt
+            hyps.append(text)
+            lps.append(sess.stream_logprobs(stream))
+            st = b.get_state(stream.handle) if stream.handle is not None else {}
+            states.append({k: np.array(v, np.float32) for k, v in st.items()})
+            rtf.append(total / u["duration"])
+            rtf_enc.append(enc[0] / u["duration"])
+            if fp is not None:
+                first.append(fp)
+    else:
+        for u, a in zip(utts, audio):
+            t = time.perf_counter()
+            f = sess.features(a)
+            t1 = time.perf_counter()
+            lp = sess.logprobs(f)
+            t2 = time.perf_counter()
+            hyps.append(sess.decode(lp))
+            t3 = time.perf_counter()
+            lps.append(np.asarray(lp, np.float32))
+            rtf.append((t3 - t) / u["duration"])
+            rtf_enc.append((t2 - t1) / u["duration"])
+    b.deactivate()
+    return {"hyps": hyps, "logprobs": lps, "states": states, "rtf": rtf, "rtf_encoder": rtf_enc,
+            "latency_s": lat, "first_partial_s": first, "load_s": load_s, "base_rss_mb": base,
+            "peak_rss_mb": _peak_rss_mb(), "notices": notices}
+
+
+def _run_isolated(spec: CellSpec, utts: list[dict], tmp: Path, index: int = 0) -> dict:
+    """Run one cell in a fresh interpreter; a failure comes back as {"error": one line}."""
+    req, res = tmp / f"cell{index}.json", tmp / f"cell{index}.npz"
+    req.write_text(json.dumps({"spec": asdict(spec), "utts": utts}))
+    env = dict(os.environ, OMP_NUM_THREADS=str(spec.threads), PYTHONPATH=os.pathsep.join(
+        [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    p = subprocess.run([sys.executable, "-m", "edgeasr.evaluation.parity", "--cell", str(req), str(res)],
+                       capture_output=True, text=True, env=env)
+    if p.returncode != 0 or not res.is_file():
+        lines = [ln for ln in (p.stderr or "").strip().splitlines() if ln.strip()]
+        return {"error": (lines[-1] if lines else f"cell process exited {p.returncode}")[:400]}
+    out = _load_cell(res)
+    out["notices"] = out.get("notices", []) + [ln[len("notice: "):] for ln in (p.stderr or "").splitlines()
+                                               if ln.startswith("notice: ") and ln[8:] not in out.get("notices", [])]
+    return out
+
+
+def _cell_main(req: str, res: str) -> int:
+    d = json.loads(Path(req).read_text())
+    try:
+        out = run_cell(CellSpec(**d["spec"]), d["utts"])
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    _save_cell(out, res)
+    return 0
+
+
+def _save_cell(out: dict, path) -> None:
+    """Cell results between processes without pickle: arrays in an .npz, everything else in JSON inside it."""
+    # the peer cell has neither logprobs nor states (its own model and vocabulary)
+    logprobs, states = out.get("logprobs", []), out.get("states", [])
+    arrays = {f"lp{i}": a for i, a in enumerate(logprobs)}
+    for i, st in enumerate(states):
+        arrays.update({f"st{i}/{k}": v for k, v in st.items()})
+    rest = {k: v for k, v in out.items() if k not in ("logprobs", "states")}
+    rest.update(n_logprobs=len(logprobs), n_states=len(states))
+    with open(path, "wb") as f:
+        np.savez(f, __json__=np.frombuffer(json.dumps(rest).encode(), np.uint8), **arrays)
+
+
+def _load_cell(path) -> dict:
+    with np.load(path, allow_pickle=False) as z:
+        out = json.loads(bytes(z["__json__"]).decode())
+        out["logprobs"] = [z[f"lp{i}"] for i in range(out.pop("n_logprobs"))]
+        out["states"] = [{k.split("/", 1)[1]: z[k] for k in z.files if k.startswith(f"st{i}/")}
+                         for i in range(out.pop("n_states"))]
+    return out
+
+
+# --- planning ----------------------------------------------------------------------------------------------------
+@dataclass
+class Plan:
+    cells: list[CellSpec] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)
+    models: list[dict] = field(default_factory=list)
+    reference: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+def _ov_bf16_offered() -> tuple[bool, str]:
+    try:
+        import openvino as ov
+
+        caps = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    except Exception as e:  # noqa: BLE001 - availability probing
+        return False, f"cannot query OpenVINO CPU capabilities ({e})"
+    return ("BF16" in caps), ("CPU offers BF16" if "BF16" in caps else f"CPU capabilities {list(caps)} lack BF16")
+
+
+def plan(models: list[Path], reference: str | None, backends: list[str], modes: list[str], threads: int = 1,
+         peer: bool | None = None, bf16: bool = True) -> Plan:
+    from edgeasr.runtimes.backends import available
+    from edgeasr.runtimes.metadata import read_metadata
+    from edgeasr import pretrained
+
+    if not models:
+        raise UserError("give at least one --model")
+    pl = Plan()
+    metas = []
+    for m in models:
+        m = Path(m)
+        if not m.is_file():
+            raise UserError(f"{m}: no such ONNX file")
+        metas.append((m, read_metadata(m)))
+    v0 = metas[0][1]
+    for m, meta in metas[1:]:
+        if meta["vocab"] != v0["vocab"] or int(meta["blank_id"]) != int(v0["blank_id"]):
+            raise UserError(f"models have different vocabularies: {metas[0][0].name} ({len(v0['vocab'])} tokens, "
+                            f"blank {v0['blank_id']}) vs {m.name} ({len(meta['vocab'])} tokens, blank "
+                            f"{meta['blank_id']}); compare models of one checkpoint family")
+    shas = sorted({meta.get("source_sha256", "") for _, meta in metas} - {""})
+    how = "--reference"
+    if reference is None:
+        if len(shas) != 1:
+            raise UserError("--reference RUN_DIR|NAME is required: " + (
+                "the models come from different checkpoints" if shas else
+                "the models carry no edgeasr.source_sha256"))
+        reference = find_reference(shas[0])
+        if reference is None:
+            raise UserError(f"--reference RUN_DIR|NAME is required: no shipped model or work/runs/* checkpoint has "
+                            f"the weights of {metas[0][0].name} (source_sha256 {shas[0][:12]}…)")
+        how = "derived from edgeasr.source_sha256"
+    ref_dir = pretrained.resolve_model_dir(reference)
+    if ref_dir is None:
+        names = ", ".join(["default", *pretrained.shipped()])
+        raise UserError(f"--reference {reference}: not a checkpoint directory nor a shipped model ({names})")
+    cfg = json.loads((ref_dir / "config.json").read_text())
+    if list(cfg.get("vocab", [])) != list(v0["vocab"]) or int(cfg.get("blank_id", 0)) != int(v0["blank_id"]):
+        raise UserError(f"--reference {reference} has a different vocabulary ({len(cfg.get('vocab', []))} tokens) "
+                        f"than {metas[0][0].name} ({len(v0['vocab'])} tokens)")
+    ref_sha = sha256_weights(ref_dir)
+    for m, meta in metas:
+        s = meta.get("source_sha256", "")
+        if s and ref_sha and s != ref_sha:
+            pl.warnings.append(f"{m.name} was exported from other weights (source_sha256 {s[:12]}…) than the "
+                               f"reference {reference} ({ref_sha[:12]}…): differences include training, not only "
+                               "the runtime")
+    pl.reference = {"model": str(reference), "path": str(ref_dir), "sha256": ref_sha, "how": how,
+                    "backend": "torch", "precision": "fp32"}
+    torch_ok, torch_why = available("torch")
+    if not torch_ok:
+        raise UserError(f"the torch reference cannot run: {torch_why}")
+    avail = {b: available(b) for b in backends}
+    bf16_ok = _ov_bf16_offered() if bf16 and "openvino" in backends and avail["openvino"][0] else (False, "")
+    refs: dict[tuple, CellSpec] = {}
+    for m, meta in metas:
+        kind, prec = meta["graph_kind"], str(meta.get("precision", "fp32"))
+        direction = "l2r" if kind == "step" else meta.get("direction", "l2r")
+        cf = int(meta.get("chunk_frames") or 32)
+        pl.models.append({"file": str(m), "name": m.name, "graph_kind": kind, "precision": prec,
+                          "direction": direction, "chunk_frames": cf, "mixer": meta.get("mixer"),
+                          "size_mb": round(m.stat().st_size / 1e6, 3), "quant_recipe": meta.get("quant_recipe")})
+        precs_for = {b: [prec] for b in backends}
+        if prec == "fp32" and bf16 and "openvino" in backends:
+            precs_for["openvino"] = ["fp32", "bf16"]
+        if kind not in modes:
+            for b in backends:
+                for p in precs_for[b]:
+                    pl.skipped.append({"id": f"{m.name}|{b}|{p}|{kind}", "role": "candidate", "model": m.name,
+                                       "backend": b, "precision": p, "mode": kind, "status": "skipped",
+                                       "reason": f"mode {kind} not selected (--modes {','.join(modes)})"})
+            continue
+        key = (kind, direction, cf if kind != "full" else 0)
+        if key not in refs:
+            rid = f"{Path(str(reference)).name}|torch|fp32|{kind}" + (f"|{direction}" if kind != "step" else "") + \
+                  (f"|{cf}f" if kind != "full" else "")
+            refs[key] = CellSpec(rid, "reference", "torch", str(reference), Path(str(reference)).name, "torch",
+                                 "fp32", kind, direction, cf, threads)
+        for b in backends:
+            for p in precs_for[b]:
+                cid = f"{m.name}|{b}|{p}|{kind}"
+                ok, why = avail[b]
+                if ok and p == "bf16" and not bf16_ok[0]:
+                    ok, why = False, f"OpenVINO bf16 not offered here: {bf16_ok[1]}"
+                if not ok:
+                    pl.skipped.append({"id": cid, "role": "candidate", "model": m.name, "backend": b,
+                                       "precision": p, "mode": kind, "status": "skipped", "reason": why})
+                    continue
+                pl.cells.append(CellSpec(cid, "candidate", "onnx", str(m), m.name, b, p, kind, direction, cf,
+                                         threads, refs[key].id))
+    pl.cells = list(refs.values()) + pl.cells
+    peer_ok, peer_why = peer_available()
+    if peer is None:
+        peer = peer_ok
+    if peer and peer_ok:
+        pl.cells.append(CellSpec("pocketsphinx|pocketsphinx|fp32|offline", "peer", "peer", "pocketsphinx en-us",
+                                 "pocketsphinx en-us", "pocketsphinx", "fp32", "offline", threads=1))
+    else:
+        pl.skipped.append({"id": "pocketsphinx|pocketsphinx|fp32|offline", "role": "peer", "model":
+                           "pocketsphinx en-us", "backend": "pocketsphinx", "precision": "fp32", "mode": "offline",
+                           "status": "skipped", "reason": peer_why if not peer_ok else "--no-peer"})
+    return pl
+
+
+def peer_available() -> tuple[bool, str]:
+    from edgeasr.evaluation.peer import available as pa
+
+    return pa()
+
+
+# --- comparing ---------------------------------------------------------------------------------------------------
+def compare(ref: dict, got: dict) -> dict:
+    n = min(len(ref["hyps"]), len(got["hyps"]))
+    agree = sum(_norm(a) == _norm(b) for a, b in zip(ref["hyps"][:n], got["hyps"][:n])) / max(1, n)
+    out = {"agreement_pct": 100.0 * agree}
+    errs, cos, frame_mismatch = [], [], 0
+    for a, b in zip(ref.get("logprobs", []), got.get("logprobs", [])):
+        if a.shape != b.shape:
+            frame_mismatch += 1
+            t = min(len(a), len(b))
+            a, b = a[:t], b[:t]
+        if a.size == 0:
+            continue
+        d = np.abs(a.astype(np.float64) - b.astype(np.float64)).ravel()
+        errs.append(d)
+        na, nb = np.linalg.norm(a), np.linalg.norm(b)
+        cos.append(float(a.ravel().astype(np.float64) @ b.ravel() / (na * nb)) if na and nb else 1.0)
+    if errs:
+        e = np.concatenate(errs)
+        out.update(err_max_abs=float(e.max()), err_p99=float(np.percentile(e, 99)), cosine_min=float(min(cos)),
+                   cosine_mean=float(np.mean(cos)))
+    if frame_mismatch:
+        out["frame_mismatch_utterances"] = frame_mismatch
+    st, rel = {}, {}
+    for a, b in zip(ref.get("states", []), got.get("states", [])):
+        for k, v in a.items():
+            if k in b and b[k].shape == v.shape and v.size:
+                e = float(np.abs(v.astype(np.float64) - b[k]).max())
+                st[k] = max(st.get(k, 0.0), e)
+                rel[k] = max(rel.get(k, 0.0), e / max(float(np.abs(v).max()), 1e-12))
+    if st:  # absolute, and relative to the largest |reference state| (WKV/SSM states grow with the utterance)
+        out["state_err_max_abs"] = max(st.values())
+        out["state_err_rel"] = max(rel.values())
+        out["state_err_by_state"] = {k: _r(v, 7) for k, v in st.items()}
+    return out
+
+
+def _norm(t: str) -> str:
+    from edgeasr.runtimes.vocab import normalize_text
+
+    return normalize_text(t)
+
+
+def _metrics(cell: dict, res: dict, refs_text: list[str], isolate: bool) -> dict:
+    from edgeasr.evaluation.metrics import cer, wer
+
+    lat = np.asarray(res.get("latency_s", []), np.float64) * 1000
+    m = {"wer": wer(refs_text, res["hyps"]), "cer": cer(refs_text, res["hyps"]),
+         "rtf_median": _pct(res["rtf"], 50), "rtf_p90": _pct(res["rtf"], 90),
+         "rtf_encoder_median": _pct(res.get("rtf_encoder", []), 50),
+         "latency_ms_p50": _pct(lat, 50), "latency_ms_p95": _pct(lat, 95), "latency_ms_p99": _pct(lat, 99),
+         "first_partial_ms_median": _pct(np.asarray(res.get("first_partial_s", [])) * 1000, 50),
+         "peak_rss_mb": res.get("peak_rss_mb"), "base_rss_mb": res.get("base_rss_mb"),
+         "load_s": res.get("load_s")}
+    cell["rss_scope"] = "own process" if isolate else "shared process"
+    cell["rtf"] = [_r(x, 5) for x in res["rtf"]]
+    cell["latencies_ms"] = [_r(x, 3) for x in lat.tolist()]
+    cell["hypotheses"] = res["hyps"]
+    return m
+
+
+def run_parity(models, test, reference=None, backends=("all",), modes=("step", "full"), max_wer_delta=None,
+               max_err=None, max_utterances=None, threads=1, peer=None, bf16=True, isolate=True, log=None,
+               lm=None) -> dict:
+    """Plan, run every cell, compare with the reference, check thresholds; returns the report dict.
+
+    ``lm``: an LM directory (``edgeasr lm build``); every cell's log-probs are then also decoded with the word-LM
+    beam search (``wer_lm``, ``wer_lm_delta``; ``max_wer_delta`` applies to both decoders)."""
+    from edgeasr.runtimes.backends import NAMES
+    from edgeasr.data.manifest import read_manifest
+
+    log = log or (lambda msg: None)
+    backends = [b.strip() for b in backends if b.strip()]
+    if not backends or "all" in backends:
+        backends = [b for b in NAMES if b != "torch"]
+    bad = [b for b in backends if b not in NAMES or b == "torch"]
+    if bad:
+        raise UserError(f"unknown backend {bad[0]!r} for --backends; choose all or "
+                        f"{', '.join(b for b in NAMES if b != 'torch')}")
+    modes = [m.strip() for m in modes if m.strip()]
+    if not modes or any(m not in MODES for m in modes):
+        raise UserError(f"--modes must be a comma list of {', '.join(MODES)}")
+    if max_utterances is not None and max_utterances < 1:
+        raise UserError(f"--max-utterances must be >= 1, got {max_utterances}")
+    entries = read_manifest(test)
+    if max_utterances:
+        entries = entries[:max_utterances]
+    utts = [{"audio_filepath": e.audio_filepath, "text": e.text, "duration": float(e.duration)} for e in entries]
+    refs_text = [u["text"] for u in utts]
+    pl = plan([Path(m) for m in models], reference, backends, modes, threads, peer, bf16)
+    word_lm = None
+    if lm:
+        from edgeasr.runtimes.lm_decoder import WordLM
+        from edgeasr.runtimes.metadata import read_metadata
+        from edgeasr.evaluation.metrics import wer
+
+        meta = read_metadata(str(models[0]))
+        word_lm = WordLM(lm, meta["vocab"], int(meta["blank_id"]))
+    results: dict[str, dict] = {}
+    cells_out: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="edgeasr-parity-") as tmp:
+        for i, spec in enumerate(pl.cells, 1):
+            log(f"[{i}/{len(pl.cells)}] {spec.id}")
+            t0 = time.perf_counter()
+            if isolate:
+                res = _run_isolated(spec, utts, Path(tmp), i)
+            else:
+                try:
+                    res = run_cell(spec, utts)
+                except UserError as e:
+                    res = {"error": str(e)}
+            cell = {"id": spec.id, "role": spec.role, "model": spec.label, "backend": spec.backend,
+                    "precision": spec.precision, "mode": spec.mode, "direction": spec.direction,
+                    "chunk_frames": spec.chunk_frames, "threads": spec.threads, "reference": spec.ref_id,
+                    "wall_s": round(time.perf_counter() - t0, 2)}
+            if spec.runner == "onnx":
+                cell["file_mb"] = round(Path(spec.model).stat().st_size / 1e6, 3)
+            elif spec.runner == "torch":
+                w = Path(pl.reference["path"]) / "model.safetensors"
+                cell["file_mb"] = round(w.stat().st_size / 1e6, 3) if w.is_file() else None
+            if "error" in res:
+                cell.update(status="error", reason=res["error"])
+                log(f"    error: {res['error']}")
+            else:
+                cell["status"] = "reference" if spec.role == "reference" else "ok"
+                cell["metrics"] = _metrics(cell, res, refs_text, isolate)
+                if word_lm is not None and res.get("logprobs"):  # the peer has no CTC log-probs to decode
+                    cell["hypotheses_lm"] = [word_lm.decode(lp) for lp in res["logprobs"]]
+                    cell["metrics"]["wer_lm"] = wer(refs_text, cell["hypotheses_lm"])
+                cell["notices"] = res.get("notices", [])
+                results[spec.id] = res
+            cells_out.append(cell)
+    by_id = {c["id"]: c for c in cells_out}
+    first_ref = next((x for x in cells_out if x["status"] == "reference"), None)
+    for c in cells_out:
+        if c["status"] != "ok":
+            continue
+        if c["role"] == "peer":  # the peer is compared on WER only (its own model, its own vocabulary)
+            if first_ref is not None:
+                c["reference"] = first_ref["id"]
+                c["metrics"]["wer_delta"] = c["metrics"]["wer"] - first_ref["metrics"]["wer"]
+            continue
+        ref_id = c["reference"]
+        if ref_id not in results:
+            c["comparison_note"] = f"reference cell {ref_id} did not run: no ΔWER or error figures"
+            continue
+        c["metrics"]["wer_delta"] = c["metrics"]["wer"] - by_id[ref_id]["metrics"]["wer"]
+        if c["metrics"].get("wer_lm") is not None and by_id[ref_id]["metrics"].get("wer_lm") is not None:
+            c["metrics"]["wer_lm_delta"] = c["metrics"]["wer_lm"] - by_id[ref_id]["metrics"]["wer_lm"]
+        c["metrics"].update(compare(results[ref_id], results[c["id"]]))
+    for c in cells_out:
+        if c["status"] == "reference":
+            c["metrics"].update(wer_delta=0.0, agreement_pct=100.0, err_max_abs=0.0, err_p99=0.0, cosine_min=1.0)
+            if "wer_lm" in c["metrics"]:
+                c["metrics"]["wer_lm_delta"] = 0.0
+    failures = []
+    for c in cells_out:
+        if c["status"] == "error":
+            failures.append(f"{c['id']}: did not run ({c['reason']})")
+            continue
+        if c["status"] != "ok" or c["role"] != "candidate":
+            continue
+        m, why = c["metrics"], []
+        if max_wer_delta is not None and m.get("wer_delta") is not None and m["wer_delta"] > max_wer_delta:
+            why.append(f"ΔWER {m['wer_delta']:+.4f} > {max_wer_delta}")
+        if max_wer_delta is not None and m.get("wer_lm_delta") is not None and m["wer_lm_delta"] > max_wer_delta:
+            why.append(f"ΔWER with the LM {m['wer_lm_delta']:+.4f} > {max_wer_delta}")
+        if max_err is not None and m.get("err_max_abs") is not None and m["err_max_abs"] > max_err:
+            why.append(f"max abs logprob error {m['err_max_abs']:.3g} > {max_err}")
+        if max_err is not None and m.get("state_err_max_abs") is not None and m["state_err_max_abs"] > max_err:
+            why.append(f"max abs final-state error {m['state_err_max_abs']:.3g} > {max_err}")
+        c["threshold_failures"] = why
+        failures += [f"{c['id']}: {w}" for w in why]
+    for c in cells_out:
+        if "metrics" in c:
+            c["metrics"] = {k: (_r(v, 6) if isinstance(v, float) else v) for k, v in c["metrics"].items()}
+    all_cells = cells_out + pl.skipped
+    dur = sum(u["duration"] for u in utts)
+    return {
+        "schema": SCHEMA,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "edgeasr_version": _version(),
+        "host": {"platform": platform.platform(), "python": platform.python_version(),
+                 "cpu": cpu_name(), "cpu_count": os.cpu_count()},
+        "threads": threads,
+        "test": {"manifest": str(test), "utterances": len(utts), "audio_seconds": round(dur, 3)},
+        "reference": pl.reference,
+        "models": pl.models,
+        "backends": backends,
+        "modes": modes,
+        "thresholds": {"max_wer_delta": max_wer_delta, "max_err": max_err},
+        "lm": None if word_lm is None else {
+            "path": str(lm), **{k: word_lm.info.get(k) for k in ("order", "sentences", "words", "sources")},
+            "weights": word_lm.weights.to_dict(), "tuned_on": word_lm.info.get("weights", {}).get("tuned_on")},
+        "measurement": {
+            "rtf": "processing s / audio s per utterance, audio loading and model load excluded; end to end = "
+                   "features + encoder + greedy CTC, encoder = graph calls only",
+            "latency": "step mode: wall time of each accept_waveform call (chunk-sized audio pieces) that ran the "
+                       "model, incl. features and decode; first partial = audio fed until the first non-empty "
+                       "partial + that call's processing time",
+            "error": "logprobs vs the reference cell of the same mode/direction/chunk (max abs, p99 abs, cosine of "
+                     "the worst utterance); step mode also the final states after the last chunk",
+            "rss": ("peak RSS = VmHWM of a fresh process running only this cell (interpreter + backend "
+                    "libraries + model + buffers + preloaded audio; ONNX cells never import torch); base = VmRSS "
+                    "just before the model loads") if isolate else
+                   "cells share one process: peak RSS is that process's high-water mark so far (not per cell)",
+        },
+        "cells": all_cells,
+        "warnings": pl.warnings,
+        "failures": failures,
+        "passed": not failures,
+    }
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("edgeasr")
+    except Exception:  # noqa: BLE001
+        return "unknown"
+
+
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "--cell":
+        sys.exit(_cell_main(sys.argv[2], sys.argv[3]))
+    print("usage: python -m edgeasr.evaluation.parity --cell REQUEST.json RESULT.pkl (internal; use `edgeasr parity`)",
+          file=sys.stderr)
+    sys.exit(2)

@@ -1,0 +1,72 @@
+"""A model as a user names it: an exported ONNX file (any runtime backend) or a checkpoint RUN_DIR / shipped name
+(the torch reference). Every command that takes MODEL resolves it here, so they all accept the same things and fail
+with the same one-line messages."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from edgeasr.runtimes.errors import UserError
+
+
+def is_onnx(model: str) -> bool:
+    p = Path(model)
+    return p.suffix.lower() == ".onnx" or (p.is_file() and not (p / "config.json").exists())
+
+
+def exported_mode_error(model: str, exported: str, wanted: list[str]) -> UserError:
+    """An ONNX file decodes only in the direction mode it was exported in (transcribe, eval, lm tune)."""
+    return UserError(f"{model} was exported in {exported} mode; for {', '.join(wanted)} export it again "
+                     f"(edgeasr export RUN --direction {wanted[0]})")
+
+
+def model_sample_rate(model: str) -> int | None:
+    """The model's sample rate, cheaply (ONNX metadata or checkpoint config), before any backend loads."""
+    if is_onnx(model):
+        from edgeasr.runtimes.metadata import read_metadata
+
+        if not Path(model).is_file():
+            raise UserError(f"{model}: no such ONNX file")
+        return int(read_metadata(model)["sample_rate"])
+    from edgeasr import pretrained
+
+    d = pretrained.resolve_model_dir(model)
+    if d is None:  # same words as edgeasr.pretrained.load_model
+        names = ", ".join(["default", *pretrained.shipped()])
+        raise UserError(f"{model}: not a checkpoint directory nor a shipped model ({names})")
+    try:
+        return int(json.loads((d / "config.json").read_text())["features"]["sample_rate"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def open_backend(model: str, backend: str | None, stream: bool, threads: int, precision: str | None,
+                 chunk_frames: int | None = None, stateful: bool = True, direction: str | None = None):
+    """(backend instance, activated) for an ONNX file (chosen backend, default ort) or a RUN_DIR/NAME (torch)."""
+    from edgeasr.runtimes.backends import get_backend
+
+    supported = {"openvino": ("fp32", "bf16", "fp16"), "tensorrt": ("fp32", "fp16")}
+    chosen = backend or ("ort" if is_onnx(model) else "torch")
+    if precision and precision not in supported.get(chosen, ("fp32",)):
+        raise UserError(f"--precision {precision} is not offered by the {chosen} backend "
+                        f"(choose {', '.join(supported.get(chosen, ('fp32',)))})")
+    if precision == "fp32":
+        precision = None
+    if is_onnx(model):
+        if not Path(model).is_file():
+            raise UserError(f"{model}: no such ONNX file")
+        name = backend or "ort"
+        if name == "torch":
+            raise UserError(f"{model}: the torch backend runs checkpoints (RUN_DIR or shipped name), not ONNX files")
+        opts = {"threads": threads, "precision": precision}
+        if name == "openvino":
+            opts["stateful"] = stateful
+        b = get_backend(name, model, **opts)
+    else:
+        name = backend or "torch"
+        if name != "torch":
+            raise UserError(f"{model}: a checkpoint runs on --backend torch; for {name} export it first "
+                            f"(edgeasr export {model} --kind step)")
+        b = get_backend("torch", model, threads=threads, kind="step" if stream else "full",
+                        chunk_frames=chunk_frames or 32, direction=direction)
+    return b.activate()

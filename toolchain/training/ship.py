@@ -1,0 +1,127 @@
+"""Package a trained run as a shipped model: fp16 safetensors + config.json with a model card (the exact
+training command, hardware, wall time, and WER per direction mode on held-out voices and real recordings).
+
+    python -m edgeasr.training.ship RUN_DIR --name NAME --test work/corpus/test.jsonl --real work/real/real.jsonl
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import click
+import torch
+
+from edgeasr.models.checkpoint import WEIGHTS, load_checkpoint, save_checkpoint
+from edgeasr.runtimes.features import FbankOptions
+from edgeasr.training.dataset import load_utterances
+from edgeasr.data.manifest import read_manifest
+from edgeasr.machine import cpu_name
+from edgeasr import pretrained
+from edgeasr.training.train import evaluate
+
+SIZE_LIMIT_MB = 10.0
+
+
+def wer_table(model, config: dict, manifests: dict[str, Path]) -> dict:
+    """{set: {mode: WER %}}: every inference mode of a bidirectional (RA) mixer; the trained mode otherwise (a
+    causally trained mha/deformable run non-causally is a different model, so that number would mislead)."""
+    opts = FbankOptions.from_dict(config["features"])
+    modes = ("l2r", "alt", "bi") if model.bidirectional else (config["model"]["direction"],)
+    table = {}
+    for name, path in manifests.items():
+        utts = load_utterances(read_manifest(path), opts)
+        table[name] = {}
+        for mode in modes:
+            model.set_direction(mode)
+            table[name][mode] = round(evaluate(model, utts, "cpu")[0] * 100, 2)
+    model.set_direction(config["model"]["direction"])
+    return table
+
+
+def describe_init(init: str, nested: bool = False) -> str | None:
+    """What a fine-tune started from, in words that stay true after shipping: a shipped name (``default``) is
+    about to be replaced when the fine-tune ships under it, so name its weights' hash (the one exports record as
+    ``edgeasr.source_sha256``) and its own card instead. Training records this text when it starts
+    (``init_from`` in the run's config), while a shipped name still means the weights it loaded.
+
+    ``nested``: describing what an earlier run started from. Its shipped name may have been replaced since, so
+    without that run's own ``init_from`` the version is unknown and is said to be."""
+    from edgeasr.exporters.onnx_export import sha256_file
+
+    path = pretrained.resolve_model_dir(init) if init else None
+    if path is not None and (path / "summary.json").is_file() and path.resolve().parent != pretrained.HERE.resolve():
+        # a run directory that was never shipped: its steps and hardware, and what it started from in turn
+        run = json.loads((path / "summary.json").read_text())
+        cfg = json.loads((path / "config.json").read_text())
+        own = cfg.get("train", {}).get("init", "")
+        before = cfg.get("init_from") or (describe_init(own, nested=True) if own and own != init else None)
+        return (f"{init} ({run.get('steps')} steps on {run.get('hardware')}, dev WER "
+                f"{100 * run.get('best_dev_wer', float('nan')):.2f} %" + (f"; itself fine-tuned from {before}" if before
+                                                                         else "") + ")")
+    if path is None or path.resolve().parent != pretrained.HERE.resolve():
+        return init or None  # no fine-tune, or a directory without a training summary
+    if nested:
+        return f"{path.name} as shipped when that run started (which version was not recorded)"
+    old = pretrained.card(path)
+    before = f"; itself fine-tuned from {old['fine_tuned_from']}" if old.get("fine_tuned_from") else ""
+    return (f"{path.name} as shipped before (model.safetensors sha256 {sha256_file(path / WEIGHTS)[:12]}…, "
+            f"{old.get('steps')} steps on {old.get('trained_on')}, held-out test bi WER "
+            f"{old.get('wer', {}).get('test', {}).get('bi')} %{before})")
+
+
+def ship(run_dir: Path, name: str, manifests: dict[str, Path], dest_root: Path = pretrained.HERE) -> dict:
+    """Write the fp16 model to a temporary folder, measure the card's WER on exactly those weights, then rename it
+    into place (a failed or interrupted ship leaves the previous shipped model untouched)."""
+    model, config = load_checkpoint(run_dir)
+    summary_path = Path(run_dir) / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    dest = Path(dest_root) / name
+    tmp = Path(dest_root) / f".{name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_checkpoint(tmp, model, {k: v for k, v in config.items() if k not in ("format", "model")},
+                    dtype=torch.float16)
+    shipped_model, shipped_config = load_checkpoint(tmp)
+    card = {
+        "mixer": config["model"]["mixer"],
+        "dirdrop": f'{config["model"]["dirdrop"]}@{config["model"]["dirdrop_p"]}',
+        "parameters": config.get("parameters"),
+        "command": config.get("command", ""),
+        # runs before "hardware" was recorded all trained on this machine's CPU
+        "trained_on": config.get("hardware")
+        or f"{cpu_name()}, CPU, {config['train'].get('threads') or 'default'} torch thread(s)",
+        "train_wall_s": summary.get("total_train_s", summary.get("wall_s")),
+        "steps": summary.get("steps"),
+        "weights_step": config.get("metrics", {}).get("step"),  # the best dev-WER checkpoint, not always the last
+        # recorded when training started (what a shipped name meant then), else described now; steps/wall above
+        # are the fine-tune's own
+        "fine_tuned_from": config.get("init_from") or describe_init(config["train"].get("init", "")),
+        "train_hours": config.get("data", {}).get("train_hours"),
+        "dev_wer": config.get("metrics", {}).get("dev_wer"),
+        "wer": wer_table(shipped_model, shipped_config, manifests),
+        "wer_sets": {k: str(v) for k, v in manifests.items()},
+        "size_mb": round((tmp / WEIGHTS).stat().st_size / 1e6, 2),
+    }
+    if card["size_mb"] > SIZE_LIMIT_MB:
+        shutil.rmtree(tmp)
+        raise click.ClickException(f"{name}: {card['size_mb']} MB exceeds the {SIZE_LIMIT_MB} MB shipping limit")
+    cfg = json.loads((tmp / "config.json").read_text())
+    cfg["card"] = card
+    (tmp / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
+    return card
+
+
+@click.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--name", required=True)
+@click.option("--test", "test_manifest", required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--real", "real_manifest", type=click.Path(exists=True, path_type=Path))
+def main(run_dir, name, test_manifest, real_manifest):
+    manifests = {"test": test_manifest, **({"real": real_manifest} if real_manifest else {})}
+    click.echo(json.dumps(ship(run_dir, name, manifests), indent=2))
+
+
+if __name__ == "__main__":
+    main()
