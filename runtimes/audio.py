@@ -1,4 +1,4 @@
-"""Audio in and out (numpy, soundfile, scipy only — no torch: this runs on the device).
+"""Audio in and out (numpy, soundfile, soxr only — no torch, no scipy: this runs on the device).
 
 `load_audio` is the one reader every consumer uses (training, transcribe, parity, bench): it always returns 16 kHz
 (or `target_sr`) mono float32 in [-1, 1], and tells the caller, as notices, what it changed. A file it cannot read
@@ -6,14 +6,12 @@ is a `UserError` naming the file and the problem, never a traceback from libsndf
 """
 from __future__ import annotations
 
-import math
 import os
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from scipy.signal import resample_poly
 
 from edgeasr.runtimes.errors import UserError
 
@@ -63,12 +61,12 @@ def load_audio(path, target_sr: int = 16000) -> tuple[np.ndarray, list[str]]:
 
 
 def resample(samples: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
-    """Polyphase resampling (scipy.signal.resample_poly) with the smallest integer up/down ratio."""
+    """Band-limited resampling of a whole signal (libsoxr, high quality)."""
     if sr_in == sr_out:
         return np.asarray(samples, np.float32)
-    g = math.gcd(int(sr_in), int(sr_out))
-    out = resample_poly(np.asarray(samples, np.float64), int(sr_out) // g, int(sr_in) // g)
-    return out.astype(np.float32)
+    import soxr
+
+    return soxr.resample(np.asarray(samples, np.float32), int(sr_in), int(sr_out), quality="HQ").astype(np.float32)
 
 
 def write_wav(path, samples: np.ndarray, sr: int) -> None:

@@ -51,6 +51,9 @@ class FbankOptions:
         return o
 
 
+BLOCK_SAMPLES = 16000
+
+
 class StreamingFbank:
     """Feed samples as they arrive, pop the frames that are ready (OnlineFbank keeps the overlap)."""
 
@@ -62,8 +65,11 @@ class StreamingFbank:
         self._popped = 0
 
     def accept(self, samples: np.ndarray) -> None:
-        # kaldi-native-fbank expects float samples in [-1, 1] scaled like kaldi's int16 input
-        self._fbank.accept_waveform(self.opts.sample_rate, (np.asarray(samples, np.float32) * 32768.0).tolist())
+        # kaldi-native-fbank expects float samples in [-1, 1] scaled like kaldi's int16 input; it takes a Python
+        # list (~40 bytes a sample), so a long signal goes in one-second pieces to keep that copy small
+        x = np.asarray(samples, np.float32)
+        for i in range(0, len(x), BLOCK_SAMPLES):
+            self._fbank.accept_waveform(self.opts.sample_rate, (x[i:i + BLOCK_SAMPLES] * 32768.0).tolist())
 
     def finish(self) -> None:
         self._fbank.input_finished()

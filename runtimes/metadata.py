@@ -13,7 +13,7 @@ are JSON. A client streams a model knowing only these keys:
 - ``inputs`` / ``outputs`` (JSON lists of graph I/O names), ``state_input_prefix`` / ``state_output_prefix``
 - ``format_version``, ``opset``, ``source_sha256`` (sha256 of the checkpoint weights file)
 
-``read_metadata`` uses only ``onnx`` (a small protobuf reader) and returns typed values.
+``read_metadata`` reads them through onnxruntime (the device install has no ``onnx``) and returns typed values.
 """
 from __future__ import annotations
 
@@ -85,21 +85,32 @@ def decode_metadata(props: dict[str, str], source: str = "model") -> dict:
 
 
 def read_metadata(model_or_path) -> dict:
-    """Typed edgeasr metadata of an ONNX file path or a loaded ``onnx.ModelProto``."""
-    import onnx
+    """Typed edgeasr metadata of an ONNX file path or an in-memory ``onnx.ModelProto`` (exporters, calibration).
 
-    if isinstance(model_or_path, (str, Path)):
-        path = Path(model_or_path)
-        if not path.is_file():
-            raise MetadataError(f"{path}: no such file")
-        try:
-            model = onnx.load(str(path), load_external_data=False)
-        except Exception as e:  # protobuf DecodeError and friends
-            raise MetadataError(f"{path}: not a readable ONNX file ({type(e).__name__})") from None
-        source = str(path)
-    else:
-        model, source = model_or_path, "model"
-    return decode_metadata({p.key: p.value for p in model.metadata_props}, source)
+    A path is read through onnxruntime (``get_modelmeta``) with graph optimisation off, so the device install
+    needs no ``onnx`` package; a backend that already holds a session uses ``metadata_from_session`` instead."""
+    if not isinstance(model_or_path, (str, Path)):
+        return decode_metadata({p.key: p.value for p in model_or_path.metadata_props}, "model")
+    path = Path(model_or_path)
+    if not path.is_file():
+        raise MetadataError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise MetadataError(f"{path}: empty file (0 bytes), not an ONNX model")
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.log_severity_level = 4  # the one-line error below says it; no native log line before it
+    try:
+        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    except Exception as e:  # InvalidProtobuf, InvalidGraph, ...
+        raise MetadataError(f"{path}: not a readable ONNX file ({type(e).__name__})") from None
+    return metadata_from_session(sess, str(path))
+
+
+def metadata_from_session(sess, source: str) -> dict:
+    """Typed edgeasr metadata of an onnxruntime ``InferenceSession``."""
+    return decode_metadata(dict(sess.get_modelmeta().custom_metadata_map), source)
 
 
 def state_io_names(meta: dict) -> list[tuple[str, str]]:

@@ -44,7 +44,11 @@ def fbank_options(meta: dict) -> FbankOptions:
 
 
 class CtcStreamDecoder:
-    """Greedy CTC over logprob chunks; the final text equals ``runtimes.vocab.ctc_greedy`` on the concatenation."""
+    """Greedy CTC over logprob chunks; the final text equals ``runtimes.vocab.ctc_greedy`` on the concatenation.
+
+    It also keeps the alignment a caller may want: the encoder frame at which each token was emitted
+    (``token_frames``, for timestamps) and the run of blank frames at the end (``trailing_blanks``, for
+    endpointing)."""
 
     def __init__(self, vocab, blank_id: int):
         self.vocab, self.blank_id = list(vocab), int(blank_id)
@@ -52,6 +56,8 @@ class CtcStreamDecoder:
 
     def reset(self) -> None:
         self._pieces: list[str] = []
+        self.token_frames: list[int] = []
+        self.trailing_blanks = 0
         self._prev = -1
         self._text: str | None = ""
         self.frames = 0
@@ -61,10 +67,15 @@ class CtcStreamDecoder:
         best = np.asarray(logprobs).argmax(axis=-1)
         changed = False
         prev = self._prev
-        for t in best.tolist():
-            if t != self.blank_id and t != prev:
-                self._pieces.append(self.vocab[t])
-                changed = True
+        for i, t in enumerate(best.tolist()):
+            if t == self.blank_id:
+                self.trailing_blanks += 1
+            else:
+                self.trailing_blanks = 0
+                if t != prev:
+                    self._pieces.append(self.vocab[t])
+                    self.token_frames.append(self.frames + i)
+                    changed = True
             prev = t
         self._prev = prev
         self.frames += len(best)
@@ -74,6 +85,10 @@ class CtcStreamDecoder:
 
     def finish(self) -> None:
         """End of utterance (greedy decoding has nothing left to decide)."""
+
+    @property
+    def tokens(self) -> list[str]:
+        return list(self._pieces)
 
     @property
     def text(self) -> str:

@@ -112,7 +112,7 @@ def test_fine_tune_card_names_the_weights_it_started_from():
     import hashlib
 
     from edgeasr.models.checkpoint import WEIGHTS
-    from edgeasr.training.ship import describe_init
+    from edgeasr.training.provenance import describe_init
 
     flagship = pretrained.shipped()[pretrained.DEFAULT]
     sha = hashlib.sha256((flagship / WEIGHTS).read_bytes()).hexdigest()[:12]
@@ -124,7 +124,7 @@ def test_fine_tune_card_names_the_weights_it_started_from():
 
 def test_fine_tune_card_describes_an_unshipped_run_it_started_from(tmp_path):
     """A run directory that was never shipped is named with its steps and hardware and, in turn, its own start."""
-    from edgeasr.training.ship import describe_init
+    from edgeasr.training.provenance import describe_init
 
     run = tmp_path / "r4ft"
     run.mkdir()

@@ -15,10 +15,10 @@ REGISTRY: dict[str, str] = {
     "ort-cuda": "edgeasr.runtimes.backends.ort:OrtCudaBackend",
     "torch": "edgeasr.evaluation.torch_backend:TorchBackend",
 }
-EXTRAS = {"ort": "pip install onnxruntime", "openvino": "pip install edgeasr[openvino]",
-          "tensorrt": "pip install edgeasr[tensorrt] on a machine with an NVIDIA GPU",
+EXTRAS = {"ort": "pip install onnxruntime", "openvino": "pip install 'edgeasr[openvino]'",
+          "tensorrt": "pip install 'edgeasr[tensorrt]' on a machine with an NVIDIA GPU",
           "ort-cuda": "pip install onnxruntime-gpu on a machine with an NVIDIA GPU",
-          "torch": "pip install edgeasr (torch is a toolchain dependency)"}
+          "torch": "pip install 'edgeasr[train]'"}
 NAMES = tuple(REGISTRY)
 
 

@@ -11,6 +11,7 @@ import numpy as np
 
 from edgeasr.runtimes.backends.base import Backend
 from edgeasr.runtimes.errors import UserError
+from edgeasr.runtimes.metadata import metadata_from_session
 
 
 def _import_ort():
@@ -57,12 +58,15 @@ class OrtBackend(Backend):
         so.inter_op_num_threads = 1
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.log_severity_level = 3
-        meta = self.meta  # validates metadata first: a file without it is a one-line error
+        if not self.model_path.is_file():
+            raise UserError(f"{self.model_path}: no such file")
         try:
             self.sess = ort.InferenceSession(str(self.model_path), so, providers=self._providers())
         except Exception as e:
             raise UserError(f"{self.model_path}: onnxruntime cannot load it ({' '.join(str(e).split())[:300]})") \
                 from None
+        # the metadata of the session just loaded: one read of the file, not a second one only for its keys
+        meta = self._meta or metadata_from_session(self.sess, str(self.model_path))
         if self.provider not in self.sess.get_providers():
             raise UserError(f"{self.model_path}: onnxruntime fell back to {self.sess.get_providers()}")
         self.check_graph_shapes({i.name: i.shape for i in self.sess.get_inputs()})

@@ -5,6 +5,7 @@ import sys
 
 import click
 
+from edgeasr.extras import missing_extra_error
 from edgeasr.runtimes.errors import UserError
 
 
@@ -16,6 +17,12 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except UserError as e:
             click.echo(f"error: {e}", err=True)
+            sys.exit(2)
+        except ModuleNotFoundError as e:
+            err = missing_extra_error(e)
+            if err is None:
+                raise
+            click.echo(f"error: {err}", err=True)
             sys.exit(2)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
@@ -37,7 +44,7 @@ def _register():
     from edgeasr.cli import model as cli_model
     from edgeasr.cli import parity as cli_parity
     from edgeasr.cli import quantize as cli_quant
-    from edgeasr.cli import runtime as cli_runtime
+    from edgeasr.cli import transcribe as cli_runtime
 
     for module in (cli_data, cli_model, cli_lm, cli_export, cli_lint, cli_runtime, cli_quant, cli_bench, cli_parity):
         for cmd in module.COMMANDS:

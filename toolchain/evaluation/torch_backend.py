@@ -37,7 +37,7 @@ class TorchBackend(Backend):
         except (ImportError, ValueError) as e:
             found, why = False, f"torch not importable ({e})"
         if not found:
-            return False, f"{why}; the reference backend is part of the toolchain: pip install edgeasr"
+            return False, f"{why}; the reference backend needs the training extra: pip install 'edgeasr[train]'"
         return True, "torch reference (checkpoint RUN_DIR or shipped name)"
 
     @property

@@ -1,0 +1,192 @@
+"""CLI commands for the deployment runtime: ``transcribe`` (a thin client of ``edgeasr.Recognizer``: files or
+live stdin, offline or streaming, any backend) and ``backends`` (what runs here and why the others do not)."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from edgeasr.model_ref import exported_mode_error, is_onnx, model_sample_rate, open_backend
+from edgeasr.runtimes.errors import UserError
+
+BACKENDS = ["ort", "openvino", "tensorrt", "torch", "ort-cuda"]
+
+
+def _notice(msg: str) -> None:
+    click.echo(f"notice: {msg}", err=True)
+
+
+def _percentiles(xs: list[float]) -> dict:
+    if not xs:
+        return {}
+    import numpy as np
+
+    a = np.asarray(xs) * 1000.0
+    return {f"p{q}": round(float(np.percentile(a, q)), 3) for q in (50, 95, 99)}
+
+
+def _open(model, backend, stream, threads, precision, explicit_state, direction, lm_dir, chunk_ms):
+    from edgeasr.runtimes.recognizer import Recognizer
+
+    if is_onnx(model) and (backend or "ort") != "torch":
+        opts = {"stateful": not explicit_state} if backend == "openvino" else {}
+        if precision and precision != "fp32":
+            supported = {"openvino": ("bf16", "fp16"), "tensorrt": ("fp16",)}
+            if precision not in supported.get(backend or "ort", ()):
+                raise UserError(f"--precision {precision} is not offered by the {backend or 'ort'} backend")
+        return Recognizer(model, backend or "ort", threads, lm=lm_dir, chunk_ms=chunk_ms,
+                          precision=None if precision == "fp32" else precision, **opts)
+    b = open_backend(model, backend, stream, threads, precision, stateful=not explicit_state, direction=direction)
+    return Recognizer.from_backend(b, lm=lm_dir, chunk_ms=chunk_ms)
+
+
+class _LivePartial:
+    """The partial transcript of a file as it streams, rewritten in place on stderr (a terminal only)."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.width = 0
+
+    def __call__(self, text: str, seconds: float) -> None:
+        if self.enabled:
+            line = f"[{seconds:7.2f} s] {text}"[-(click.get_terminal_size()[0] - 1):]
+            click.echo("\r" + line.ljust(self.width), nl=False, err=True)
+            self.width = len(line)
+
+    def done(self) -> None:
+        if self.enabled and self.width:
+            click.echo("\r" + " " * self.width + "\r", nl=False, err=True)
+            self.width = 0
+
+
+@click.command()
+@click.argument("model")
+@click.argument("audio", nargs=-1)
+@click.option("--backend", type=click.Choice(BACKENDS), help="Default: ort for ONNX files, torch for checkpoints.")
+@click.option("--stream", is_flag=True, help="Stream through the step graph chunk by chunk; on a terminal the "
+                                             "partial transcript is shown as it grows.")
+@click.option("--chunk-ms", type=float, help="Streaming chunk in ms (default: the model's recommended chunk).")
+@click.option("--threads", type=int, default=1, show_default=True, help="Intra-op threads.")
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]),
+              help="Backend compute precision (OpenVINO: bf16 explicitly; TensorRT: fp16).")
+@click.option("--explicit-state", is_flag=True, help="OpenVINO: states as graph I/O instead of MakeStateful.")
+@click.option("--stdin", "use_stdin", is_flag=True, help="Read raw 16-bit little-endian mono PCM from stdin (live).")
+@click.option("--rate", type=int, help="Sample rate of --stdin PCM in Hz (default: the model's).")
+@click.option("--direction", type=click.Choice(["l2r", "bi", "alt"]),
+              help="torch backend, offline: inference mode (ONNX files carry theirs; streaming is l2r).")
+@click.option("--lm", "lm_dir", type=click.Path(path_type=Path),
+              help="Beam search with this word LM (edgeasr lm build) instead of greedy CTC; streams too.")
+@click.option("--json", "as_json", is_flag=True, help="JSON lines (with token timestamps) instead of text.")
+def transcribe(model, audio, backend, stream, chunk_ms, threads, precision, explicit_state, use_stdin, rate,
+               direction, lm_dir, as_json):
+    """Transcribe AUDIO files (or live PCM on --stdin) with MODEL: an ONNX export (ort, openvino, tensorrt,
+    ort-cuda) or a RUN_DIR / shipped name (torch reference)."""
+    import math
+
+    from edgeasr.runtimes.audio import load_audio
+    from edgeasr.runtimes.recognizer import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
+    from edgeasr.runtimes.streaming_io import stream_pcm, stream_samples
+
+    if use_stdin and audio:
+        raise UserError("give AUDIO files or --stdin, not both")
+    if not use_stdin and not audio:
+        raise UserError("no audio: give AUDIO files or --stdin")
+    if threads < 1:
+        raise UserError("--threads must be >= 1")
+    if chunk_ms is not None and not (math.isfinite(chunk_ms) and 0 < chunk_ms <= 60_000):
+        raise UserError(f"--chunk-ms must be a positive number of milliseconds up to 60000, got {chunk_ms:g}")
+    if rate is not None and not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        raise UserError(f"--rate {rate} Hz is outside {MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz")
+    stream = stream or use_stdin
+    sr = model_sample_rate(model) or 16000  # also: a missing ONNX file fails here, in one line
+    if direction and is_onnx(model):
+        from edgeasr.runtimes.metadata import read_metadata
+
+        exported = read_metadata(model).get("direction", "l2r")
+        if direction != exported:
+            raise exported_mode_error(model, exported, [direction])
+        direction = None  # the file's own mode: nothing to switch
+    first = None
+    if audio:  # the first file is read before any model loads: a bad file fails fast, in one line
+        first = load_audio(audio[0], sr)
+    if lm_dir:
+        from edgeasr.runtimes.lm_decoder import read_lm_info
+
+        read_lm_info(lm_dir)  # a wrong LM directory fails before the model loads
+    rec = _open(model, backend, stream, threads, precision, explicit_state, direction, lm_dir, chunk_ms)
+    meta = rec.meta
+    if stream and not rec.streaming:
+        rec.close()
+        raise UserError(f"{model}: a {meta['graph_kind']} graph cannot stream; export a step graph "
+                        "(edgeasr export --kind step) or transcribe without --stream")
+    if rec.sample_rate != sr:
+        sr, first = rec.sample_rate, None
+    row_base = {"backend": rec.backend.name, "decoder": "lm" if lm_dir else "greedy", "graph": meta["graph_kind"],
+                "precision": precision or meta.get("precision", "fp32")}
+    try:
+        if use_stdin:
+            _stdin(rec, rate or sr, as_json)
+            return
+        live = _LivePartial(stream and not as_json and sys.stderr.isatty())
+        for k, path in enumerate(audio):
+            samples, notices = first if (k == 0 and first is not None) else load_audio(path, sr)
+            for n in notices:
+                _notice(n)
+            dur = len(samples) / sr
+            t0 = time.perf_counter()
+            row = {"audio": path, **row_base}
+            if stream:
+                result, lat, partials = stream_samples(rec, samples, sr, on_partial=live)
+                live.done()
+                row.update({"partials": partials, "chunk_frames": rec.chunk_frames,
+                            "chunk_latency_ms": _percentiles(lat)})
+            else:
+                result = rec.transcribe(samples, sr)
+            elapsed = time.perf_counter() - t0
+            row.update({"text": result.text, "duration": round(dur, 3), "rtf": round(elapsed / max(dur, 1e-9), 4),
+                        "tokens": result.tokens, "timestamps": result.timestamps})
+            if as_json:
+                click.echo(json.dumps(row))
+            else:
+                click.echo(f"{path}\t{result.text}")
+    finally:
+        rec.close()
+
+
+def _stdin(rec, rate: int, as_json: bool) -> None:
+    """Live: partials printed as they change, the final transcript (with timestamps under --json) at EOF."""
+    from edgeasr.runtimes.streaming_io import stream_pcm
+
+    if rate != rec.sample_rate:
+        _notice(f"stdin: resampled {rate} Hz -> {rec.sample_rate} Hz")
+
+    def partial(text: str, seconds: float) -> None:
+        click.echo(json.dumps({"type": "partial", "text": text, "time": round(seconds, 3)}) if as_json
+                   else f"partial\t{text}")
+        sys.stdout.flush()
+
+    result = stream_pcm(rec, sys.stdin.buffer, rate, on_partial=partial, on_notice=_notice)
+    if as_json:
+        click.echo(json.dumps({"type": "final", **result.to_dict()}))
+    else:
+        click.echo(f"final\t{result.text}")
+
+
+@click.command(name="backends")
+@click.option("--json", "as_json", is_flag=True)
+def backends(as_json):
+    """List every runtime backend: available here or not, and why."""
+    from edgeasr.runtimes.backends import list_backends
+
+    rows = list_backends()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        click.echo(f"{r['name']:<9} {'yes' if r['available'] else 'no ':<4} {r['reason']}")
+
+
+COMMANDS = [transcribe, backends]
