@@ -47,14 +47,15 @@ class Result:
 class EndpointRules:
     """When a stream has reached the end of an utterance (sherpa-onnx's three rules and defaults), in seconds:
     rule 1, this much trailing silence and nothing decoded yet; rule 2, this much trailing silence after speech;
-    rule 3, the utterance is this long. Silence is the run of blank CTC frames at the end."""
+    rule 3, the utterance is this long. Silence is the run of CTC frames at the end whose best token is blank or
+    the word separator."""
     rule1_min_trailing_silence: float = 2.4
     rule2_min_trailing_silence: float = 1.2
     rule3_min_utterance_length: float = 20.0
 
 
 class _Decoders:
-    """The greedy CTC path (tokens, timestamps, trailing blanks) plus, when given, a word-LM decoder for the text."""
+    """The greedy CTC path (tokens, timestamps, trailing silence) plus, when given, a word-LM decoder for the text."""
 
     def __init__(self, vocab, blank_id: int, lm_factory=None):
         self.greedy = CtcStreamDecoder(vocab, blank_id)
@@ -179,8 +180,8 @@ class RecognizerStream:
         if not self.rec.streaming:
             return False
         rules, dec = self.rec.endpoint, self._inner.decoder.greedy
-        silence = dec.trailing_blanks * self.rec.frame_seconds
-        if dec.token_frames:
+        silence = dec.trailing_silence * self.rec.frame_seconds
+        if dec.text:  # some speech decoded (a leading word separator is not speech)
             if silence >= rules.rule2_min_trailing_silence:
                 return True
         elif silence >= rules.rule1_min_trailing_silence:

@@ -47,17 +47,18 @@ class CtcStreamDecoder:
     """Greedy CTC over logprob chunks; the final text equals ``runtimes.vocab.ctc_greedy`` on the concatenation.
 
     It also keeps the alignment a caller may want: the encoder frame at which each token was emitted
-    (``token_frames``, for timestamps) and the run of blank frames at the end (``trailing_blanks``, for
-    endpointing)."""
+    (``token_frames``, for timestamps) and the run of non-speech frames at the end (``trailing_silence``, for
+    endpointing): blank or the word separator, which these models hold through pauses and silence."""
 
     def __init__(self, vocab, blank_id: int):
         self.vocab, self.blank_id = list(vocab), int(blank_id)
+        self._quiet = {self.blank_id, *(i for i, t in enumerate(self.vocab) if t == " ")}
         self.reset()
 
     def reset(self) -> None:
         self._pieces: list[str] = []
         self.token_frames: list[int] = []
-        self.trailing_blanks = 0
+        self.trailing_silence = 0
         self._prev = -1
         self._text: str | None = ""
         self.frames = 0
@@ -68,14 +69,11 @@ class CtcStreamDecoder:
         changed = False
         prev = self._prev
         for i, t in enumerate(best.tolist()):
-            if t == self.blank_id:
-                self.trailing_blanks += 1
-            else:
-                self.trailing_blanks = 0
-                if t != prev:
-                    self._pieces.append(self.vocab[t])
-                    self.token_frames.append(self.frames + i)
-                    changed = True
+            self.trailing_silence = self.trailing_silence + 1 if t in self._quiet else 0
+            if t != self.blank_id and t != prev:
+                self._pieces.append(self.vocab[t])
+                self.token_frames.append(self.frames + i)
+                changed = True
             prev = t
         self._prev = prev
         self.frames += len(best)
