@@ -20,6 +20,7 @@ import onnx
 import torch
 
 from edgeasr.exporters import graph_clean, verify as verify_mod, wrappers
+from edgeasr.models.config import CHUNK_BI, DIRECTIONS as MODEL_DIRECTIONS
 from edgeasr.models.conformer import Encoder
 from edgeasr.models.mixers.chunk_scan import grouped_hand_over
 from edgeasr.runtimes.features import FbankOptions
@@ -28,7 +29,8 @@ from edgeasr.runtimes.metadata import (FORMAT_VERSION, STATE_INPUT_PREFIX, STATE
 
 OPSET = 17
 KINDS = ("full", "step", "chunk")
-DIRECTIONS = ("l2r", "bi", "alt")
+DIRECTIONS = (*MODEL_DIRECTIONS, CHUNK_BI)
+STREAMABLE = ("l2r", CHUNK_BI)  # directions a step graph can run
 SUBSAMPLING = 4
 
 
@@ -66,15 +68,17 @@ def check_options(encoder: Encoder, config: dict, kind: str, direction: str, chu
         raise ExportError(f"unknown graph kind {kind!r}; choose {', '.join(KINDS)}")
     if direction not in DIRECTIONS:
         raise ExportError(f"unknown direction {direction!r}; choose {', '.join(DIRECTIONS)}")
-    if kind == "step" and direction != "l2r":
+    if kind == "step" and direction not in STREAMABLE:
         raise ExportError(f"cannot export direction {direction!r} as a step graph: R2L needs the future and "
-                          "cannot stream; use --direction l2r, or --kind full/chunk")
+                          f"cannot stream; use --direction l2r or {CHUNK_BI}, or --kind full/chunk")
+    if kind == "chunk" and direction == CHUNK_BI:
+        raise ExportError(f"direction {CHUNK_BI!r} exports as --kind step or full (a chunk graph has no L2R state)")
     if kind == "step" and not encoder.cfg.causal:
         raise ExportError("cannot export a step graph: this model is not stream-capable (trained with causal=False)")
     if chunk_frames < 4 or chunk_frames % 4:
         raise ExportError(f"--chunk-frames must be a positive multiple of 4 fbank frames, got {chunk_frames}")
-    try:
-        encoder.set_direction(direction)
+    try:  # chunk-bi: the chunk is part of the model's computation, not only a recommendation
+        encoder.set_direction(direction, chunk_frames if direction == CHUNK_BI else None)
     except ValueError as e:
         raise ExportError(str(e)) from None
     notes = []

@@ -5,8 +5,9 @@ yields rows ``(tensor, max abs error)``:
 
 - ``full``: random batch with unequal lengths, and real features: ``logprobs`` (every frame), ``out_lens``.
 - ``chunk``: random chunks, and real features cut into recommended-size chunks, each chunk alone.
-- ``step``: streamed chunk by chunk carrying states (several chunk sizes): ``logprobs`` / ``encoder_out`` against
-  the torch full L2R forward, and the final ``out.<state>`` against the torch step states (error relative to the
+- ``step``: streamed chunk by chunk carrying states (several chunk sizes; ``chunk-bi`` graphs only at their
+  ``chunk_frames``, the one chunking they compute): ``logprobs`` / ``encoder_out`` against the torch full forward
+  in the encoder's mode, and the final ``out.<state>`` against the torch step states (error relative to the
   state's magnitude when it exceeds 1: WKV/SSM states of trained models reach hundreds).
 """
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from edgeasr.models.config import CHUNK_BI
 from edgeasr.models.conformer import Encoder
 from edgeasr.runtimes.metadata import STATE_INPUT_PREFIX, STATE_OUTPUT_PREFIX
 
@@ -145,7 +147,8 @@ def verify(model_bytes: bytes, encoder: Encoder, kind: str, chunk_frames: int, f
         for label, x in inputs:
             T = x.shape[1]
             rlp, _, renc = encoder(torch.from_numpy(x), torch.full((x.shape[0],), T, dtype=torch.int64))
-            sizes = sorted({chunk_frames, 4, 12}) if label == "random" else [chunk_frames]
+            several = label == "random" and encoder.direction != CHUNK_BI
+            sizes = sorted({chunk_frames, 4, 12}) if several else [chunk_frames]
             for c in sizes:
                 lp, enc, state = stream_onnx(sess, x, c, specs)
                 n = rlp.shape[1]

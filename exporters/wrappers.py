@@ -1,7 +1,8 @@
 """The three graph kinds as thin ``nn.Module`` wrappers around an ``Encoder`` (what ``torch.onnx.export`` traces).
 
 - ``FullGraph``:  ``x [B,T,F], x_lens [B]`` -> ``logprobs [B,T',V], out_lens [B]`` (any direction mode)
-- ``StepGraph``:  ``x [B,T,F], in.<state>...`` -> ``logprobs, encoder_out, out.<state>...`` (L2R only)
+- ``StepGraph``:  ``x [B,T,F], in.<state>...`` -> ``logprobs, encoder_out, out.<state>...`` (L2R, or chunk-bi:
+  one whole chunk per call, R2L from its initial state within it)
 - ``ChunkGraph``: ``x [B,T,F]`` -> ``logprobs`` (seed 001 strict chunk: each chunk alone, no state; any direction)
 """
 from __future__ import annotations

@@ -119,5 +119,7 @@ def load_checkpoint(run_dir: Path, weights_name: str = WEIGHTS,
             f"shape mismatch {wrong[:3]}" if wrong else "") if x)
         raise CheckpointError(f"{path}: weights do not match {run_dir / CONFIG} ({detail})")
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
+    # chunk-bi sizes in ms convert with the training features' frame shift
+    model.frame_shift_ms = float(config.get("features", {}).get("frame_shift_ms", model.frame_shift_ms))
     model.set_direction(cfg.direction)
     return model.eval(), config

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
-DIRECTIONS = ("l2r", "bi", "alt")
+DIRECTIONS = ("l2r", "bi", "alt")  # plain inference modes (no parameter)
+CHUNK_BI = "chunk-bi"  # streamable mode with a chunk size: "chunk-bi:640ms" (models.dirdrop.parse_mode)
+SUBSAMPLING = 4
 DIRDROP_VARIANTS = ("none", "r2l", "both")
 
 
@@ -22,7 +24,11 @@ class EncoderConfig:
     causal: bool = True  # stream-capable: causal subsampling and conv module, per-frame norms
     dirdrop: str = "none"  # DirDrop variant for bidirectional mixers: none | r2l | both
     dirdrop_p: float = 0.0
-    direction: str = "bi"  # inference mode: l2r | bi | alt (switchable after training)
+    direction: str = "bi"  # inference mode: l2r | bi | alt (switchable after training, also to chunk-bi)
+    # share of training steps (of a bidirectional model in bi) run in chunk-bi, with a chunk drawn from chunk_bi_ms
+    # (models.dirdrop.draw_chunk_bi); DirDrop still applies within such a step (models.dirdrop.chunked)
+    chunk_bi_p: float = 0.0
+    chunk_bi_ms: list = field(default_factory=lambda: [160, 320, 640, 1280])
     # a noise floor under the fbank, as if white noise at this level (dB re full scale) were in the audio: digital
     # silence (log of the fbank's energy floor, -23) is far outside speech with noise; None: no floor (old models)
     input_floor_dbfs: float | None = None
@@ -34,7 +40,12 @@ class EncoderConfig:
             raise ValueError(f"dirdrop must be one of {DIRDROP_VARIANTS}, got {self.dirdrop!r}")
         if self.input_floor_dbfs is not None and not -150.0 <= self.input_floor_dbfs <= 0.0:
             raise ValueError(f"input_floor_dbfs must be within -150..0 dB re full scale, got {self.input_floor_dbfs}")
-        if self.subsampling != 4:
+        if not 0.0 <= self.chunk_bi_p <= 1.0:
+            raise ValueError(f"chunk_bi_p must be within 0..1, got {self.chunk_bi_p}")
+        if self.chunk_bi_p > 0 and (not self.chunk_bi_ms or any(
+                isinstance(m, bool) or not isinstance(m, (int, float)) or m <= 0 for m in self.chunk_bi_ms)):
+            raise ValueError(f"chunk_bi_ms must be a non-empty list of positive milliseconds, got {self.chunk_bi_ms}")
+        if self.subsampling != SUBSAMPLING:
             raise ValueError("only subsampling=4 is supported")
 
     def to_dict(self) -> dict:

@@ -4,6 +4,11 @@ Block: FFN/2 -> mixer -> conv module -> FFN/2 -> LayerNorm. In a stream-capable 
 subsampling and the conv module only look back, norms are per frame, so ``step`` over any chunking equals
 ``forward`` in ``l2r`` mode. Step chunks are counted in fbank frames and must be a multiple of the
 subsampling factor (4): one step input of 4k frames gives k encoder frames.
+
+In ``chunk-bi`` mode (bidirectional mixers) ``step`` also runs each layer's R2L over the encoder frames of the call
+from its initial state, so it equals ``forward`` in ``chunk-bi`` when fed exactly ``chunk_frames`` fbank frames per
+call, the last chunk of an utterance zero-padded only up to a multiple of 4 (encoder frame k reads fbank frames
+<= 4k, so that padding adds no encoder frame).
 """
 from __future__ import annotations
 
@@ -13,8 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgeasr.models.config import EncoderConfig
-from edgeasr.models.dirdrop import inference_directions, training_directions
+from edgeasr.models.config import CHUNK_BI, EncoderConfig
+from edgeasr.models.dirdrop import (DEFAULT_FRAME_SHIFT_MS, check_chunk_frames, chunked, draw_chunk_bi,
+                                    inference_directions, parse_mode, training_directions)
 from edgeasr.models.mixers import build_mixer
 from edgeasr.models.state import State, StateSpec, initial_state
 
@@ -129,9 +135,12 @@ class ConformerBlock(nn.Module):
         self.ff2 = FeedForward(d, cfg.ff_mult, cfg.dropout)
         self.norm_out = nn.LayerNorm(d)
 
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor, direction: str) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor, direction: str,
+                chunk: int | None = None) -> torch.Tensor:
         x = x + 0.5 * self.ff1(x)
-        x = x + self.mixer_drop(self.mixer(self.mixer_norm(x), lengths, direction))
+        # only the bidirectional mixers take a chunk (chunk-* directions never reach the others)
+        args = (direction, chunk) if direction.startswith("chunk-") else (direction,)
+        x = x + self.mixer_drop(self.mixer(self.mixer_norm(x), lengths, *args))
         x = x + self.conv(x, mask)
         x = x + 0.5 * self.ff2(x)
         return self.norm_out(x)
@@ -140,9 +149,10 @@ class ConformerBlock(nn.Module):
         return [s.prefixed("mixer") for s in self.mixer.state_specs()] + \
                [s.prefixed("conv") for s in self.conv.state_specs()]
 
-    def step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+    def step(self, x: torch.Tensor, state: State, direction: str = "l2r") -> tuple[torch.Tensor, State]:
         x = x + 0.5 * self.ff1(x)
-        h, ms = self.mixer.step(self.mixer_norm(x), _sub(state, "mixer"))
+        args = (direction,) if direction != "l2r" else ()  # only the bidirectional mixers' step takes chunk-bi
+        h, ms = self.mixer.step(self.mixer_norm(x), _sub(state, "mixer"), *args)
         x = x + h
         h, cs = self.conv.step(x, _sub(state, "conv"))
         x = x + h
@@ -175,16 +185,38 @@ class Encoder(nn.Module):
         self.ctc = nn.Linear(cfg.d_model, cfg.vocab_size)
         self.bidirectional = self.layers[0].mixer.bidirectional
         self.direction = cfg.direction
+        self.chunk_frames: int | None = None  # fbank frames per chunk in chunk-bi mode
+        self.frame_shift_ms = DEFAULT_FRAME_SHIFT_MS  # of the training features; load_checkpoint sets it
         self._rng = random.Random(0)
 
-    def set_direction(self, mode: str) -> None:
+    def set_direction(self, mode: str, chunk_frames: int | None = None) -> None:
+        """Inference mode: ``l2r``, ``bi``, ``alt`` or ``chunk-bi`` with ``chunk_frames`` fbank frames per chunk;
+        ``mode`` may also be a mode string such as ``chunk-bi:640ms`` (``models.dirdrop.parse_mode``). A chunk-bi
+        chunk size is remembered, so ``set_direction(enc.direction)`` restores a chunk-bi mode. ValueError (one
+        line) for an unknown mode, chunk-bi on a unidirectional mixer, or a missing or bad chunk size."""
+        mode, parsed = parse_mode(mode, self.frame_shift_ms)
+        if parsed is not None and chunk_frames is not None and parsed != chunk_frames:
+            raise ValueError(f"two chunk sizes given: {parsed} (mode string) and {chunk_frames} fbank frames")
         inference_directions(mode, self.cfg.n_layers, self.bidirectional)  # validates
+        if mode == CHUNK_BI:
+            given = parsed if parsed is not None else chunk_frames
+            self.chunk_frames = check_chunk_frames(given if given is not None else self.chunk_frames)
         self.direction = mode
 
-    def _plan(self) -> list[str]:
-        if self.training and self.bidirectional and self.direction == "bi" and self.cfg.dirdrop != "none":
-            return training_directions(self.cfg.n_layers, self.cfg.dirdrop, self.cfg.dirdrop_p, self._rng)
-        return inference_directions(self.direction, self.cfg.n_layers, self.bidirectional)
+    def _plan(self) -> tuple[list[str], int | None]:
+        """Per-layer directions of this forward pass and, for chunk directions, the chunk in encoder frames.
+
+        Training a bidirectional model in ``bi`` draws DirDrop's per-layer plan and, with probability
+        ``cfg.chunk_bi_p``, runs the pass in chunk-bi with a chunk from ``cfg.chunk_bi_ms``
+        (``models.dirdrop.chunked``: a dropped R2L leaves ``l2r``, a dropped L2R leaves ``chunk-r2l``)."""
+        n, cfg = self.cfg.n_layers, self.cfg
+        if self.training and self.bidirectional and self.direction == "bi":
+            plan = training_directions(n, cfg.dirdrop, cfg.dirdrop_p, self._rng) if cfg.dirdrop != "none" \
+                else ["bi"] * n
+            chunk = draw_chunk_bi(cfg.chunk_bi_p, cfg.chunk_bi_ms, self.frame_shift_ms, self._rng)
+            return (plan, None) if chunk is None else (chunked(plan), chunk)
+        plan = inference_directions(self.direction, n, self.bidirectional)
+        return plan, (self.chunk_frames // self.cfg.subsampling if self.direction == CHUNK_BI else None)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         if self.cfg.input_floor_dbfs is not None:
@@ -197,8 +229,9 @@ class Encoder(nn.Module):
         h = self.subsampling(self.normalize(x), x_lens)
         lens = Subsampling.out_lengths(x_lens)
         mask = time_mask(lens, h.shape[1])
-        for layer, direction in zip(self.layers, self._plan()):
-            h = layer(h, lens, mask, direction)
+        plan, chunk = self._plan()
+        for layer, direction in zip(self.layers, plan):
+            h = layer(h, lens, mask, direction, chunk)
         return F.log_softmax(self.ctc(h), dim=-1), lens, h
 
     # --- streaming -------------------------------------------------------------------------------------
@@ -212,14 +245,16 @@ class Encoder(nn.Module):
         return initial_state(self.state_specs(), batch, device)
 
     def step(self, x: torch.Tensor, state: State):
-        """One chunk of fbank frames (T a multiple of 4) with the carried state.
+        """One chunk of fbank frames (T a multiple of 4) with the carried state: L2R, or in chunk-bi mode one whole
+        chunk (``chunk_frames``; the utterance's last may be shorter). Every other mode streams as L2R.
         Returns (logprobs [B,T/4,V], encoder_out [B,T/4,D], next state)."""
         if not self.cfg.causal:
             raise ValueError("this model is not stream-capable (trained with causal=False)")
+        direction = CHUNK_BI if self.direction == CHUNK_BI else "l2r"
         h, ss = self.subsampling.step(self.normalize(x), _sub(state, "subsampling"))
         new = _pre(ss, "subsampling")
         for i, layer in enumerate(self.layers):
-            h, ls = layer.step(h, _sub(state, f"layers.{i}"))
+            h, ls = layer.step(h, _sub(state, f"layers.{i}"), direction)
             new.update(_pre(ls, f"layers.{i}"))
         return F.log_softmax(self.ctc(h), dim=-1), h, new
 

@@ -1,25 +1,75 @@
-"""Direction Dropout (seed 000) and the per-layer direction plan of each inference mode.
+"""Direction Dropout (seed 000), the inference direction modes and the per-layer direction plan of each.
 
 During training each bidirectional layer drops one direction with probability p, so the trained model still
 works when a direction is missing at inference: ``r2l`` drops only R2L (keeps L2R streaming strong), ``both``
 drops either direction with equal odds (also enables R2L-only and alternating decoding).
+
+Modes: ``l2r`` (streamable), ``bi``, ``alt`` (even layers L2R, odd R2L) and ``chunk-bi`` (streamable: L2R carried
+across the stream, R2L within each chunk of C encoder frames from its initial state, averaged). ``chunk-bi`` needs a
+chunk size; as a user-facing string it is ``chunk-bi:640ms`` (``parse_mode``).
+
+Per-layer directions a mixer sees: ``l2r``, ``r2l``, ``bi``, ``chunk-bi`` and ``chunk-r2l`` (R2L within chunks only).
 """
 from __future__ import annotations
 
+import operator
 import random
+import re
+
+from edgeasr.models.config import CHUNK_BI, DIRECTIONS, SUBSAMPLING
+
+DEFAULT_FRAME_SHIFT_MS = 10.0  # fbank frame shift of every shipped config
+
+
+def parse_mode(s: str, frame_shift_ms: float = DEFAULT_FRAME_SHIFT_MS) -> tuple[str, int | None]:
+    """``"l2r"`` -> ``("l2r", None)``; ``"chunk-bi:640ms"`` -> ``("chunk-bi", 64)`` (chunk in fbank frames at
+    ``frame_shift_ms``); ``"chunk-bi"`` -> ``("chunk-bi", None)`` (size given elsewhere). ValueError on anything
+    else, or a chunk that is not a positive whole number of frames and a multiple of the subsampling (4)."""
+    mode, _, size = s.strip().partition(":")
+    if mode in DIRECTIONS and not size:
+        return mode, None
+    if mode != CHUNK_BI:
+        raise ValueError(f"unknown direction mode {s!r}; choose {', '.join(DIRECTIONS)} or {CHUNK_BI}:<ms>ms "
+                         f"(e.g. {CHUNK_BI}:640ms)")
+    if not size:
+        return mode, None
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)ms", size.strip())
+    if not m:
+        raise ValueError(f"bad chunk size in {s!r}: expected milliseconds, e.g. {CHUNK_BI}:640ms")
+    frames = float(m.group(1)) / frame_shift_ms
+    if frames != round(frames):
+        raise ValueError(f"{s!r}: {m.group(1)} ms is not a whole number of {frame_shift_ms:g} ms fbank frames")
+    return mode, check_chunk_frames(int(round(frames)))
+
+
+def check_chunk_frames(chunk_frames: int | None) -> int:
+    """A chunk-bi chunk size in fbank frames: a positive multiple of the subsampling, else ValueError."""
+    if chunk_frames is None:
+        raise ValueError(f"direction {CHUNK_BI!r} needs a chunk size (e.g. {CHUNK_BI}:640ms or chunk_frames=64)")
+    try:
+        n = operator.index(chunk_frames)  # ints, numpy ints; not floats or strings
+    except TypeError:
+        n = None
+    if n is None or isinstance(chunk_frames, bool) or n <= 0 or n % SUBSAMPLING:
+        raise ValueError(f"chunk-bi chunk must be a positive multiple of {SUBSAMPLING} fbank frames "
+                         f"({SUBSAMPLING * DEFAULT_FRAME_SHIFT_MS:g} ms at {DEFAULT_FRAME_SHIFT_MS:g} ms frames), "
+                         f"got {chunk_frames!r}")
+    return int(n)
 
 
 def inference_directions(mode: str, n_layers: int, bidirectional: bool) -> list[str]:
-    """Per-layer mixer direction for an inference mode: l2r (streamable), bi, alt (even L2R, odd R2L)."""
+    """Per-layer mixer direction for an inference mode: l2r (streamable), bi, alt (even L2R, odd R2L), chunk-bi."""
     if mode == "l2r":
         return ["l2r"] * n_layers
     if mode == "bi":
         return ["bi"] * n_layers
+    if mode in ("alt", CHUNK_BI) and not bidirectional:
+        raise ValueError(f"direction {mode!r} needs a bidirectional mixer (rwkv, mamba2)")
     if mode == "alt":
-        if not bidirectional:
-            raise ValueError("direction 'alt' needs a bidirectional mixer (rwkv, mamba2)")
         return ["l2r" if i % 2 == 0 else "r2l" for i in range(n_layers)]
-    raise ValueError(f"unknown direction mode {mode!r}; choose l2r, bi or alt")
+    if mode == CHUNK_BI:
+        return [CHUNK_BI] * n_layers
+    raise ValueError(f"unknown direction mode {mode!r}; choose {', '.join(DIRECTIONS)} or {CHUNK_BI}")
 
 
 def training_directions(n_layers: int, variant: str, p: float, rng: random.Random) -> list[str]:
@@ -33,3 +83,20 @@ def training_directions(n_layers: int, variant: str, p: float, rng: random.Rando
         else:
             plan.append("l2r" if rng.random() < 0.5 else "r2l")
     return plan
+
+
+def chunked(plan: list[str]) -> list[str]:
+    """A DirDrop plan run in chunk-bi: every R2L becomes R2L within the chunk. A dropped R2L leaves ``l2r`` (as
+    in plain DirDrop); a dropped L2R leaves ``chunk-r2l``, R2L within each chunk only, which is what that layer
+    would compute when streamed: every layer of a chunk-bi step stays streamable."""
+    return [{"bi": CHUNK_BI, "r2l": "chunk-r2l"}.get(d, d) for d in plan]
+
+
+def draw_chunk_bi(chunk_bi_p: float, chunk_bi_ms: list, frame_shift_ms: float, rng: random.Random) -> int | None:
+    """For one training step: a chunk size in encoder frames with probability ``chunk_bi_p``, else None (plain).
+    Drawn from ``chunk_bi_ms``, rounded to whole encoder frames (at least one). No draw at all when p is 0, so
+    runs configured without chunk-bi keep their random sequence."""
+    if chunk_bi_p <= 0 or rng.random() >= chunk_bi_p:
+        return None
+    ms = rng.choice(list(chunk_bi_ms))
+    return max(1, round(ms / (frame_shift_ms * SUBSAMPLING)))

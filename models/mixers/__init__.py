@@ -9,7 +9,9 @@ Every mixer takes and returns ``[B, T, D]`` and implements:
   chunk from ``initial_state`` must equal ``forward(x, lengths, "l2r")`` for any chunking (1e-5, fp32).
 
 ``bidirectional = True`` marks mixers with direction-specific weights (RWKV, Mamba-2), which DirDrop and the
-``alt`` inference mode act on.
+``alt`` and ``chunk-bi`` inference modes act on; they share ``bidirectional.BidirectionalMixer``, whose
+``forward(x, lengths, direction, chunk)`` also takes ``chunk-bi`` / ``chunk-r2l`` (R2L within chunks of ``chunk``
+encoder frames) and whose ``step(x, state, direction)`` also takes ``chunk-bi`` (one whole chunk per call).
 """
 from __future__ import annotations
 

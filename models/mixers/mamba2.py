@@ -22,11 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgeasr.models.mixers import Mixer, flip_valid, register
+from edgeasr.models.mixers import register
+from edgeasr.models.mixers.bidirectional import BidirectionalMixer
 from edgeasr.models.mixers.chunk_scan import FULL_SEQUENCE_GROUP, decay_weights, masks, scan_chunk_states
 from edgeasr.models.state import State, StateSpec
-
-_DIRECTIONS = ("l2r", "r2l", "bi")
 
 
 def _ssm_dtype(t: torch.Tensor) -> torch.dtype:
@@ -148,12 +147,13 @@ class Mamba2Core(nn.Module):
         y = y * torch.rsqrt(y.pow(2).mean(-1, keepdim=True) + self.norm_eps) * self.norm_weight
         return self.out_proj(y)
 
-    def forward(self, u: torch.Tensor) -> torch.Tensor:
-        """Causal full-sequence form from a zero state. u: [B,T,D]."""
+    def forward(self, u: torch.Tensor, block: int | None = None) -> torch.Tensor:
+        """Causal full-sequence form from a zero state. u: [B,T,D]; ``block``: frames per block of the SSD form
+        (default ``chunk_len``; short sequences of a known length pad less with a smaller one)."""
         z, xBC, dt = self._split(u)
         xBC = self.conv1d(F.pad(xBC.transpose(1, 2), (self.d_conv - 1, 0))).transpose(1, 2)
         x, X, dA, Bm, Cm = self._ssm_inputs(xBC, dt)
-        y, _ = ssd_chunked(X, dA, Bm, Cm, None, self.chunk_len, FULL_SEQUENCE_GROUP)
+        y, _ = ssd_chunked(X, dA, Bm, Cm, None, block or self.chunk_len, FULL_SEQUENCE_GROUP)
         return self._finish(y, x, z)
 
     def step(self, u: torch.Tensor, conv: torch.Tensor, ssm: torch.Tensor):
@@ -179,10 +179,8 @@ class Mamba2Core(nn.Module):
 
 
 @register("mamba2")
-class Mamba2Mixer(Mixer):
-    """Bidirectional Mamba-2 mixer: independent L2R and R2L cores, averaged for ``direction="bi"``."""
-
-    bidirectional = True
+class Mamba2Mixer(BidirectionalMixer):
+    """Bidirectional Mamba-2 mixer: independent L2R and R2L cores, averaged for ``bi`` and ``chunk-bi``."""
 
     def __init__(self, d_model: int, d_state: int = 32, headdim: int = 32, expand: int = 2, d_conv: int = 4,
                  chunk_len: int = 32, **options):
@@ -191,24 +189,11 @@ class Mamba2Mixer(Mixer):
         self.l2r = Mamba2Core(d_model, **kw)
         self.r2l = Mamba2Core(d_model, **kw)
 
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor, direction: str = "l2r") -> torch.Tensor:
-        if direction not in _DIRECTIONS:
-            raise ValueError(f"direction must be one of {_DIRECTIONS}, got {direction!r}")
-        lengths = lengths.to(x.device)
-        valid = torch.arange(x.shape[1], device=x.device).unsqueeze(0) < lengths.unsqueeze(1)
-        x = torch.where(valid.unsqueeze(-1), x, torch.zeros((), dtype=x.dtype, device=x.device))
-        if direction == "l2r":
-            return self.l2r(x)
-        y_r2l = flip_valid(self.r2l(flip_valid(x, lengths)), lengths)
-        if direction == "r2l":
-            return y_r2l
-        return 0.5 * (self.l2r(x) + y_r2l)
-
     def state_specs(self) -> list[StateSpec]:
         c = self.l2r
         return [StateSpec("conv", (c.conv_dim, c.d_conv - 1)),
                 StateSpec("ssm", (c.nheads, c.headdim, c.d_state), torch.float32)]
 
-    def step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+    def _step_l2r(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         y, conv, ssm = self.l2r.step(x, state["conv"], state["ssm"])
         return y, {"conv": conv, "ssm": ssm}

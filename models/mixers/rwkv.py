@@ -29,11 +29,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgeasr.models.mixers import Mixer, flip_valid, register
+from edgeasr.models.mixers import register
+from edgeasr.models.mixers.bidirectional import BidirectionalMixer
 from edgeasr.models.mixers.chunk_scan import FULL_SEQUENCE_GROUP, masks, scan_chunk_states
 from edgeasr.models.state import State, StateSpec
 
-_DIRECTIONS = ("l2r", "r2l", "bi")
 DEFAULT_CHUNK_LEN = 8  # frames per block of the chunked form (see the module docstring for the measurements)
 
 
@@ -186,13 +186,14 @@ class RWKV6TimeMix(nn.Module):
         o = self.ln_x(o.reshape(B, T, self.d_model).to(dtype))
         return self.output(o * g)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Causal full-sequence form from a zero state. x: [B,T,D]."""
+    def forward(self, x: torch.Tensor, block: int | None = None) -> torch.Tensor:
+        """Causal full-sequence form from a zero state. x: [B,T,D]; ``block``: frames per block of the chunked form
+        (default ``chunk_len``; short sequences of a known length pad less with a smaller one)."""
         prev = F.pad(x, (0, 0, 1, 0))[:, :-1]
         r, k, v, g, d = self._project(x, prev)
         logw = -torch.exp(d.to(_wkv_dtype(d)))
         o, _ = wkv_chunked(self._heads(r), self._heads(k), self._heads(v), self._heads(logw), self.time_faaaa,
-                           None, self.chunk_len, FULL_SEQUENCE_GROUP)
+                           None, block or self.chunk_len, FULL_SEQUENCE_GROUP)
         return self._finish(o, g, x.dtype)
 
     def step(self, x: torch.Tensor, shift: torch.Tensor, wkv: torch.Tensor):
@@ -219,10 +220,8 @@ class RWKV6TimeMix(nn.Module):
 
 
 @register("rwkv")
-class RWKVMixer(Mixer):
-    """Bidirectional RWKV-6 mixer: independent L2R and R2L cores, averaged for ``direction="bi"``."""
-
-    bidirectional = True
+class RWKVMixer(BidirectionalMixer):
+    """Bidirectional RWKV-6 mixer: independent L2R and R2L cores, averaged for ``bi`` and ``chunk-bi``."""
 
     def __init__(self, d_model: int, head_size: int | None = None, lora_dim: int = 32, decay_lora_dim: int = 64,
                  chunk_len: int = DEFAULT_CHUNK_LEN, layer_ratio: float = 0.5, **options):
@@ -237,23 +236,10 @@ class RWKVMixer(Mixer):
         self.l2r = RWKV6TimeMix(d_model, **kw)
         self.r2l = RWKV6TimeMix(d_model, **kw)
 
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor, direction: str = "l2r") -> torch.Tensor:
-        if direction not in _DIRECTIONS:
-            raise ValueError(f"direction must be one of {_DIRECTIONS}, got {direction!r}")
-        valid = (torch.arange(x.shape[1], device=x.device).unsqueeze(0) < lengths.to(x.device).unsqueeze(1))
-        x = torch.where(valid.unsqueeze(-1), x, torch.zeros((), dtype=x.dtype, device=x.device))
-        if direction == "l2r":
-            return self.l2r(x)
-        lengths = lengths.to(x.device)
-        y_r2l = flip_valid(self.r2l(flip_valid(x, lengths)), lengths)
-        if direction == "r2l":
-            return y_r2l
-        return 0.5 * (self.l2r(x) + y_r2l)
-
     def state_specs(self) -> list[StateSpec]:
         K = self.head_size
         return [StateSpec("shift", (self.d_model,)), StateSpec("wkv", (self.n_head, K, K), torch.float32)]
 
-    def step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+    def _step_l2r(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         y, shift, wkv = self.l2r.step(x, state["shift"], state["wkv"])
         return y, {"shift": shift, "wkv": wkv}

@@ -18,7 +18,8 @@ console = Console(stderr=True)
 @click.argument("model")
 @click.option("--kind", type=click.Choice(["full", "step", "chunk"]), required=True,
               help="full: whole utterance; step: stateful streaming (L2R); chunk: strict chunks, no state.")
-@click.option("--direction", type=click.Choice(["l2r", "bi", "alt"]), default="l2r", show_default=True)
+@click.option("--direction", type=click.Choice(["l2r", "bi", "alt", "chunk-bi"]), default="l2r", show_default=True,
+              help="chunk-bi (step or full): L2R across the stream + R2L within each --chunk-frames chunk.")
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="Output .onnx file.")
 @click.option("--chunk-frames", type=int, default=32, show_default=True,
               help="Recommended fbank frames per chunk (metadata; multiple of 4; 32 = 320 ms).")

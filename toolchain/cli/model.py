@@ -34,6 +34,18 @@ def _snr_range(value: str | None):
     return [lo, hi]
 
 
+def _ms_list(value: str | None):
+    if value is None:
+        return None
+    try:
+        ms = [int(v) for v in value.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"expected milliseconds like 160,320,640,1280, got {value!r}") from None
+    if not ms or min(ms) <= 0:
+        raise click.BadParameter(f"chunk sizes must be positive, got {value!r}")
+    return ms
+
+
 @click.command()
 @click.option("--mixer", type=click.Choice(mixer_names()), help="Mixer replacing self-attention.")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
@@ -52,6 +64,9 @@ def _snr_range(value: str | None):
 @click.option("--dirdrop", type=click.Choice(["none", "r2l", "both"]))
 @click.option("--dirdrop-p", type=float)
 @click.option("--direction", type=click.Choice(["l2r", "bi"]), help="Training/inference mode (bi for RA mixers).")
+@click.option("--chunk-bi-p", type=float, help="Share of training steps run in chunk-bi (bidirectional mixers, bi).")
+@click.option("--chunk-bi-ms", callback=lambda c, p, v: _ms_list(v), metavar="MS,MS,...",
+              help="Chunk sizes a chunk-bi training step draws from (default 160,320,640,1280).")
 @click.option("--causal/--no-causal", default=None, help="Stream-capable subsampling and conv module.")
 @click.option("--seed", type=int)
 @click.option("--threads", type=int)
@@ -71,8 +86,8 @@ def _snr_range(value: str | None):
               help="Minutes for this invocation: stop early with a resumable checkpoint (LR schedule unchanged).")
 @click.option("--skip-bad-rows", is_flag=True, help="Skip (and list) bad manifest rows instead of failing.")
 def train(mixer, config_file, train_manifests, dev_manifest, run_dir, epochs, max_minutes, max_steps, batch_frames,
-          lr, d_model, layers, dirdrop, dirdrop_p, direction, causal, seed, threads, resume, init, vtlp, noise_snr,
-          input_floor, ema_decay, time_limit, skip_bad_rows):
+          lr, d_model, layers, dirdrop, dirdrop_p, direction, chunk_bi_p, chunk_bi_ms, causal, seed, threads, resume,
+          init, vtlp, noise_snr, input_floor, ema_decay, time_limit, skip_bad_rows):
     """Train a CTC encoder; checkpoints (safetensors + config.json) land in RUN_DIR."""
     from edgeasr.training.train import resolve_config, resume_config, train as run_training
 
@@ -96,6 +111,7 @@ def train(mixer, config_file, train_manifests, dev_manifest, run_dir, epochs, ma
         model_cfg, tc = resolve_config(config_file, base_model=base_model, overrides={
             "model.mixer": mixer, "model.d_model": d_model, "model.n_layers": layers, "model.dirdrop": dirdrop,
             "model.dirdrop_p": dirdrop_p, "model.direction": direction, "model.causal": causal,
+            "model.chunk_bi_p": chunk_bi_p, "model.chunk_bi_ms": chunk_bi_ms,
             "model.input_floor_dbfs": input_floor,
             "train.epochs": epochs, "train.max_minutes": max_minutes, "train.max_steps": max_steps,
             "train.batch_frames": batch_frames,

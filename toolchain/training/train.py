@@ -194,6 +194,7 @@ def train(run_dir: Path, model_cfg: EncoderConfig, tc: TrainConfig, train_manife
         + (f" from {len(train_manifests)} manifests" if len(train_manifests) > 1 else "") + f"; dev: {len(dev_utts)}")
 
     model = Encoder(model_cfg)
+    model.frame_shift_ms = feature_opts.frame_shift_ms  # chunk_bi_ms -> frames
     mean, std = feature_stats(train_utts)
     model.feat_mean.copy_(mean)
     model.feat_std.copy_(std)
