@@ -65,41 +65,13 @@ def export(model, kind, direction, out, chunk_frames, opset, verify, tolerance, 
                f"{err}, {result.seconds:.1f} s)")
 
 
-def describe(path: Path) -> dict:
-    """Everything ``inspect`` shows, as plain data (no torch, no onnxruntime)."""
-    import onnx
-
-    from edgeasr.runtimes.metadata import read_metadata
-
-    meta = read_metadata(path)  # raises MetadataError (a UserError) for foreign or corrupt files
-    model = onnx.load(str(path), load_external_data=False)
-
-    def shape(vi):
-        t = vi.type.tensor_type
-        dims = [d.dim_param or (d.dim_value if d.HasField("dim_value") else "?") for d in t.shape.dim]
-        return {"name": vi.name, "dtype": onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name, "shape": dims}
-
-    hist: dict[str, int] = {}
-    for n in model.graph.node:
-        hist[n.op_type] = hist.get(n.op_type, 0) + 1
-    return {
-        "file": str(path),
-        "size_bytes": path.stat().st_size,
-        "graph_kind": meta["graph_kind"],
-        "opset": {d.domain or "ai.onnx": d.version for d in model.opset_import},
-        "inputs": [shape(v) for v in model.graph.input],
-        "outputs": [shape(v) for v in model.graph.output],
-        "metadata": meta,
-        "op_count": sum(hist.values()),
-        "op_histogram": dict(sorted(hist.items(), key=lambda kv: (-kv[1], kv[0]))),
-    }
-
-
 @click.command()
 @click.argument("onnx_file", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True)
 def inspect(onnx_file, as_json):
     """Show what an exported model promises: graph kind, I/O, states, features, vocabulary, ops."""
+    from edgeasr.model_info import describe
+
     info = describe(onnx_file)
     if as_json:
         click.echo(json.dumps(info, indent=2))
@@ -111,9 +83,9 @@ def inspect(onnx_file, as_json):
               "chunk_multiple", "chunk_frames", "lookahead_frames", "blank_id", "format_version", "source_sha256"):
         if k in meta:
             head.add_row(k, escape(str(meta[k])))
-    head.add_row("opset", ", ".join(f"{d} {v}" for d, v in info["opset"].items()))
+    head.add_row("opset", ", ".join(f"{d} {v}" for d, v in info["opset"].items()) or str(meta.get("opset", "?")))
     head.add_row("file size", f"{info['size_bytes'] / 1e6:.2f} MB ({info['size_bytes']} bytes)")
-    head.add_row("ops", str(info["op_count"]))
+    head.add_row("ops", str(info["op_count"] if info["op_count"] is not None else "?"))
     out.print(head)
     io = Table("direction", "name", "dtype", "shape", title="inputs and outputs")
     for d in ("inputs", "outputs"):
@@ -131,6 +103,9 @@ def inspect(onnx_file, as_json):
     out.print(feats)
     out.print(escape(f"vocabulary ({len(meta['vocab'])}, blank {meta['blank_id']}): "
                      + " ".join(repr(t) for t in meta["vocab"])), highlight=False)
+    if info["op_histogram"] is None:
+        out.print("op histogram: needs the onnx package (pip install 'edgeasr[export]')")
+        return
     ops = Table("op", "count", title="op histogram")
     for k, v in info["op_histogram"].items():
         ops.add_row(k, str(v))

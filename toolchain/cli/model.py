@@ -64,6 +64,8 @@ def _ms_list(value: str | None):
 @click.option("--dirdrop", type=click.Choice(["none", "r2l", "both"]))
 @click.option("--dirdrop-p", type=float)
 @click.option("--direction", type=click.Choice(["l2r", "bi"]), help="Training/inference mode (bi for RA mixers).")
+@click.option("--dev-direction", help="Score dev WER (and keep the best checkpoint) in this mode, e.g. "
+                                      "chunk-bi:640ms for a streaming fine-tune (default: the model's own mode).")
 @click.option("--chunk-bi-p", type=float, help="Share of training steps run in chunk-bi (bidirectional mixers, bi).")
 @click.option("--chunk-bi-ms", callback=lambda c, p, v: _ms_list(v), metavar="MS,MS,...",
               help="Chunk sizes a chunk-bi training step draws from (default 160,320,640,1280).")
@@ -86,7 +88,7 @@ def _ms_list(value: str | None):
               help="Minutes for this invocation: stop early with a resumable checkpoint (LR schedule unchanged).")
 @click.option("--skip-bad-rows", is_flag=True, help="Skip (and list) bad manifest rows instead of failing.")
 def train(mixer, config_file, train_manifests, dev_manifest, run_dir, epochs, max_minutes, max_steps, batch_frames,
-          lr, d_model, layers, dirdrop, dirdrop_p, direction, chunk_bi_p, chunk_bi_ms, causal, seed, threads, resume,
+          lr, d_model, layers, dirdrop, dirdrop_p, direction, dev_direction, chunk_bi_p, chunk_bi_ms, causal, seed, threads, resume,
           init, vtlp, noise_snr, input_floor, ema_decay, time_limit, skip_bad_rows):
     """Train a CTC encoder; checkpoints (safetensors + config.json) land in RUN_DIR."""
     from edgeasr.training.train import resolve_config, resume_config, train as run_training
@@ -111,7 +113,7 @@ def train(mixer, config_file, train_manifests, dev_manifest, run_dir, epochs, ma
         model_cfg, tc = resolve_config(config_file, base_model=base_model, overrides={
             "model.mixer": mixer, "model.d_model": d_model, "model.n_layers": layers, "model.dirdrop": dirdrop,
             "model.dirdrop_p": dirdrop_p, "model.direction": direction, "model.causal": causal,
-            "model.chunk_bi_p": chunk_bi_p, "model.chunk_bi_ms": chunk_bi_ms,
+            "model.chunk_bi_p": chunk_bi_p, "model.chunk_bi_ms": chunk_bi_ms, "train.dev_direction": dev_direction,
             "model.input_floor_dbfs": input_floor,
             "train.epochs": epochs, "train.max_minutes": max_minutes, "train.max_steps": max_steps,
             "train.batch_frames": batch_frames,

@@ -53,6 +53,7 @@ class TrainConfig:
     init: str = ""  # start from these weights (RUN_DIR or shipped name): fine-tuning keeps its feature normalisation
     eval_every: int = 400
     dev_limit: int = 300
+    dev_direction: str = ""  # mode dev WER (and so the best checkpoint) is scored in, e.g. chunk-bi:640ms; "": the model's
     seed: int = 0
     threads: int = 0  # 0: torch default
 
@@ -208,7 +209,7 @@ def train(run_dir: Path, model_cfg: EncoderConfig, tc: TrainConfig, train_manife
     init_from = None
     if tc.init and not resume:
         init_command = _load_init_weights(model, tc.init)
-        from edgeasr.training.ship import describe_init
+        from edgeasr.training.provenance import describe_init
 
         init_from = describe_init(tc.init)  # now, while a shipped name still means these weights
         say(f"initialised from {tc.init} (weights and feature normalisation)")
@@ -285,7 +286,11 @@ def train(run_dir: Path, model_cfg: EncoderConfig, tc: TrainConfig, train_manife
                                                "history": history})
 
     def run_eval():
+        before = scored.direction
+        if tc.dev_direction:  # e.g. a streaming fine-tune keeps the checkpoint that streams best
+            scored.set_direction(tc.dev_direction)
         dev_wer, _ = evaluate(scored, dev_utts, device) if dev_utts else (float("nan"), [])
+        scored.set_direction(before)
         history.append({"step": step, "epoch": epoch, "dev_wer": dev_wer,
                         "elapsed_s": round(elapsed_before + time.time() - start, 1)})
         say(f"step {step} epoch {epoch}: dev WER {dev_wer * 100:.2f}%")
