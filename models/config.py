@@ -7,6 +7,8 @@ DIRECTIONS = ("l2r", "bi", "alt")  # plain inference modes (no parameter)
 CHUNK_BI = "chunk-bi"  # streamable mode with a chunk size: "chunk-bi:640ms" (models.dirdrop.parse_mode)
 SUBSAMPLING = 4
 DIRDROP_VARIANTS = ("none", "r2l", "both")
+# every registered mixer (models/mixers/); listed here so the CLI can offer them without importing torch
+MIXERS = ("rwkv", "mamba2", "mha", "deformable", "none")
 
 
 @dataclass

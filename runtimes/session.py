@@ -218,6 +218,11 @@ class StreamingSession:
         self.vocab, self.blank_id = meta["vocab"], int(meta["blank_id"])
         self.multiple = int(meta.get("chunk_multiple", meta.get("subsampling", 4)))
         self.chunk_frames = int(chunk_frames or meta.get("chunk_frames") or 8 * self.multiple)
+        fixed = meta.get("direction") == "chunk-bi" and meta.get("chunk_frames")
+        if fixed and self.chunk_frames != int(meta["chunk_frames"]):
+            # R2L runs within each call: any other chunking computes something the model was not exported for
+            raise UserError(f"{backend.model_path}: a chunk-bi graph streams only in its own chunk of "
+                            f"{meta['chunk_frames']} fbank frames, not {self.chunk_frames}")
         if self.chunk_frames <= 0 or self.chunk_frames % self.multiple:
             raise UserError(f"chunk of {self.chunk_frames} fbank frames is not a positive multiple of "
                             f"{self.multiple} (edgeasr.chunk_multiple)")

@@ -316,7 +316,7 @@ def test_eval_by_engine_is_derived_from_the_voice_name(corpus):
 
 
 def test_group_key_prefers_a_real_field():
-    from edgeasr.cli.model import group_key
+    from edgeasr.evaluation.evaluate import group_key
 
     assert group_key({"voice": "flite:slt", "engine": "mine"}, "engine") == "mine"
     assert group_key({"voice": "flite:slt"}, "engine") == "flite"

@@ -36,17 +36,12 @@ def main():
 
 
 def _register():
-    from edgeasr.cli import bench as cli_bench
-    from edgeasr.cli import data as cli_data
-    from edgeasr.cli import export as cli_export
-    from edgeasr.cli import lint as cli_lint
-    from edgeasr.cli import lm as cli_lm
-    from edgeasr.cli import model as cli_model
-    from edgeasr.cli import parity as cli_parity
-    from edgeasr.cli import quantize as cli_quant
-    from edgeasr.cli import transcribe as cli_runtime
+    """Every command module, in help order. They import only click/rich at module level: the heavy libraries
+    (torch, onnx, openvino) load inside the command that needs them, so the CLI starts on a device install."""
+    from edgeasr.cli import (bench, data, evaluate, export, lint, lm, parity, pretrained, quantize, train,
+                             transcribe)
 
-    for module in (cli_data, cli_model, cli_lm, cli_export, cli_lint, cli_runtime, cli_quant, cli_bench, cli_parity):
+    for module in (data, train, evaluate, pretrained, lm, export, lint, transcribe, quantize, bench, parity):
         for cmd in module.COMMANDS:
             main.add_command(cmd)
 

@@ -10,6 +10,15 @@ from edgeasr.runtimes.errors import UserError
 BATCH_FRAMES = 40000  # padded fbank frames per call, as edgeasr.training.train.utterance_logprobs batches
 
 
+def exported_mode(meta: dict) -> str:
+    """The mode an ONNX file decodes in, as a mode string (``chunk-bi:640ms`` names its chunk)."""
+    mode = meta.get("direction", "l2r")
+    if mode == "chunk-bi":
+        shift = float((meta.get("fbank") or {}).get("frame_shift_ms", 10.0))
+        return f"chunk-bi:{int(meta['chunk_frames']) * shift:g}ms"
+    return mode
+
+
 class ModelLogprobs:
     """``modes``: the direction modes this model can decode in (an ONNX file has the one it was exported in)."""
 
@@ -26,14 +35,14 @@ class ModelLogprobs:
             meta = b.meta
             self.vocab, self.blank_id = meta["vocab"], int(meta["blank_id"])
             self.fbank = fbank_options(meta)
-            self.modes = [meta.get("direction", "l2r")]
+            self.modes = [exported_mode(meta)]
             if direction and direction not in self.modes:
                 self.close()
                 raise exported_mode_error(model, self.modes[0], [direction])
         else:
             if backend:
                 raise UserError(f"--backend is for ONNX models; {model} is a checkpoint (it runs on torch)")
-            from edgeasr.models.config import DIRECTIONS
+            from edgeasr.models.config import CHUNK_BI, DIRECTIONS
             from edgeasr.runtimes.features import FbankOptions
             from edgeasr.runtimes.vocab import BLANK_ID, VOCAB
             from edgeasr.pretrained import load_model
@@ -41,9 +50,14 @@ class ModelLogprobs:
             self.net, config = load_model(model, direction)
             self.vocab, self.blank_id = VOCAB, BLANK_ID
             self.fbank = FbankOptions.from_dict(config["features"])
-            self.modes = [d for d in DIRECTIONS if self._supports(d)]
+            self.modes = [d for d in DIRECTIONS if self.supports(d)]
+            if self.supports(f"{CHUNK_BI}:640ms"):
+                self.modes.append(CHUNK_BI)  # with any chunk: chunk-bi:<ms>ms
 
-    def _supports(self, mode: str) -> bool:
+    def supports(self, mode: str) -> bool:
+        """Whether this model decodes in ``mode`` (a plain mode or e.g. ``chunk-bi:640ms``)."""
+        if self.onnx:
+            return mode in self.modes
         before = self.net.direction
         try:
             self.net.set_direction(mode)
@@ -66,7 +80,7 @@ class ModelLogprobs:
     def logprobs(self, utts, mode: str | None = None) -> list[np.ndarray]:
         """``[T', V]`` log-probs per utterance, decoded in ``mode`` (default: the model's own)."""
         mode = mode or self.default_mode
-        if mode not in self.modes:
+        if not self.supports(mode):
             raise UserError(f"{self.model}: cannot decode in {mode} mode (modes: {', '.join(self.modes)})")
         if not self.onnx:
             from edgeasr.training.train import utterance_logprobs

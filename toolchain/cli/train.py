@@ -1,0 +1,124 @@
+"""``edgeasr train``: options -> ``edgeasr.training.train.train``."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from edgeasr import pretrained
+from edgeasr.models.config import MIXERS
+from edgeasr.runtimes.errors import UserError
+
+console = Console(stderr=True)
+
+
+def _snr_range(value: str | None):
+    if value is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected LO,HI in dB (e.g. 3,30), got {value!r}") from None
+    if lo > hi:
+        raise click.BadParameter(f"LO must not exceed HI, got {value!r}")
+    return [lo, hi]
+
+
+def _ms_list(value: str | None):
+    if value is None:
+        return None
+    try:
+        ms = [int(v) for v in value.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"expected milliseconds like 160,320,640,1280, got {value!r}") from None
+    if not ms or min(ms) <= 0:
+        raise click.BadParameter(f"chunk sizes must be positive, got {value!r}")
+    return ms
+
+
+@click.command()
+@click.option("--mixer", type=click.Choice(MIXERS), help="Mixer replacing self-attention.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
+              help='JSON {"model": {...}, "train": {...}}; options given here override it.')
+@click.option("--train", "train_manifests", required=True, multiple=True, type=click.Path(path_type=Path),
+              help="Train manifest; repeat it to pool several corpora (e.g. two synth seeds, or synth + your own).")
+@click.option("--dev", "dev_manifest", required=True, type=click.Path(path_type=Path), help="Dev manifest.")
+@click.option("--out", "run_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run dir.")
+@click.option("--epochs", type=int)
+@click.option("--max-minutes", type=float, help="Wall-clock budget; the LR schedule ends with it.")
+@click.option("--max-steps", type=int, help="Step budget; the LR schedule ends with it (equal-step comparisons).")
+@click.option("--batch-frames", type=int, help="Padded fbank frames per batch.")
+@click.option("--lr", type=float)
+@click.option("--d-model", type=int)
+@click.option("--layers", type=int)
+@click.option("--dirdrop", type=click.Choice(["none", "r2l", "both"]))
+@click.option("--dirdrop-p", type=float)
+@click.option("--direction", type=click.Choice(["l2r", "bi"]), help="Training/inference mode (bi for RA mixers).")
+@click.option("--dev-direction", help="Score dev WER (and keep the best checkpoint) in this mode, e.g. "
+                                      "chunk-bi:640ms for a streaming fine-tune (default: the model's own mode).")
+@click.option("--chunk-bi-p", type=float, help="Share of training steps run in chunk-bi (bidirectional mixers, bi).")
+@click.option("--chunk-bi-ms", callback=lambda c, p, v: _ms_list(v), metavar="MS,MS,...",
+              help="Chunk sizes a chunk-bi training step draws from (default 160,320,640,1280).")
+@click.option("--causal/--no-causal", default=None, help="Stream-capable subsampling and conv module.")
+@click.option("--seed", type=int)
+@click.option("--threads", type=int)
+@click.option("--resume", is_flag=True, help="Continue from RUN_DIR's last checkpoint.")
+@click.option("--init", "init", help="Fine-tune: start from this RUN_DIR or shipped name (its model config too).")
+@click.option("--vtlp", type=float, help="Frequency-warp augmentation: max relative warp per utterance (e.g. 0.15).")
+@click.option("--noise-snr", callback=lambda c, p, v: _snr_range(v), metavar="LO,HI",
+              help="Noise augmentation: fresh white/pink noise on half the utterances at an SNR drawn from LO-HI dB "
+                   "(mel power; e.g. 3,30).")
+@click.option("--input-floor", type=float, metavar="DBFS",
+              help="Put a white-noise floor at this level (dB re full scale, e.g. -80) under the features, in "
+                   "training and in the exported model: digital silence then looks like a quiet room.")
+@click.option("--ema", "ema_decay", type=float, metavar="DECAY",
+              help="Keep an exponential moving average of the weights (e.g. 0.995): dev WER scores it and "
+                   "model.safetensors holds it; last.safetensors keeps the raw weights.")
+@click.option("--time-limit", type=float, default=0.0,
+              help="Minutes for this invocation: stop early with a resumable checkpoint (LR schedule unchanged).")
+@click.option("--skip-bad-rows", is_flag=True, help="Skip (and list) bad manifest rows instead of failing.")
+def train(mixer, config_file, train_manifests, dev_manifest, run_dir, epochs, max_minutes, max_steps, batch_frames,
+          lr, d_model, layers, dirdrop, dirdrop_p, direction, dev_direction, chunk_bi_p, chunk_bi_ms, causal, seed, threads, resume,
+          init, vtlp, noise_snr, input_floor, ema_decay, time_limit, skip_bad_rows):
+    """Train a CTC encoder; checkpoints (safetensors + config.json) land in RUN_DIR."""
+    from edgeasr.training.train import resolve_config, resume_config, train as run_training
+
+    if time_limit < 0:
+        raise UserError(f"--time-limit must be >= 0 minutes, got {time_limit:g}")
+    for m in (*train_manifests, dev_manifest):
+        if not m.is_file():
+            raise UserError(f"{m}: manifest not found")
+    if resume and (run_dir / "config.json").is_file():
+        model_cfg, tc, _ = resume_config(run_dir)
+        # Budgets may be raised on resume to continue a finished run; the model and recipe stay as trained.
+        budgets = {"epochs": epochs, "max_minutes": max_minutes, "max_steps": max_steps, "threads": threads}
+        tc = dataclasses.replace(tc, **{k: v for k, v in budgets.items() if v is not None})
+    else:
+        # --init: the checkpoint's model config is the base; the config file and options may still change it
+        base_model = pretrained.load_model(init)[1]["model"] if init else {}
+        if mixer is None and config_file is None and not init:
+            raise UserError("--mixer or --config (or --init) is required")
+        if direction is None and not init and mixer in ("mha", "none", "deformable"):
+            direction = "l2r"  # streaming baselines (seed 001) train causally
+        model_cfg, tc = resolve_config(config_file, base_model=base_model, overrides={
+            "model.mixer": mixer, "model.d_model": d_model, "model.n_layers": layers, "model.dirdrop": dirdrop,
+            "model.dirdrop_p": dirdrop_p, "model.direction": direction, "model.causal": causal,
+            "model.chunk_bi_p": chunk_bi_p, "model.chunk_bi_ms": chunk_bi_ms, "train.dev_direction": dev_direction,
+            "model.input_floor_dbfs": input_floor,
+            "train.epochs": epochs, "train.max_minutes": max_minutes, "train.max_steps": max_steps,
+            "train.batch_frames": batch_frames,
+            "train.lr": lr, "train.seed": seed, "train.threads": threads, "train.init": init, "train.vtlp": vtlp,
+            "train.noise_snr": noise_snr, "train.ema_decay": ema_decay})
+    command = "edgeasr " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    summary = run_training(run_dir, model_cfg, tc, list(train_manifests), dev_manifest, resume=resume,
+                           console=console, command=command, on_bad_row="skip" if skip_bad_rows else "fail",
+                           time_limit_s=time_limit * 60)
+    click.echo(json.dumps({k: v for k, v in summary.items() if k != "history"}))
+
+
+COMMANDS = [train]
