@@ -73,12 +73,47 @@ def experiment():
 @click.option("--out", "out", default="work/experiment", show_default=True, type=click.Path(path_type=Path))
 @click.option("--limit", default=100, show_default=True, type=int, help="Test utterances (spread evenly).")
 @click.option("--threads", default=1, show_default=True, type=int)
-def dirdrop_cmd(models, test, out, limit, threads):
+@click.option("--chunks-ms", default="", help="Also decode chunk-bi at these chunk sizes, e.g. 320,640 (ms).")
+def dirdrop_cmd(models, test, out, limit, threads, chunks_ms):
     """Seed 000's DirDrop table: each model decoded l2r / alt / bi (torch reference, greedy CTC)."""
     from edgeasr.evaluation.experiment import dirdrop
 
     report, paths = dirdrop(list(models), test, out, limit, threads,
-                            say=lambda s: console.print(s, highlight=False))
+                            say=lambda s: console.print(s, highlight=False), chunks_ms=_ms_list(chunks_ms))
+    click.echo(paths["md"].read_text())
+    click.echo(f"reports: {paths['json']} {paths['md']}")
+
+
+def _ms_list(value: str) -> list[int]:
+    try:
+        return [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected milliseconds like 160,320,640,1280, got {value!r}") from None
+
+
+@experiment.command(name="streaming")
+@click.option("--model", "models", multiple=True, required=True, metavar="RUN_DIR|NAME",
+              help="Checkpoints to compare (repeat); bidirectional ones get every chunk-bi size, alt and bi too.")
+@click.option("--test", required=True, type=click.Path(path_type=Path), help="Held-out test manifest.")
+@click.option("--real", type=click.Path(path_type=Path), help="A second test set, e.g. real recordings "
+                                                             "(edgeasr data real).")
+@click.option("--lm", "lm_dir", type=click.Path(path_type=Path), help="Also WER with this word LM (edgeasr lm build).")
+@click.option("--chunks-ms", default="160,320,640,1280", show_default=True, callback=lambda c, p, v: _ms_list(v),
+              help="chunk-bi chunk sizes in ms (multiples of 40).")
+@click.option("--limit", default=0, show_default=True, type=int, help="Utterances per test set (0: all).")
+@click.option("--timing-utterances", default=20, show_default=True, type=int,
+              help="Test utterances streamed on ONNX Runtime for RTF and first-partial latency.")
+@click.option("--threads", default=2, show_default=True, type=int, help="torch threads for the WER decoding.")
+@click.option("--out", "out", default="work/experiment", show_default=True, type=click.Path(path_type=Path),
+              help="Output directory (streaming.json, streaming.md).")
+def streaming_cmd(models, test, real, lm_dir, chunks_ms, limit, timing_utterances, threads, out):
+    """The streaming table: per model x mode (l2r, chunk-bi per chunk size, alt, bi) x test set, greedy WER
+    (and with --lm), plus RTF and first-partial latency of each streamable mode's step graph on ORT, 1 thread."""
+    from edgeasr.evaluation.streaming import streaming_table
+
+    report, paths = streaming_table(list(models), test, real, lm_dir, chunks_ms, limit=limit,
+                                    timing_utts=timing_utterances, threads=threads, out=out,
+                                    say=lambda s: console.print(s, highlight=False))
     click.echo(paths["md"].read_text())
     click.echo(f"reports: {paths['json']} {paths['md']}")
 

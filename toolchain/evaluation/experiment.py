@@ -28,7 +28,9 @@ def _select(entries: list, limit: int) -> list:
     return entries
 
 
-def dirdrop(model_refs, test: Path, out: Path, limit: int = 100, threads: int = 1, say=None) -> tuple[dict, dict]:
+def dirdrop(model_refs, test: Path, out: Path, limit: int = 100, threads: int = 1, say=None,
+            chunks_ms: list[int] = ()) -> tuple[dict, dict]:
+    """``chunks_ms``: also decode in chunk-bi at these chunk sizes (streamable, R2L within each chunk)."""
     import torch
 
     from edgeasr.runtimes.features import FbankOptions
@@ -40,6 +42,7 @@ def dirdrop(model_refs, test: Path, out: Path, limit: int = 100, threads: int = 
     from edgeasr.training.train import evaluate
 
     say = say or (lambda *_: None)
+    modes = [MODES[0], *[f"chunk-bi:{c}ms" for c in chunks_ms], *MODES[1:]]
     if not model_refs:
         raise UserError("give at least one --model (no DirDrop, DirDrop-R2L, DirDrop-Both checkpoints)")
     test = Path(test)
@@ -73,8 +76,11 @@ def dirdrop(model_refs, test: Path, out: Path, limit: int = 100, threads: int = 
                "parameters": config.get("parameters"), "train_steps": config.get("metrics", {}).get("step"),
                "dev_wer": config.get("metrics", {}).get("dev_wer"),
                "training_finished": summary.is_file() or "card" in config, "utterances": len(utts), "wer": {}}
-        for mode in MODES:
-            model.set_direction(mode)
+        for mode in modes:
+            try:
+                model.set_direction(mode)
+            except ValueError as e:
+                raise UserError(f"--chunks-ms: {e}") from None
             w, _ = evaluate(model, utts, "cpu")
             row["wer"][mode] = round(100 * w, 2)
             say(f"{m['mixer']} {row['variant_name']} ({ref}) {mode}: WER {row['wer'][mode]:.2f}%")
@@ -89,24 +95,25 @@ def dirdrop(model_refs, test: Path, out: Path, limit: int = 100, threads: int = 
     rows.sort(key=lambda r: (r["mixer"], order.get(r["variant"], 9)))
     report = {"schema": SCHEMA, "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
               "test": str(test), "utterances": len(entries), "decoder": "torch reference, greedy CTC",
-              "modes": list(MODES), "rows": rows}
+              "modes": modes, "rows": rows}
     return report, write_report_files(out, "dirdrop", {"json": json.dumps(report, indent=2) + "\n",
                                                        "md": markdown(report)})
 
 
 def markdown(report: dict) -> str:
+    modes = report.get("modes", list(MODES))
     lines = ["# DirDrop experiment (seed 000, Table 4 on our data)", "",
              f"{report['created']} · test set {report['test']} ({report['utterances']} utterances) · "
              f"{report['decoder']}. WER % per inference mode: l2r (streamable), alt (even layers L2R, odd R2L), "
-             "bi.", "",
-             "| mixer | training | DirDrop p | l2r | alt | bi | model | train steps | note |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "bi" + (", chunk-bi:C (streamable: R2L within each chunk of C)" if len(modes) > 3 else "") + ".", "",
+             "| mixer | training | DirDrop p | " + " | ".join(modes) + " | model | train steps | note |",
+             "|---|---|---|" + "---|" * len(modes) + "---|---|---|"]
     for r in report["rows"]:
         if r["status"] != "ok":
-            lines.append(f"| {r['mixer']} | {r['variant_name']} | - | - | - | - | - | - | {r['status']} |")
+            lines.append(f"| {r['mixer']} | {r['variant_name']} | - | " + "- | " * len(modes) + f"- | - | {r['status']} |")
             continue
         note = "" if r.get("training_finished") else "training not finished (best checkpoint so far)"
         lines.append(f"| {r['mixer']} | {r['variant_name']} | {r['dirdrop_p']:g} | " +
-                     " | ".join(f"{r['wer'][m]:.2f}" for m in MODES) +
+                     " | ".join(f"{r['wer'][m]:.2f}" for m in modes) +
                      f" | {r['model']} | {r.get('train_steps') or '-'} | {note} |")
     return "\n".join(lines) + "\n"

@@ -378,7 +378,9 @@ def plan(models: list[Path], reference: str | None, backends: list[str], modes: 
     refs: dict[tuple, CellSpec] = {}
     for m, meta in metas:
         kind, prec = meta["graph_kind"], str(meta.get("precision", "fp32"))
-        direction = "l2r" if kind == "step" else meta.get("direction", "l2r")
+        direction = meta.get("direction", "l2r")
+        if kind == "step" and direction != "chunk-bi":
+            direction = "l2r"  # every other step graph streams its L2R form
         cf = int(meta.get("chunk_frames") or 32)
         pl.models.append({"file": str(m), "name": m.name, "graph_kind": kind, "precision": prec,
                           "direction": direction, "chunk_frames": cf, "mixer": meta.get("mixer"),
@@ -393,10 +395,10 @@ def plan(models: list[Path], reference: str | None, backends: list[str], modes: 
                                        "backend": b, "precision": p, "mode": kind, "status": "skipped",
                                        "reason": f"mode {kind} not selected (--modes {','.join(modes)})"})
             continue
-        key = (kind, direction, cf if kind != "full" else 0)
+        key = (kind, direction, cf if kind != "full" or direction == "chunk-bi" else 0)
         if key not in refs:
-            rid = f"{Path(str(reference)).name}|torch|fp32|{kind}" + (f"|{direction}" if kind != "step" else "") + \
-                  (f"|{cf}f" if kind != "full" else "")
+            rid = f"{Path(str(reference)).name}|torch|fp32|{kind}" + (f"|{direction}" if direction != "l2r" or kind != "step" else "") + \
+                  (f"|{cf}f" if kind != "full" or direction == "chunk-bi" else "")
             refs[key] = CellSpec(rid, "reference", "torch", str(reference), Path(str(reference)).name, "torch",
                                  "fp32", kind, direction, cf, threads)
         for b in backends:

@@ -55,11 +55,12 @@ class TorchBackend(Backend):
             if not encoder.cfg.causal:
                 raise UserError(f"{self.model_ref}: not stream-capable (trained with causal=False); "
                                 "transcribe without --stream")
-            direction = "l2r"
+            # a step graph streams L2R, or chunk-bi when asked for (R2L within each chunk of chunk_frames)
+            direction = "chunk-bi" if (self.direction or "").startswith("chunk-bi") else "l2r"
         else:
             direction = self.direction or encoder.direction
         try:
-            encoder.set_direction(direction)
+            encoder.set_direction(direction, self.chunk_frames if direction == "chunk-bi" else None)
         except ValueError as e:
             raise UserError(f"{self.model_ref}: {e}") from None
         self.encoder = encoder.eval()
