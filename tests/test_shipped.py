@@ -52,7 +52,11 @@ def test_pretrained_table_never_cuts_names_in_a_narrow_terminal(monkeypatch):
     assert "(default)" in cells
 
 
-def test_int8_within_wer_budget_on_ort_and_openvino(heldout, tmp_path):
+STREAMING_MODEL = "default"  # the shipped model `transcribe --stream` picks for chunk-bi
+
+
+@pytest.mark.parametrize("name,direction,chunk", [("default", "l2r", 32), (STREAMING_MODEL, "chunk-bi", 64)])
+def test_int8_within_wer_budget_on_ort_and_openvino(heldout, tmp_path, name, direction, chunk):
     from edgeasr.calibration.int8 import quantize_model
     from edgeasr.exporters.onnx_export import export
     from edgeasr.runtimes.audio import load_audio
@@ -62,9 +66,10 @@ def test_int8_within_wer_budget_on_ort_and_openvino(heldout, tmp_path):
     from edgeasr.evaluation.metrics import wer
 
     calib, test = heldout
-    encoder, config = load_model("default", "l2r")
+    encoder, config = load_model(name)
+    encoder.set_direction(direction, chunk if direction == "chunk-bi" else None)
     fp32 = tmp_path / "step.onnx"
-    export(encoder, config, fp32, "step", "l2r", 32, verify=False)
+    export(encoder, config, fp32, "step", direction, chunk, verify=False)
     int8 = tmp_path / "step.int8.onnx"
     quantize_model(fp32, [e.audio_filepath for e in calib], int8)
     refs = [e.text for e in test]
@@ -77,7 +82,7 @@ def test_int8_within_wer_budget_on_ort_and_openvino(heldout, tmp_path):
     base = wer(refs, run(fp32, "ort"))
     for backend in ("ort", "openvino"):
         got = wer(refs, run(int8, backend))
-        print(f"{backend}: WER fp32 {base:.3f} -> int8 {got:.3f}")
+        print(f"{name} {direction} {backend}: WER fp32 {base:.3f} -> int8 {got:.3f}")
         assert abs(got - base) <= INT8_WER_BUDGET, backend
 
 

@@ -19,3 +19,14 @@ def missing_extra_error(exc: ModuleNotFoundError) -> UserError | None:
         return None
     return UserError(f"this command needs {root}, which edgeasr's [{extra}] extra installs: "
                      f"pip install 'edgeasr[{extra}]'")
+
+
+def require(*modules: str) -> None:
+    """Fail in one line, naming every extra to install, when any of ``modules`` is missing (checked up front, so a
+    command that needs two extras says so once instead of one at a time)."""
+    import importlib.util
+
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        extras = ",".join(dict.fromkeys(EXTRA_OF[m] for m in missing))
+        raise UserError(f"this command needs {', '.join(missing)}: pip install 'edgeasr[{extras}]'")

@@ -47,6 +47,9 @@ def data():
 def synth(out: Path, hours: float, seed: int, jobs: int, recipe: int, splits: str, no_progress: bool):
     """Synthesise the default corpus with espeak-ng, flite, festival (Piper from recipe 3, Kokoro from 5); whole voices are held
     out for dev/test."""
+    from edgeasr.extras import require
+
+    require("scipy")
     from edgeasr.data.corpus import synthesize_corpus
 
     command = "edgeasr data synth " + " ".join(sys.argv[3:]) if sys.argv[1:3] == ["data", "synth"] else \

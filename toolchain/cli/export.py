@@ -31,6 +31,9 @@ console = Console(stderr=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def export(model, kind, direction, out, chunk_frames, opset, verify, tolerance, wav, as_json):
     """Export a checkpoint (RUN_DIR or shipped name) to ONNX with the edgeasr metadata contract."""
+    from edgeasr.extras import require
+
+    require("torch", "onnx", "onnx_graphsurgeon")
     from edgeasr.exporters.graph_clean import GraphError
     from edgeasr.exporters.onnx_export import OPSET, ExportError, export as run_export, sha256_file
     from edgeasr.models.checkpoint import WEIGHTS

@@ -21,6 +21,9 @@ def lint_trt(onnx_file: Path, as_json: bool, trt_version: str | None):
     """Check FILE.onnx for TensorRT readiness without TensorRT: ops and attributes against the ONNX-TensorRT
     parser's support table, dtypes (int64/float64/string), Q/DQ zero points, scales and per-channel axes, states
     kept fp32. Exit 1 when there are errors (warnings alone exit 0)."""
+    from edgeasr.extras import require
+
+    require("onnx")
     from edgeasr.exporters.trt_lint import load_op_table, lint_model, summarize
 
     ctx = click.get_current_context()

@@ -68,6 +68,9 @@ def tune(lm_dir: Path, model: str, dev_manifest: Path, direction: str | None, ba
     """Grid-search the LM weight and word score on a dev set; the best pair is saved in LM_DIR/lm.json.
 
     Tune on what you deploy: given an exported (or int8) MODEL.onnx, the grid decodes that graph's log-probs."""
+    from edgeasr.extras import require
+
+    require("flashlight")
     from edgeasr.runtimes.lm_decoder import read_lm_info
     from edgeasr.runtimes.vocab import ctc_greedy
     from edgeasr.evaluation.lm import TUNE_LM_WEIGHTS, TUNE_WORD_SCORES, grid_edges, save_weights, tune_weights

@@ -42,6 +42,9 @@ def quantize(model, calib, out, method, max_utterances, max_samples, max_wer_dro
              max_fallback, keep_fp32, report_path, threads, no_progress, all_nodes, as_json):
     """Quantize an exported fp32 MODEL.onnx to int8 (QDQ, S8S8, symmetric, per-channel) calibrated on real
     streaming: each chunk of the calibration audio is fed with the state the fp32 model actually carried into it."""
+    from edgeasr.extras import require
+
+    require("onnx")
     from edgeasr.calibration.int8 import quantize_model
     from edgeasr.calibration.report import format_report, write_report
     from edgeasr.data.manifest import read_manifest

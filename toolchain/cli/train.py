@@ -86,6 +86,9 @@ def train(mixer, config_file, train_manifests, dev_manifest, run_dir, epochs, ma
           lr, d_model, layers, dirdrop, dirdrop_p, direction, dev_direction, chunk_bi_p, chunk_bi_ms, causal, seed, threads, resume,
           init, vtlp, noise_snr, input_floor, ema_decay, time_limit, skip_bad_rows):
     """Train a CTC encoder; checkpoints (safetensors + config.json) land in RUN_DIR."""
+    from edgeasr.extras import require
+
+    require("torch", "safetensors")
     from edgeasr.training.train import resolve_config, resume_config, train as run_training
 
     if time_limit < 0:
