@@ -16,7 +16,7 @@ for m in "$@"; do
 done
 # the remote image has torch, numpy, scipy, safetensors, click, rich, onnx; these it lacks, for its Python 3.12
 mkdir -p .whl
-for pkg in kaldi_native_fbank jiwer rapidfuzz soundfile cffi pycparser; do
+for pkg in kaldi_native_fbank jiwer rapidfuzz soundfile cffi pycparser soxr; do
   ver=$($PY -c "import importlib.metadata as m; print(m.version('$pkg'))")
   $PY -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \

@@ -19,7 +19,9 @@ mkdir -p "$OUT"
 date
 if [ -z "${SKIP_PIP:-}" ]; then
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 3
-  export PYTHONPATH=/tmp/site:$PWD
+  # edgeasr itself from this tree (its folders map into the edgeasr namespace only when installed)
+  $PY -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --target /tmp/site . || exit 3
+  export PYTHONPATH=/tmp/site
 fi
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null
