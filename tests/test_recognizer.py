@@ -154,3 +154,35 @@ def test_missing_model_and_bad_chunk_are_user_errors(graphs, tmp_path):
         edgeasr.Recognizer(str(graphs["step"]), chunk_ms=float("inf"))
     with edgeasr.Recognizer(str(graphs["step"]), chunk_ms=0.001) as rec:
         assert rec.chunk_frames == 4  # the smallest chunk the graph takes
+
+
+def test_transcribe_stream_shows_partials_on_a_terminal(graphs, speech, tmp_path):
+    """On a terminal, `transcribe FILE --stream` rewrites the growing partial in place on stderr; piped, it does not."""
+    import os
+    import pty
+    import sys
+
+    import soundfile as sf
+
+    wav = tmp_path / "s.wav"
+    sf.write(wav, speech, 16000)
+    args = [sys.executable, "-m", "edgeasr.cli", "transcribe", str(graphs["step"]), str(wav), "--stream"]
+    master, slave = pty.openpty()
+    p = subprocess.run(args, stdout=subprocess.PIPE, stderr=slave, cwd=ROOT, timeout=300)
+    os.close(slave)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(master)
+    assert p.returncode == 0
+    final = p.stdout.decode().strip().split("\t")[1]
+    updates = [u for u in shown.decode().split("\r") if u.strip().startswith("[")]
+    assert len(updates) >= 3 and final.startswith(updates[-1].split("] ", 1)[1].strip().split()[0])
+    piped = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert piped.stdout.strip().split("\t")[1] == final and "\r" not in piped.stderr

@@ -3,6 +3,7 @@ live stdin, offline or streaming, any backend) and ``backends`` (what runs here 
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -52,7 +53,7 @@ class _LivePartial:
 
     def __call__(self, text: str, seconds: float) -> None:
         if self.enabled:
-            line = f"[{seconds:7.2f} s] {text}"[-(click.get_terminal_size()[0] - 1):]
+            line = f"[{seconds:7.2f} s] {text}"[-(shutil.get_terminal_size().columns - 1):]
             click.echo("\r" + line.ljust(self.width), nl=False, err=True)
             self.width = len(line)
 
