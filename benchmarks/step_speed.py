@@ -1,0 +1,262 @@
+"""Step-graph speed (issue 32; a benchmark, not a test): per-chunk time of step graphs on ONNX Runtime and
+OpenVINO CPU, 1 thread, every (backend, model, chunk) cell interleaved inside each round so that load on a shared
+machine hits all cells alike; medians over rounds.
+
+Printed per backend and model: the median call time at 160/320/640 ms chunks (16/32/64 fbank frames), the speed
+ratio against the first model, the fixed cost ``a`` of a least-squares fit ``time = a + b * frames`` (and its share
+of a 320 ms call), the fraction of this machine's 1-thread fp32 matmul peak (an ORT MatMul 1024^3 measured in the
+same run; useful work = the multiply-adds of every MatMul/Gemm/Conv with a constant weight in the first model's
+graph), encoder-only RTF, and pocketsphinx's RTF on the same audio when it is importable (the throughput ratio is
+pocketsphinx RTF / our RTF at 320 ms). ``--nodes`` prints each model's node count after ORT's optimisation;
+``--profile`` an ORT op-type profile of each model at 320 ms.
+
+Usage: python benchmarks/step_speed.py fp32=default.step.onnx int8=default.step.int8.onnx [dyn=...] \
+           [--rounds 9] [--calls 12] [--nodes] [--profile]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+from edgeasr.data.manifest import read_manifest  # noqa: E402
+from edgeasr.runtimes.audio import load_audio  # noqa: E402
+from edgeasr.runtimes.backends import available, get_backend  # noqa: E402
+from edgeasr.runtimes.features import compute_fbank  # noqa: E402
+from edgeasr.runtimes.metadata import read_metadata  # noqa: E402
+from edgeasr.runtimes.session import fbank_options  # noqa: E402
+
+CHUNKS = (16, 32, 64)  # fbank frames: 160 / 320 / 640 ms at a 10 ms shift
+
+
+def ort_session(path, profile: bool = False, optimized: str | None = None):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads, so.inter_op_num_threads = 1, 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.log_severity_level = 3
+    so.enable_profiling = profile
+    if optimized:
+        so.optimized_model_filepath = optimized
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def matmul_peak(rounds: int) -> float:
+    """1-thread fp32 GFLOP/s of one ORT MatMul [1024,1024] x [1024,1024] (constant B, as a Linear weight)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    n = 1024
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((n, n)).astype(np.float32), "w")
+    g = helper.make_graph([helper.make_node("MatMul", ["a", "w"], ["y"])], "mm",
+                          [helper.make_tensor_value_info("a", TensorProto.FLOAT, [n, n])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [n, n])], [w])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / "mm.onnx"
+        onnx.save(m, str(p))
+        s = ort_session(p)
+    a = rng.standard_normal((n, n)).astype(np.float32)
+    s.run(None, {"a": a})
+    ts = []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        s.run(None, {"a": a})
+        ts.append(time.perf_counter() - t)
+    return 2 * n ** 3 / statistics.median(ts) / 1e9
+
+
+def weight_macs(path, frames: int) -> int:
+    """Multiply-adds of one call of ``frames`` fbank frames in every MatMul/Gemm/Conv with a constant weight (the
+    per-frame Linear/Conv/Einsum work; recurrence products between activations are not counted)."""
+    import onnx
+
+    m = onnx.load(str(path))
+    del m.graph.value_info[:]  # the export's symbolic shapes: infer them again from the fixed input shapes
+    inits = {t.name: list(t.dims) for t in m.graph.initializer}
+    for inp in m.graph.input:  # fix every dynamic dim: batch 1, x frames
+        dims = inp.type.tensor_type.shape.dim
+        for i, d in enumerate(dims):
+            if not d.HasField("dim_value"):
+                d.dim_value = frames if (inp.name == "x" and i == 1) else 1
+    m = onnx.shape_inference.infer_shapes(m, data_prop=True)
+    # a dim left symbolic is the batch (1): the frame axes all derive from x
+    shapes = {v.name: [d.dim_value if d.HasField("dim_value") else 1 for d in v.type.tensor_type.shape.dim]
+              for v in list(m.graph.value_info) + list(m.graph.output)}
+    macs = 0
+    for n in m.graph.node:
+        if n.op_type == "Einsum" and n.input[-1] in inits and n.output[0] in shapes:  # e.g. "btfl,fld->fbtd"
+            eq = next(a.s.decode() for a in n.attribute if a.name == "equation").replace(" ", "")
+            w_idx, out_idx = eq.split("->")[0].split(",")[-1], eq.split("->")[1]
+            w = inits[n.input[-1]]
+            macs += int(np.prod(shapes[n.output[0]])) * int(np.prod(
+                [d for c, d in zip(w_idx, w) if c not in out_idx] or [1]))
+            continue
+        if n.op_type not in ("MatMul", "Gemm", "Conv") or len(n.input) < 2 or n.input[1] not in inits:
+            continue
+        w, out = inits[n.input[1]], shapes.get(n.output[0])
+        if not out:
+            continue
+        if n.op_type == "Conv":  # out [B, Cout, L], w [Cout, Cin/g, k]
+            macs += int(np.prod(out)) * int(np.prod(w[1:]))
+        else:  # out [..., N], w [K, N] (or stacked [S, K, N])
+            macs += int(np.prod(out)) * w[-2]
+    return macs
+
+
+def features(n_frames: int, test: Path) -> tuple[np.ndarray, list[np.ndarray], float]:
+    """Fbank of consecutive test utterances (>= n_frames), the audio itself and its duration."""
+    feats, audio, dur = [], [], 0.0
+    for e in read_manifest(test):
+        a = load_audio(e.audio_filepath)[0]
+        audio.append(a)
+        dur += len(a) / 16000
+        feats.append(compute_fbank(a))
+        if sum(len(f) for f in feats) >= n_frames:
+            break
+    return np.concatenate(feats)[:n_frames], audio, dur
+
+
+def time_calls(backend, handle, x: np.ndarray, chunk: int, calls: int) -> float:
+    """Median seconds per call over ``calls`` consecutive chunks of ``x``, from a fresh utterance state."""
+    handle = backend.reset_state(handle)
+    ts = []
+    for i in range(calls):
+        c = x[None, i * chunk:(i + 1) * chunk]
+        t = time.perf_counter()
+        _, handle = backend.step(c, handle)
+        ts.append(time.perf_counter() - t)
+    return statistics.median(ts)
+
+
+def pocketsphinx_rtf(audio: list[np.ndarray], dur: float) -> float | None:
+    try:
+        from pocketsphinx import Decoder
+    except ImportError:
+        return None
+    dec = Decoder(loglevel="FATAL")
+    t = time.perf_counter()
+    for a in audio:
+        dec.start_utt()
+        dec.process_raw((np.clip(a, -1, 1) * 32767).astype("<i2").tobytes(), full_utt=True)
+        dec.end_utt()
+    return (time.perf_counter() - t) / dur
+
+
+def ort_nodes(path) -> dict:
+    import onnx
+
+    with tempfile.TemporaryDirectory() as d:
+        opt = str(Path(d) / "opt.onnx")
+        ort_session(path, optimized=opt)
+        m = onnx.load(opt)
+    hist = {}
+    for n in m.graph.node:
+        hist[n.op_type] = hist.get(n.op_type, 0) + 1
+    return {"nodes": len(m.graph.node), "top": dict(sorted(hist.items(), key=lambda kv: -kv[1])[:12])}
+
+
+def ort_profile(path, x: np.ndarray, chunk: int = 32, calls: int = 60) -> dict:
+    """Share of ORT kernel time per op type over ``calls`` 320 ms calls (the states fed back)."""
+    s = ort_session(path, profile=True)
+    meta = read_metadata(path)
+    names = [o.name for o in s.get_outputs()]
+    state = {f"in.{st['name']}": np.full((1, *st["shape"]), st.get("init", 0.0), np.float32) for st in meta["states"]}
+    for i in range(calls):
+        j = i % (len(x) // chunk)
+        out = dict(zip(names, s.run(None, {"x": x[None, j * chunk:(j + 1) * chunk], **state})))
+        state = {f"in.{st['name']}": out[f"out.{st['name']}"] for st in meta["states"]}
+    prof = Path(s.end_profiling())
+    by_op: dict[str, float] = {}
+    for ev in json.loads(prof.read_text()):
+        if ev.get("cat") == "Node" and ev["name"].endswith("_kernel_time"):
+            op = ev["args"].get("op_name", "?")
+            by_op[op] = by_op.get(op, 0.0) + ev["dur"]
+    prof.unlink()
+    total = sum(by_op.values())
+    return {"kernel_ms_per_call": total / calls / 1e3,
+            "share": {k: round(v / total, 3) for k, v in sorted(by_op.items(), key=lambda kv: -kv[1])[:10]}}
+
+
+def fit(frames: list[int], times: list[float]) -> tuple[float, float]:
+    b, a = np.polyfit(np.asarray(frames, float), np.asarray(times, float), 1)
+    return float(a), float(b)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("models", nargs="+", help="LABEL=PATH step graphs; the first is the reference (fp32)")
+    ap.add_argument("--backends", default="ort,openvino")
+    ap.add_argument("--rounds", type=int, default=9)
+    ap.add_argument("--calls", type=int, default=12, help="consecutive chunks timed per cell and round")
+    ap.add_argument("--test", type=Path, default=ROOT / "work/corpus/test.jsonl")
+    ap.add_argument("--nodes", action="store_true", help="print ORT-optimized node counts")
+    ap.add_argument("--profile", action="store_true", help="print an ORT op-type profile at 320 ms")
+    a = ap.parse_args()
+    models = [tuple(m.split("=", 1)) for m in a.models]
+    x, audio, dur = features(max(CHUNKS) * a.calls, a.test)
+    backends = []
+    for name in a.backends.split(","):
+        ok, why = available(name)
+        (backends.append(name) if ok else print(f"# {name} skipped: {why}"))
+
+    cells = {}  # (backend, label) -> (backend object, state handle)
+    for bname in backends:
+        for label, path in models:
+            b = get_backend(bname, path, threads=1).activate()
+            h = b.init_state(1)
+            for c in CHUNKS:  # warm-up: first-call allocations, lazily compiled shapes
+                time_calls(b, h, x, c, 3)
+            cells[bname, label] = (b, h)
+    peak = []
+    times = {k: {c: [] for c in CHUNKS} for k in cells}
+    for _ in range(a.rounds):
+        peak.append(matmul_peak(3))
+        for key, (b, h) in cells.items():
+            for c in CHUNKS:
+                times[key][c].append(time_calls(b, h, x, c, a.calls))
+    peak_gflops = statistics.median(peak)
+    macs = {c: weight_macs(models[0][1], c) for c in CHUNKS}
+    ps = pocketsphinx_rtf(audio, dur)
+
+    print(f"# step_speed: 1 thread, {a.rounds} rounds x {a.calls} calls per cell, medians; {time.strftime('%F %T')}")
+    print(f"# matmul peak (ORT MatMul 1024^3, 1 thread): {peak_gflops:.1f} GFLOP/s; useful work per call "
+          f"(weight MACs of {models[0][0]}): " + ", ".join(f"{c * 10} ms {macs[c] / 1e6:.1f} M" for c in CHUNKS))
+    print(f"{'backend':9} {'model':8} {'mode':34} " + " ".join(f"{c * 10:>4}ms" for c in CHUNKS)
+          + "   x_ref@320  a(ms)  a/320ms  %peak@320  RTF@320")
+    for (bname, label), (b, _) in cells.items():
+        med = {c: statistics.median(times[bname, label][c]) for c in CHUNKS}
+        ref = statistics.median(times[bname, models[0][0]][32])
+        fa, _ = fit(list(CHUNKS), [med[c] for c in CHUNKS])
+        pct = 2 * macs[32] / med[32] / (peak_gflops * 1e9)
+        mode = getattr(b, "mode", "") or ""
+        print(f"{bname:9} {label:8} {mode[:34]:34} " + " ".join(f"{med[c] * 1e3:6.2f}" for c in CHUNKS)
+              + f"   {ref / med[32]:8.2f}  {fa * 1e3:5.2f}  {fa / med[32]:6.0%}  {pct:8.1%}  {med[32] / 0.32:7.4f}")
+    if ps is not None:
+        ours = statistics.median(times[backends[0], models[0][0]][32]) / 0.32
+        print(f"# pocketsphinx (1 thread, {len(audio)} utterances, {dur:.1f} s): RTF {ps:.3f}; "
+              f"throughput x{ps / ours:.1f} ({backends[0]} {models[0][0]} encoder-only at 320 ms, RTF {ours:.4f})")
+    else:
+        print("# pocketsphinx not importable: no peer ratio")
+    if a.nodes:
+        for label, path in models:
+            n = ort_nodes(path)
+            print(f"# ORT-optimized nodes {label}: {n['nodes']}  {n['top']}")
+    if a.profile:
+        for label, path in models:
+            p = ort_profile(path, x)
+            print(f"# ORT profile {label} @320ms: kernels {p['kernel_ms_per_call']:.2f} ms/call  {p['share']}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
