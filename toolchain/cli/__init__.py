@@ -38,10 +38,11 @@ def main():
 def _register():
     """Every command module, in help order. They import only click/rich at module level: the heavy libraries
     (torch, onnx, openvino) load inside the command that needs them, so the CLI starts on a device install."""
-    from edgeasr.cli import (bench, data, evaluate, export, lint, lm, parity, pretrained, quantize, train,
+    from edgeasr.cli import (analyze, bench, data, evaluate, export, lint, lm, parity, pretrained, quantize, train,
                              transcribe)
 
-    for module in (data, train, evaluate, pretrained, lm, export, lint, transcribe, quantize, bench, parity):
+    for module in (data, train, evaluate, pretrained, lm, export, lint, transcribe, quantize, bench, parity,
+                   analyze):
         for cmd in module.COMMANDS:
             main.add_command(cmd)
 
