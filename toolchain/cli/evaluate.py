@@ -27,8 +27,9 @@ from edgeasr.runtimes.errors import UserError
               help="Intra-op threads of an ONNX backend.")
 @click.option("--json", "as_json", is_flag=True)
 def evaluate(model, manifests, directions, by, skip_bad_rows, lm_dir, backend, threads, as_json):
-    """WER/CER of MODEL per manifest x direction mode [x group] [x decoder]. MODEL: a RUN_DIR or shipped name
-    (torch reference) or an exported MODEL.onnx, fp32 or int8, on an ONNX backend (its own direction mode)."""
+    """WER/CER of MODEL per manifest x direction mode [x group] [x decoder], the WER with its 95 % bootstrap
+    interval over utterances. MODEL: a RUN_DIR or shipped name (torch reference) or an exported MODEL.onnx, fp32 or
+    int8, on an ONNX backend (its own direction mode)."""
     from edgeasr.evaluation.evaluate import evaluate_model
     from edgeasr.models.dirdrop import parse_mode
 
@@ -47,12 +48,14 @@ def evaluate(model, manifests, directions, by, skip_bad_rows, lm_dir, backend, t
         return
     # one table per manifest, the path as its title: a narrow terminal wraps the title and never cuts a group
     # name or number
-    heads = ("direction", *([by] if by else []), *(["decoder"] if word_lm else []), "WER %", "CER %", "utts")
+    heads = ("direction", *([by] if by else []), *(["decoder"] if word_lm else []), "WER %", "95 % CI", "CER %",
+             "utts")
     for m in dict.fromkeys(r["manifest"] for r in rows):
         t = Table(*[Column(h, no_wrap=True) for h in heads], title=m, title_justify="left")
         for r in (r for r in rows if r["manifest"] == m):
             t.add_row(r["direction"], *([r["group"]] if by else []), *([r["decoder"]] if word_lm else []),
-                      f"{r['wer']:.2f}", f"{r['cer']:.2f}", str(r["utterances"]))
+                      f"{r['wer']:.2f}", f"{r['ci95'][0]:.1f}–{r['ci95'][1]:.1f}", f"{r['cer']:.2f}",
+                      str(r["utterances"]))
         Console().print(t)
 
 

@@ -23,9 +23,10 @@ def evaluate_model(model: str, manifests: list[Path], modes: list[str] | None = 
                    lm_dir: Path | None = None, backend: str | None = None, threads: int = 1,
                    skip_bad_rows: bool = False) -> list[dict]:
     """One row per manifest x mode [x group] [x decoder]: ``{manifest, direction, [group], [decoder], wer, cer,
-    utterances}`` (percentages). ``modes`` None: every mode of a checkpoint, the exported one of an ONNX file."""
+    utterances, ci95}`` (percentages; ``ci95``: the WER's 95 % bootstrap interval over utterances). ``modes`` None: every mode of a checkpoint, the exported one of an ONNX file."""
     from edgeasr.data.manifest import read_manifest
-    from edgeasr.evaluation.metrics import cer, wer
+    from edgeasr.evaluation.bootstrap import summary, word_errors
+    from edgeasr.evaluation.metrics import cer
     from edgeasr.evaluation.model_logprobs import ModelLogprobs
     from edgeasr.model_ref import exported_mode_error
     from edgeasr.runtimes.vocab import ctc_greedy
@@ -68,8 +69,9 @@ def evaluate_model(model: str, manifests: list[Path], modes: list[str] | None = 
                 for g, idx in sorted(groups.items(), key=lambda kv: (kv[0] != "all", kv[0])):
                     for dec, hyps in decoded.items():
                         refs, hs = [utts[i].text for i in idx], [hyps[i] for i in idx]
+                        w = summary(word_errors(refs, hs))  # wer and its 95 % bootstrap interval, percent
                         rows.append({"manifest": str(m), "direction": d, **({"group": g} if by else {}),
                                      **({"decoder": dec} if word_lm else {}),
-                                     "wer": round(wer(refs, hs) * 100, 2), "cer": round(cer(refs, hs) * 100, 2),
-                                     "utterances": len(idx)})
+                                     "wer": w["wer"], "cer": round(cer(refs, hs) * 100, 2),
+                                     "utterances": len(idx), "ci95": w["ci95"]})
     return rows
