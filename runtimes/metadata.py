@@ -84,13 +84,17 @@ def decode_metadata(props: dict[str, str], source: str = "model") -> dict:
     return meta
 
 
-def read_metadata(model_or_path) -> dict:
+def read_metadata(model_or_path, source: str = "model") -> dict:
     """Typed edgeasr metadata of an ONNX file path or an in-memory ``onnx.ModelProto`` (exporters, calibration).
 
     A path is read through onnxruntime (``get_modelmeta``) with graph optimisation off, so the device install
-    needs no ``onnx`` package; a backend that already holds a session uses ``metadata_from_session`` instead."""
+    needs no ``onnx`` package; a backend that already holds a session uses ``metadata_from_session`` instead.
+    Either way the metadata is checked against the graph's I/O (``check_graph``); ``source`` names an in-memory
+    model in messages."""
     if not isinstance(model_or_path, (str, Path)):
-        return decode_metadata({p.key: p.value for p in model_or_path.metadata_props}, "model")
+        meta = decode_metadata({p.key: p.value for p in model_or_path.metadata_props}, source)
+        check_graph(meta, proto_io(model_or_path), source)
+        return meta
     path = Path(model_or_path)
     if not path.is_file():
         raise MetadataError(f"{path}: no such file")
@@ -108,9 +112,72 @@ def read_metadata(model_or_path) -> dict:
     return metadata_from_session(sess, str(path))
 
 
-def metadata_from_session(sess, source: str) -> dict:
-    """Typed edgeasr metadata of an onnxruntime ``InferenceSession``."""
-    return decode_metadata(dict(sess.get_modelmeta().custom_metadata_map), source)
+def metadata_from_session(sess, source: str, validate: bool = True) -> dict:
+    """Typed edgeasr metadata of an onnxruntime ``InferenceSession``, checked against the session's graph I/O
+    (``validate=False``: the caller reports ``graph_problems`` itself, as ``edgeasr inspect`` does)."""
+    meta = decode_metadata(dict(sess.get_modelmeta().custom_metadata_map), source)
+    if validate:
+        check_graph(meta, session_io(sess), source)
+    return meta
+
+
+def session_io(sess) -> dict[str, dict[str, list]]:
+    """``{"inputs": {name: shape}, "outputs": {name: shape}}`` of an onnxruntime session; symbolic dims are -1."""
+    def shapes(vs):
+        return {v.name: [d if isinstance(d, int) else -1 for d in (v.shape or [])] for v in vs}
+
+    return {"inputs": shapes(sess.get_inputs()), "outputs": shapes(sess.get_outputs())}
+
+
+def graph_problems(meta: dict, io: dict[str, dict[str, list]]) -> list[str]:
+    """Where the metadata contradicts the graph it describes (each a short phrase), or []: a wrong vocabulary or
+    blank id would decode into wrong text (or an IndexError) and a wrong state shape fails only mid-stream, so
+    every backend checks this when a model is opened. ``io`` as ``session_io`` returns (symbolic dims are -1)."""
+    problems = []
+    vocab, blank, outputs = meta["vocab"], meta["blank_id"], io.get("outputs")
+    if outputs is not None:  # None: a caller that knows only the inputs (the rest was checked on reading)
+        width = (outputs.get("logprobs") or [-1])[-1]
+        if "logprobs" not in outputs:
+            problems.append("the graph has no logprobs output")
+        elif width >= 0 and width != len(vocab):
+            problems.append(f"edgeasr.vocab has {len(vocab)} tokens but the logprobs output has {width} columns")
+    if not 0 <= blank < len(vocab):
+        problems.append(f"edgeasr.blank_id {blank} is outside the vocabulary (0-{len(vocab) - 1})")
+    rate = (meta.get("fbank") or {}).get("sample_rate")
+    if rate is not None and int(rate) != int(meta["sample_rate"]):
+        problems.append(f"edgeasr.sample_rate {meta['sample_rate']} disagrees with edgeasr.fbank sample_rate {rate}")
+    bins = int(meta["fbank"]["num_bins"])
+    x = io["inputs"].get("x")
+    if x is not None and len(x) == 3 and x[2] >= 0 and x[2] != bins:
+        problems.append(f"edgeasr.fbank num_bins {bins} but the graph input x has {x[2]} features")
+    for spec, (iname, oname) in zip(meta["states"], state_io_names(meta)):
+        dims = io["inputs"].get(iname)
+        if dims is None:
+            problems.append(f"metadata state {spec['name']} has no graph input {iname}")
+        elif dims and len(dims) != len(spec["shape"]) + 1 or any(d >= 0 and d != e for d, e in zip(dims[1:], spec["shape"])):
+            problems.append(f"state {spec['name']} has shape {spec['shape']} in metadata but the graph input "
+                            f"{iname} is {dims[1:]} (without batch)")
+        elif outputs is not None and oname not in outputs:
+            problems.append(f"metadata state {spec['name']} has no graph output {oname}")
+    return problems
+
+
+def check_graph(meta: dict, io: dict[str, dict[str, list]], source: str) -> None:
+    """MetadataError naming ``source`` and the first mismatch between metadata and graph (``graph_problems``)."""
+    problems = graph_problems(meta, io)
+    if problems:
+        raise MetadataError(f"{source}: {problems[0]}" + (f" (and {len(problems) - 1} more)" if problems[1:] else ""))
+
+
+def proto_io(model) -> dict[str, dict[str, list]]:
+    """``session_io`` of an in-memory ``onnx.ModelProto`` (read from its declared value infos; no onnx import)."""
+    def shapes(vs):
+        return {v.name: [d.dim_value if d.HasField("dim_value") else -1 for d in v.type.tensor_type.shape.dim]
+                for v in vs}
+
+    init = {i.name for i in model.graph.initializer}
+    return {"inputs": shapes(v for v in model.graph.input if v.name not in init),
+            "outputs": shapes(model.graph.output)}
 
 
 def state_io_names(meta: dict) -> list[tuple[str, str]]:

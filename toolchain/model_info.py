@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgeasr.runtimes.metadata import MetadataError, metadata_from_session
+from edgeasr.runtimes.metadata import MetadataError, graph_problems, metadata_from_session, session_io
 
 _ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
               "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(int8)": "int8", "tensor(uint8)": "uint8",
@@ -28,7 +28,9 @@ def describe(path: Path) -> dict:
         sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
     except Exception as e:
         raise MetadataError(f"{path}: not a readable ONNX file ({type(e).__name__})") from None
-    meta = metadata_from_session(sess, str(path))  # foreign files: a one-line MetadataError
+    # foreign files: a one-line MetadataError; a graph that contradicts its metadata is shown, as warnings,
+    # since inspecting such a file is how one finds out what is wrong with it
+    meta = metadata_from_session(sess, str(path), validate=False)
 
     def io(v):
         return {"name": v.name, "dtype": _ORT_TYPES.get(v.type, v.type),
@@ -45,6 +47,7 @@ def describe(path: Path) -> dict:
         "metadata": meta,
         "op_count": sum(hist.values()) if hist is not None else None,
         "op_histogram": hist,
+        "warnings": [f"{path}: {p}" for p in graph_problems(meta, session_io(sess))],
     }
 
 

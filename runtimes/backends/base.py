@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeasr.runtimes.errors import BackendUnavailable, UserError
-from edgeasr.runtimes.metadata import read_metadata, state_io_names
+from edgeasr.runtimes.metadata import check_graph, read_metadata, state_io_names
 
 
 class Backend:
@@ -103,18 +103,14 @@ class Backend:
             batch = a.shape[0]
         return batch or 0
 
-    def check_graph_shapes(self, graph_inputs: dict[str, list]) -> None:
-        """Compare metadata state shapes with the graph's declared input shapes (symbolic dims pass)."""
-        for name, iname, _ in self.state_names:
-            if iname not in graph_inputs:
-                raise UserError(f"{self.model_path}: metadata state {name} has no graph input {iname}")
-            spec = next(s for s in self.meta["states"] if s["name"] == name)
-            dims = list(graph_inputs[iname])[1:]
-            ok = len(dims) == len(spec["shape"]) and all(
-                not isinstance(d, int) or d < 0 or d == e for d, e in zip(dims, spec["shape"]))
-            if not ok:
-                raise UserError(f"{self.model_path}: state {name} has shape {spec['shape']} in metadata but the "
-                                f"graph input {iname} is {dims} (without batch)")
+    def check_graph_shapes(self, graph_inputs: dict[str, list], graph_outputs: dict[str, list] | None = None) -> None:
+        """The metadata against the graph this backend loaded (``metadata.graph_problems``: vocabulary width,
+        blank id, features, state shapes; symbolic dims pass): a one-line UserError naming the file."""
+        def dims(shapes):
+            return {k: [d if isinstance(d, int) else -1 for d in v] for k, v in shapes.items()}
+
+        io = {"inputs": dims(graph_inputs), "outputs": None if graph_outputs is None else dims(graph_outputs)}
+        check_graph(self.meta, io, str(self.model_path))
 
     # --- streaming state API (numpy default over infer) --------------------------------------------------
     def init_state(self, batch: int):

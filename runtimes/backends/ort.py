@@ -57,7 +57,7 @@ class OrtBackend(Backend):
         so.intra_op_num_threads = self.threads
         so.inter_op_num_threads = 1
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        so.log_severity_level = 3
+        so.log_severity_level = 4  # errors become one line naming the file: no native log line before it
         if not self.model_path.is_file():
             raise UserError(f"{self.model_path}: no such file")
         try:
@@ -69,7 +69,8 @@ class OrtBackend(Backend):
         meta = self._meta or metadata_from_session(self.sess, str(self.model_path))
         if self.provider not in self.sess.get_providers():
             raise UserError(f"{self.model_path}: onnxruntime fell back to {self.sess.get_providers()}")
-        self.check_graph_shapes({i.name: i.shape for i in self.sess.get_inputs()})
+        self.check_graph_shapes({i.name: i.shape for i in self.sess.get_inputs()},
+                                {o.name: o.shape for o in self.sess.get_outputs()})
         self.output_names = [o.name for o in self.sess.get_outputs()]
         self._meta = meta
 

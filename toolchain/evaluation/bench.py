@@ -22,8 +22,11 @@ so ``b_last`` is closer to the asymptotic order). Linear mixers give b ~ 1; full
 
 Chunk sweep (``--test MANIFEST``): for each model whose mixer is in ``--sweep-mixers`` x chunk size x mode x
 backend: ``chunk`` mode runs the seed-001 strict-chunk graph (each chunk alone, no state), ``step`` mode streams
-the step graph with states carried; WER (greedy CTC, jiwer on normalised text) and encoder RTF (median over
-utterances; features precomputed and excluded; every chunk run one at a time, as a live stream would).
+the step graph with states carried; WER (greedy CTC, jiwer on normalised text) with its 95 % bootstrap interval
+over utterances (``ci95``) and encoder RTF (median over utterances; features precomputed and excluded; every chunk
+run one at a time, as a live stream would). Every model after the first gets the paired-bootstrap ΔWER against the
+first one at the same mode, backend and chunk (``delta_vs``, ``delta``, ``delta_ci95``, ``significant``: seed 001
+compares its attention-free models with the mha baseline this way).
 """
 from __future__ import annotations
 
@@ -462,10 +465,11 @@ def sweep(models: list[BenchModel], chunks_ms: list[int], backends: list[str], t
           workdir: Path, threads: int = 1, say=None) -> list[dict]:
     from edgeasr.models.checkpoint import read_config
     from edgeasr.runtimes.backends import available, get_backend
-    from edgeasr.evaluation.metrics import wer
+    from edgeasr.evaluation.bootstrap import delta_summary, summary, word_errors
 
     say = say or (lambda *_: None)
     rows = []
+    pairs: dict[int, object] = {}  # id(row) -> per-utterance (errors, words), for the paired ΔWER
     feats_cache: dict[str, list] = {}
     for bm in models:
         config = read_config(Path(bm.run_dir))
@@ -505,10 +509,17 @@ def sweep(models: list[BenchModel], chunks_ms: list[int], backends: list[str], t
                         lp = fn(backend, f, c)
                         rtfs.append((time.perf_counter() - t0) / dur)
                         hyps.append(_decode(lp, meta["vocab"], int(meta["blank_id"])))
+                    p = word_errors([u[1] for u in utts], hyps)
+                    w = summary(p)
                     row = {**base, "chunk_ms": ms, "chunk_frames": c, "status": "ok",
-                           "wer": round(100 * wer([u[1] for u in utts], hyps), 2),
+                           "wer": w["wer"],
                            "rtf_median": statistics.median(rtfs),
-                           "rtf_p90": float(np.percentile(rtfs, 90))}
+                           "rtf_p90": float(np.percentile(rtfs, 90)), "ci95": w["ci95"]}
+                    first = next((r for r in rows if r["status"] == "ok" and r["model"] != row["model"] and
+                                  (r["mode"], r["backend"], r["chunk_ms"]) == (mode, backend_name, ms)), None)
+                    if first is not None:  # paired with the first model at the same mode/backend/chunk
+                        row.update(delta_vs=first["model"], **delta_summary(pairs[id(first)], p))
+                    pairs[id(row)] = p
                     rows.append(row)
                     say(f"sweep {bm.mixer:10s} {mode:5s} {backend_name:8s} {ms:5d} ms: WER {row['wer']:.2f}% "
                         f"RTF {row['rtf_median']:.4f}" + ("" if bm.trained else " (random init: WER meaningless)"))
@@ -519,6 +530,13 @@ def sweep(models: list[BenchModel], chunks_ms: list[int], backends: list[str], t
 # --- reports ------------------------------------------------------------------------------------------------------
 def _fmt(v, nd=2) -> str:
     return "-" if v is None else f"{v:.{nd}f}"
+
+
+def _ci(ci, signed: bool = False) -> str:
+    if not ci:
+        return "-"
+    f = "+.2f" if signed else ".1f"
+    return f"{ci[0]:{f}}, {ci[1]:{f}}"
 
 
 def _host() -> dict:
@@ -557,9 +575,11 @@ def markdown(report: dict) -> str:
         lines.append("")
     sw = report.get("sweep")
     if sw:
-        lines += ["## Chunk-size sweep (seed 001): WER % / encoder RTF (median)", "",
+        lines += ["## Chunk-size sweep (seed 001): WER % [95 % CI] / encoder RTF (median)", "",
                   f"Test set: {sw['test']} ({sw['utterances']} utterances). chunk = strict chunk graph (each chunk "
-                  "alone, no state); step = stateful streaming. Features precomputed, RTF = encoder time / audio.",
+                  "alone, no state); step = stateful streaming. Features precomputed, RTF = encoder time / audio. "
+                  "CI: bootstrap over utterances; ΔWER: paired bootstrap against the first model at the same mode, "
+                  "backend and chunk (* = significant: its 95 % interval excludes 0).",
                   ""]
         chunks = sw["chunks_ms"]
         lines += ["| model | mode | backend | " + " | ".join(f"{c} ms" for c in chunks) + " |",
@@ -572,8 +592,20 @@ def markdown(report: dict) -> str:
             for c in chunks:
                 r = byc.get(c)
                 cells.append("-" if r is None else r["status"] if r["status"] != "ok"
-                             else f"{r['wer']:.2f} / {r['rtf_median']:.4f}")
+                             else f"{r['wer']:.2f} [{_ci(r.get('ci95'))}] / {r['rtf_median']:.4f}")
             lines.append(f"| {model} | {mode} | {backend} | " + " | ".join(cells) + " |")
+        deltas = [r for r in sw["rows"] if r.get("status") == "ok" and r.get("delta_ci95")]
+        if deltas:
+            lines += ["", "ΔWER (points) against the first model, paired 95 % CI:", "",
+                      "| model | vs | mode | backend | " + " | ".join(f"{c} ms" for c in chunks) + " |",
+                      "|---|---|---|---|" + "---|" * len(chunks)]
+            dgroups: dict[tuple, dict] = {}
+            for r in deltas:
+                dgroups.setdefault((r["model"], r["delta_vs"], r["mode"], r["backend"]), {})[r["chunk_ms"]] = r
+            for (model, vs, mode, backend), byc in dgroups.items():
+                cells = ["-" if c not in byc else f"{byc[c]['delta']:+.2f} [{_ci(byc[c]['delta_ci95'], True)}]"
+                         + ("*" if byc[c]["significant"] else "") for c in chunks]
+                lines.append(f"| {model} | {vs} | {mode} | {backend} | " + " | ".join(cells) + " |")
         if any(not r.get("trained", True) for r in sw["rows"]):
             lines += ["", "Random-init models: their WER is meaningless (only the RTF is informative)."]
         lines.append("")
