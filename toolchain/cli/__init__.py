@@ -1,7 +1,9 @@
 """`edgeasr`: one CLI over the whole pipeline. Each command group lives in its own module."""
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 
 import click
 
@@ -9,10 +11,21 @@ from edgeasr.extras import missing_extra_error
 from edgeasr.runtimes.errors import UserError
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like SIGINT's KeyboardInterrupt so the same cleanup runs (temp files beside --out,
+    temporary directories, training's interrupt checkpoint) instead of the process vanishing mid-write."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
 class _Group(click.Group):
     """Turns user errors into one line on stderr and exit 2 (tracebacks are for bugs only)."""
 
     def invoke(self, ctx):
+        if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread only
+            signal.signal(signal.SIGTERM, _on_sigterm)
         try:
             return super().invoke(ctx)
         except UserError as e:
@@ -24,6 +37,9 @@ class _Group(click.Group):
                 raise
             click.echo(f"error: {err}", err=True)
             sys.exit(2)
+        except Terminated:
+            click.echo("terminated", err=True)
+            sys.exit(143)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)

@@ -39,6 +39,7 @@ def export(model, kind, direction, out, chunk_frames, opset, verify, tolerance, 
     from edgeasr.models.checkpoint import WEIGHTS
     from edgeasr import pretrained
     from edgeasr.pretrained import load_model
+    from edgeasr.runtimes.files import claim_output
 
     if opset != OPSET:  # before loading anything: cheap refusals first
         raise UserError(f"unsupported opset {opset}: edgeasr exports opset {OPSET} only")
@@ -46,8 +47,10 @@ def export(model, kind, direction, out, chunk_frames, opset, verify, tolerance, 
         raise UserError(f"{out}: is a directory, not an output file")
     if wav is not None and not wav.is_file():
         raise UserError(f"{wav}: audio file not found")
-    net, config = load_model(model)
     run_dir = pretrained.resolve_model_dir(model)
+    if run_dir is not None:  # the checkpoint's own files (weights, config, training state) are never an --out
+        claim_output(out, [*(f for f in run_dir.iterdir() if f.is_file() and f.suffix != ".onnx"), wav])
+    net, config = load_model(model)
     try:
         result = run_export(net, config, out, kind, direction, chunk_frames, opset, verify, tolerance,
                             sha256_file(run_dir / WEIGHTS), wav)
@@ -76,6 +79,8 @@ def inspect(onnx_file, as_json):
     from edgeasr.model_info import describe
 
     info = describe(onnx_file)
+    for w in info["warnings"]:
+        console.print(f"[yellow]warning[/]: {escape(w)}", highlight=False, soft_wrap=True)
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return

@@ -29,6 +29,9 @@ def lm():
 def build(out: Path, texts: tuple[Path, ...], excludes: tuple[Path, ...], order: int):
     """Estimate an n-gram LM (IRSTLM, improved Kneser-Ney) into an LM directory for `--lm`."""
     from edgeasr.evaluation.lm import build_lm, manifest_texts
+    from edgeasr.runtimes.files import claim_output
+
+    claim_output(out, [*texts, *excludes], replaces_dir=True)  # the LM directory is replaced as a whole
 
     if texts:
         sentences, sources = [], []

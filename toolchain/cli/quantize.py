@@ -49,8 +49,22 @@ def quantize(model, calib, out, method, max_utterances, max_samples, max_wer_dro
     from edgeasr.calibration.report import format_report, write_report
     from edgeasr.data.manifest import read_manifest
 
+    from edgeasr.runtimes.files import claim_output
+    from edgeasr.runtimes.metadata import read_metadata
+
     if max_utterances is not None and max_utterances < 1:
         raise UserError(f"--max-utterances must be >= 1, got {max_utterances}")
+    if max_samples is not None and max_samples < 1:  # 0 once meant "unlimited" by accident
+        raise UserError(f"--max-samples must be >= 1, got {max_samples}")
+    if not 0.0 <= max_fallback <= 1.0:
+        raise UserError(f"--max-fallback is a fraction of the quantizable nodes, 0 to 1, got {max_fallback:g}")
+    if max_dev_utterances < 1:
+        raise UserError(f"--max-dev-utterances must be >= 1, got {max_dev_utterances}")
+    read_metadata(model)  # a foreign or inconsistent ONNX file: one line naming it, before any work
+    inputs = [model, calib, dev]
+    claim_output(out, inputs)
+    if report_path is not None:
+        claim_output(report_path, [*inputs, out])
     if dev is not None and max_wer_drop is None:
         raise UserError("--dev is only used with --max-wer-drop")
     if report_path is not None and not report_path.parent.is_dir():

@@ -724,7 +724,7 @@ def bench(refs, mixers: list[str], lengths: list[float], backends: list[str], ki
           mixer_options: dict | None = None, say=None) -> tuple[dict, dict[str, Path]]:
     from edgeasr.runtimes.files import check_out_dir
 
-    out = check_out_dir(out)
+    out = check_out_dir(out, [*(refs or []), test])
     if test is not None and not Path(test).is_file():
         raise UserError(f"{test}: test manifest not found")
     if chunk_frames <= 0 or chunk_frames % 4:
