@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import soundfile as sf
@@ -21,6 +22,28 @@ def load_audio(path, target_sr: int = 16000) -> tuple[np.ndarray, list[str]]:
 
     Stereo/multichannel is averaged to mono and resampling uses a polyphase filter; both add a notice.
     Missing, empty, corrupt or truncated files raise `UserError` with one line naming the file."""
+    p = Path(path)
+    info = check_audio_file(p)
+    try:
+        data, sr = sf.read(str(p), dtype="float32", always_2d=True)
+    except Exception as e:
+        raise UserError(f"cannot decode audio file {p}: {_one_line(e)}") from None
+    _check_finite(p, data)
+    if data.shape[0] == 0:
+        raise UserError(f"audio file has no samples: {p}")
+    if data.shape[0] < info.frames:
+        raise UserError(f"audio file is truncated: {p} (read {data.shape[0]} of {info.frames} frames)")
+    notices = audio_notices(p, info, target_sr)
+    samples = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+    if sr != target_sr:
+        samples = resample(samples, sr, target_sr)
+    samples = np.clip(samples, -1.0, 1.0).astype(np.float32, copy=False)
+    return np.ascontiguousarray(samples), notices
+
+
+def check_audio_file(path):
+    """``soundfile.info`` of an audio file after the checks that need no decoding (missing, a directory, empty,
+    unreadable header, no frames, a wav shorter than its header says); else a one-line `UserError`."""
     p = Path(path)
     if not p.exists():
         raise UserError(f"audio file not found: {p}")
@@ -37,27 +60,48 @@ def load_audio(path, target_sr: int = 16000) -> tuple[np.ndarray, list[str]]:
     short = _wav_data_shortfall(p) if info.format == "WAV" else 0
     if short > 0:
         raise UserError(f"audio file is truncated: {p} (data chunk is {short} bytes shorter than its header says)")
+    return info
+
+
+def audio_notices(path, info, target_sr: int) -> list[str]:
+    """What reading ``path`` changes (downmix, resampling), as the notices the CLI prints."""
+    name, notices = Path(path).name, []
+    if info.channels > 1:
+        notices.append(f"{name}: {info.channels} channels downmixed to mono")
+    if info.samplerate != target_sr:
+        notices.append(f"{name}: resampled {info.samplerate} Hz -> {target_sr} Hz")
+    return notices
+
+
+def read_blocks(path, block_seconds: float = 10.0) -> Iterator[tuple[int, np.ndarray]]:
+    """``(sample rate, float32 mono block)`` pairs of an audio file at its own rate, ``block_seconds`` at a time:
+    a file of any length in the memory of one block (callers resample as a stream, e.g. ``Recognizer`` streams).
+    The same one-line `UserError`s as `load_audio`; NaN or a short read are found at the block that has them."""
+    p = Path(path)
+    info = check_audio_file(p)
+    n = max(1, int(block_seconds * info.samplerate))
+    read = 0
     try:
-        data, sr = sf.read(str(p), dtype="float32", always_2d=True)
+        with sf.SoundFile(str(p)) as f:
+            while True:
+                data = f.read(n, dtype="float32", always_2d=True)
+                if not len(data):
+                    break
+                _check_finite(p, data)
+                read += len(data)
+                mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+                yield info.samplerate, np.ascontiguousarray(np.clip(mono, -1.0, 1.0), np.float32)
+    except UserError:
+        raise
     except Exception as e:
         raise UserError(f"cannot decode audio file {p}: {_one_line(e)}") from None
-    if data.shape[0] == 0:
-        raise UserError(f"audio file has no samples: {p}")
-    if data.shape[0] < info.frames:
-        raise UserError(f"audio file is truncated: {p} (read {data.shape[0]} of {info.frames} frames)")
+    if read < info.frames:
+        raise UserError(f"audio file is truncated: {p} (read {read} of {info.frames} frames)")
+
+
+def _check_finite(p: Path, data: np.ndarray) -> None:
     if not np.all(np.isfinite(data)):
         raise UserError(f"audio file contains NaN/Inf samples: {p}")
-    notices: list[str] = []
-    if data.shape[1] > 1:
-        notices.append(f"{p.name}: {data.shape[1]} channels downmixed to mono")
-        samples = data.mean(axis=1)
-    else:
-        samples = data[:, 0]
-    if sr != target_sr:
-        notices.append(f"{p.name}: resampled {sr} Hz -> {target_sr} Hz")
-        samples = resample(samples, sr, target_sr)
-    samples = np.clip(samples, -1.0, 1.0).astype(np.float32, copy=False)
-    return np.ascontiguousarray(samples), notices
 
 
 def resample(samples: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:

@@ -1,5 +1,7 @@
-"""Feeding a ``Recognizer`` stream from the two sources a command line has: a decoded file, fed in chunk-sized
-pieces as a live source would deliver it, and raw 16-bit PCM from a pipe (``transcribe --stdin``)."""
+"""Feeding a ``Recognizer`` stream from the sources a command line has: an audio file read block by block
+(``stream_file``: offline, or in chunk-sized pieces as a live source would deliver it), decoded samples
+(``stream_samples``), and raw 16-bit PCM from a pipe (``transcribe --stdin``). Files and pipes are never held
+whole: memory does not grow with their length (a step graph's stream holds a chunk of features and its states)."""
 from __future__ import annotations
 
 import time
@@ -7,6 +9,7 @@ from typing import BinaryIO, Callable
 
 import numpy as np
 
+from edgeasr.runtimes.errors import UserError
 from edgeasr.runtimes.recognizer import Recognizer, Result
 
 OnPartial = Callable[[str, float], None]  # (partial text, seconds of audio so far)
@@ -29,6 +32,37 @@ def stream_samples(rec: Recognizer, samples: np.ndarray, sample_rate: int,
                 if on_partial:
                     on_partial(partial, min(i + step, len(samples)) / sample_rate)
         return s.finish(), latencies, partials
+    finally:
+        s.close()
+
+
+def stream_file(rec: Recognizer, path, chunked: bool = False, on_partial: OnPartial | None = None,
+                block_seconds: float = 10.0) -> tuple[Result, list[float], int, float]:
+    """Transcribe an audio file read ``block_seconds`` at a time (``runtimes.audio.read_blocks``) and resampled as a
+    stream: (final result, seconds each piece took, partials, seconds of audio). ``chunked``: feed chunk-sized
+    pieces and time each (``--stream``); else whole blocks (offline). On a step graph both give the same result,
+    in memory bounded by a block. A full or chunk graph's stream keeps the features (~32 KB per second of audio)
+    and decodes them in one call at the end, whose memory grows with the file: long files want a step graph."""
+    from edgeasr.runtimes.audio import read_blocks
+
+    s = rec.create_stream()
+    latencies, partials, seconds = [], 0, 0.0
+    try:
+        for rate, block in read_blocks(path, block_seconds):
+            step = max(1, int(round(rec.chunk_ms * rate / 1000))) if chunked else len(block)
+            for i in range(0, len(block), step):
+                t = time.perf_counter()
+                try:
+                    partial = s.accept_waveform(rate, block[i:i + step])
+                except ValueError as e:  # e.g. a rate no resampler takes: the file's fault, in one line
+                    raise UserError(f"{path}: {e}") from None
+                latencies.append(time.perf_counter() - t)
+                seconds += len(block[i:i + step]) / rate
+                if partial is not None:
+                    partials += 1
+                    if on_partial:
+                        on_partial(partial, seconds)
+        return s.finish(), latencies, partials, seconds
     finally:
         s.close()
 

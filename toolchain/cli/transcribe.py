@@ -87,9 +87,9 @@ def transcribe(model, audio, backend, stream, chunk_ms, threads, precision, expl
     ort-cuda) or a RUN_DIR / shipped name (torch reference)."""
     import math
 
-    from edgeasr.runtimes.audio import load_audio
+    from edgeasr.runtimes.audio import audio_notices, check_audio_file
     from edgeasr.runtimes.recognizer import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
-    from edgeasr.runtimes.streaming_io import stream_pcm, stream_samples
+    from edgeasr.runtimes.streaming_io import stream_file
 
     if use_stdin and audio:
         raise UserError("give AUDIO files or --stdin, not both")
@@ -110,9 +110,8 @@ def transcribe(model, audio, backend, stream, chunk_ms, threads, precision, expl
         if direction != exported:
             raise exported_mode_error(model, exported, [direction])
         direction = None  # the file's own mode: nothing to switch
-    first = None
-    if audio:  # the first file is read before any model loads: a bad file fails fast, in one line
-        first = load_audio(audio[0], sr)
+    if audio:  # the first file is checked before any model loads: a bad file fails fast, in one line
+        check_audio_file(audio[0])
     if lm_dir:
         from edgeasr.runtimes.lm_decoder import read_lm_info
 
@@ -123,29 +122,23 @@ def transcribe(model, audio, backend, stream, chunk_ms, threads, precision, expl
         rec.close()
         raise UserError(f"{model}: a {meta['graph_kind']} graph cannot stream; export a step graph "
                         "(edgeasr export --kind step) or transcribe without --stream")
-    if rec.sample_rate != sr:
-        sr, first = rec.sample_rate, None
     row_base = {"backend": rec.backend.name, "decoder": "lm" if lm_dir else "greedy", "graph": meta["graph_kind"],
                 "precision": precision or meta.get("precision", "fp32")}
     try:
         if use_stdin:
-            _stdin(rec, rate or sr, as_json)
+            _stdin(rec, rate or rec.sample_rate, as_json)
             return
         live = _LivePartial(stream and not as_json and sys.stderr.isatty())
-        for k, path in enumerate(audio):
-            samples, notices = first if (k == 0 and first is not None) else load_audio(path, sr)
-            for n in notices:
+        for path in audio:  # read block by block: any length in bounded memory (runtimes.streaming_io)
+            for n in audio_notices(path, check_audio_file(path), rec.sample_rate):
                 _notice(n)
-            dur = len(samples) / sr
             t0 = time.perf_counter()
             row = {"audio": path, **row_base}
+            result, lat, partials, dur = stream_file(rec, path, chunked=stream, on_partial=live)
+            live.done()
             if stream:
-                result, lat, partials = stream_samples(rec, samples, sr, on_partial=live)
-                live.done()
                 row.update({"partials": partials, "chunk_frames": rec.chunk_frames,
                             "chunk_latency_ms": _percentiles(lat)})
-            else:
-                result = rec.transcribe(samples, sr)
             elapsed = time.perf_counter() - t0
             row.update({"text": result.text, "duration": round(dur, 3), "rtf": round(elapsed / max(dur, 1e-9), 4),
                         "tokens": result.tokens, "timestamps": result.timestamps})
