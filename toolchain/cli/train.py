@@ -96,8 +96,21 @@ def train(mixer, config_file, train_manifests, dev_manifest, run_dir, epochs, ma
     for m in (*train_manifests, dev_manifest):
         if not m.is_file():
             raise UserError(f"{m}: manifest not found")
-    if resume and (run_dir / "config.json").is_file():
+    overrides = {
+        "model.mixer": mixer, "model.d_model": d_model, "model.n_layers": layers, "model.dirdrop": dirdrop,
+        "model.dirdrop_p": dirdrop_p, "model.direction": direction, "model.causal": causal,
+        "model.chunk_bi_p": chunk_bi_p, "model.chunk_bi_ms": chunk_bi_ms, "train.dev_direction": dev_direction,
+        "model.input_floor_dbfs": input_floor,
+        "train.epochs": epochs, "train.max_minutes": max_minutes, "train.max_steps": max_steps,
+        "train.batch_frames": batch_frames,
+        "train.lr": lr, "train.seed": seed, "train.threads": threads, "train.init": init, "train.vtlp": vtlp,
+        "train.noise_snr": noise_snr, "train.ema_decay": ema_decay}
+    if resume:
+        if not (run_dir / "config.json").is_file() or not (run_dir / "train_state.json").is_file():
+            raise UserError(f"--resume: {run_dir} holds no training checkpoint to continue (no config.json and "
+                            "train_state.json); drop --resume to start a new run")
         model_cfg, tc, _ = resume_config(run_dir)
+        _check_resume_options(run_dir, model_cfg, tc, overrides, config_file)
         # Budgets may be raised on resume to continue a finished run; the model and recipe stay as trained.
         budgets = {"epochs": epochs, "max_minutes": max_minutes, "max_steps": max_steps, "threads": threads}
         tc = dataclasses.replace(tc, **{k: v for k, v in budgets.items() if v is not None})
@@ -107,21 +120,49 @@ def train(mixer, config_file, train_manifests, dev_manifest, run_dir, epochs, ma
         if mixer is None and config_file is None and not init:
             raise UserError("--mixer or --config (or --init) is required")
         if direction is None and not init and mixer in ("mha", "none", "deformable"):
-            direction = "l2r"  # streaming baselines (seed 001) train causally
-        model_cfg, tc = resolve_config(config_file, base_model=base_model, overrides={
-            "model.mixer": mixer, "model.d_model": d_model, "model.n_layers": layers, "model.dirdrop": dirdrop,
-            "model.dirdrop_p": dirdrop_p, "model.direction": direction, "model.causal": causal,
-            "model.chunk_bi_p": chunk_bi_p, "model.chunk_bi_ms": chunk_bi_ms, "train.dev_direction": dev_direction,
-            "model.input_floor_dbfs": input_floor,
-            "train.epochs": epochs, "train.max_minutes": max_minutes, "train.max_steps": max_steps,
-            "train.batch_frames": batch_frames,
-            "train.lr": lr, "train.seed": seed, "train.threads": threads, "train.init": init, "train.vtlp": vtlp,
-            "train.noise_snr": noise_snr, "train.ema_decay": ema_decay})
+            overrides["model.direction"] = "l2r"  # streaming baselines (seed 001) train causally
+        model_cfg, tc = resolve_config(config_file, base_model=base_model, overrides=overrides)
     command = "edgeasr " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     summary = run_training(run_dir, model_cfg, tc, list(train_manifests), dev_manifest, resume=resume,
                            console=console, command=command, on_bad_row="skip" if skip_bad_rows else "fail",
                            time_limit_s=time_limit * 60)
     click.echo(json.dumps({k: v for k, v in summary.items() if k != "history"}))
+
+
+OPTION_NAMES = {"model.n_layers": "--layers", "model.input_floor_dbfs": "--input-floor", "train.ema_decay": "--ema"}
+BUDGETS = ("train.epochs", "train.max_minutes", "train.max_steps", "train.threads")  # may change on --resume
+
+
+def _check_resume_options(run_dir, model_cfg, tc, overrides: dict, config_file) -> None:
+    """--resume continues the run as configured: an option (or --config key) that asks for another model or
+    recipe than the run's is a one-line error naming it, never silently ignored. Budgets may change."""
+    asked = {k: (OPTION_NAMES.get(k) or f"--{k.split('.', 1)[1].replace('_', '-')}", v)
+             for k, v in overrides.items() if v is not None}
+    if config_file is not None:
+        try:
+            loaded = json.loads(Path(config_file).read_text())
+        except (OSError, ValueError) as e:
+            raise UserError(f"{config_file}: cannot read training config ({e})") from None
+        for section in ("model", "train"):
+            for k, v in (loaded.get(section) or {}).items() if isinstance(loaded, dict) else ():
+                asked.setdefault(f"{section}.{k}", (f"--config {section}.{k}", v))
+    run = {"model": model_cfg.to_dict(), "train": dataclasses.asdict(tc)}
+    for key, (option, value) in asked.items():
+        if key in BUDGETS:
+            continue
+        section, name = key.split(".", 1)
+        have = run[section].get(name)
+        if not _same(value, have):
+            raise UserError(f"--resume: {option} {value} differs from the run's {name} = {have} "
+                            f"({run_dir}); a resumed run keeps its model and recipe (budgets may change)")
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        return float(a) == float(b)
+    return a == b
 
 
 COMMANDS = [train]

@@ -31,6 +31,7 @@ class Entry:
     text: str  # normalised
     duration: float  # seconds
     extra: dict = field(default_factory=dict)
+    row: int = 0  # line number in its manifest (1-based), for messages about it
 
 
 class ManifestResult(list):
@@ -54,7 +55,9 @@ def read_manifest(path, on_error: str = "fail", validate_audio: bool = False, wa
     entries: list[Entry] = []
     warnings: list[str] = []
     try:
-        lines = p.read_text(encoding="utf-8").splitlines()
+        # JSON lines end at "\n" only: str.splitlines() would also split at U+2028, U+0085, ... which are valid
+        # inside a JSON string, rejecting good rows and numbering the rest wrongly
+        lines = p.read_text(encoding="utf-8").split("\n")
     except UnicodeDecodeError as e:
         raise UserError(f"manifest {p} is not UTF-8 text: {e.reason} at byte {e.start}") from None
     for n, line in enumerate(lines, start=1):
@@ -62,6 +65,7 @@ def read_manifest(path, on_error: str = "fail", validate_audio: bool = False, wa
             continue
         try:
             entries.append(_parse_row(line, base, validate_audio))
+            entries[-1].row = n
         except _RowError as e:
             msg = f"{p} row {n}: {e}"
             if on_error == "fail":

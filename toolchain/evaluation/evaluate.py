@@ -4,6 +4,7 @@ The model is what a user names (``edgeasr.model_ref``): a checkpoint on the torc
 mode its mixer has, or an exported ONNX file on its backend, in the one mode it was exported in."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from edgeasr.runtimes.errors import UserError
@@ -52,6 +53,14 @@ def evaluate_model(model: str, manifests: list[Path], modes: list[str] | None = 
             word_lm = WordLM(lm_dir, source.vocab, source.blank_id)
         for m in manifests:
             entries = read_manifest(m, on_error="skip" if skip_bad_rows else "fail")
+            bad = [] if skip_bad_rows else None
+            utts = source.utterances(entries, bad)
+            if bad:  # unreadable audio rows are skipped like malformed ones, and listed the same way
+                _list_skipped(m, bad)
+                skipped = {id(e) for e, _ in bad}
+                entries = [e for e in entries if id(e) not in skipped]
+                if not entries:
+                    raise UserError(f"{m}: no row with readable audio ({len(bad)} skipped)")
             groups = {"all": list(range(len(entries)))}
             if by:
                 keys = [group_key(e.extra, by) for e in entries]
@@ -60,7 +69,6 @@ def evaluate_model(model: str, manifests: list[Path], modes: list[str] | None = 
                     raise UserError(f"{m}: no row has the field {by!r} (fields: {', '.join(fields) or 'none'})")
                 for i, k in enumerate(keys):
                     groups.setdefault("(none)" if k is None else k, []).append(i)
-            utts = source.utterances(entries)
             for d in modes:
                 logprobs = source.logprobs(utts, d)
                 decoded = {"greedy": [ctc_greedy(lp, source.blank_id, source.vocab) for lp in logprobs]}
@@ -75,3 +83,9 @@ def evaluate_model(model: str, manifests: list[Path], modes: list[str] | None = 
                                      "wer": w["wer"], "cer": round(cer(refs, hs) * 100, 2),
                                      "utterances": len(idx), "ci95": w["ci95"]})
     return rows
+
+
+def _list_skipped(manifest, bad: list) -> None:
+    print(f"skipped {len(bad)} row(s) of {manifest} with unreadable audio:", file=sys.stderr)
+    for e, msg in bad:
+        print(f"  {manifest} row {e.row}: {msg}", file=sys.stderr)

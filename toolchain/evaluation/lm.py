@@ -50,7 +50,7 @@ def manifest_texts(path: Path) -> set[str]:
     if not Path(path).is_file():
         raise UserError(f"{path}: manifest not found")
     texts = set()
-    for n, line in enumerate(Path(path).read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+    for n, line in enumerate(Path(path).read_text(encoding="utf-8", errors="replace").split("\n"), 1):
         if not line.strip():
             continue
         try:

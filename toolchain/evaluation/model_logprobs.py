@@ -71,11 +71,12 @@ class ModelLogprobs:
     def default_mode(self) -> str:
         return self.modes[0] if self.onnx else self.net.direction
 
-    def utterances(self, entries) -> list:
-        """Features of manifest entries with this model's fbank options (``edgeasr.training.dataset.Utterance``)."""
+    def utterances(self, entries, bad: list | None = None) -> list:
+        """Features of manifest entries with this model's fbank options (``edgeasr.training.dataset.Utterance``);
+        ``bad``: collect unreadable rows there and leave them out (``load_utterances``)."""
         from edgeasr.training.dataset import load_utterances
 
-        return load_utterances(entries, self.fbank)
+        return load_utterances(entries, self.fbank, bad=bad)
 
     def logprobs(self, utts, mode: str | None = None) -> list[np.ndarray]:
         """``[T', V]`` log-probs per utterance, decoded in ``mode`` (default: the model's own)."""

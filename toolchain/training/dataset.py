@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from edgeasr.runtimes.audio import load_audio
+from edgeasr.runtimes.errors import UserError
 from edgeasr.runtimes.features import FbankOptions, compute_fbank
 from edgeasr.runtimes.vocab import encode
 
@@ -26,20 +27,33 @@ def _featurize(args) -> np.ndarray:
     return compute_fbank(samples, opts).astype(np.float16)
 
 
-def load_utterances(entries, opts: FbankOptions, jobs: int = 2, progress=None) -> list[Utterance]:
-    """Featurize every manifest entry (in `jobs` processes); `progress(n)` is called as items finish."""
+def _featurize_or_error(args) -> np.ndarray | str:
+    try:
+        return _featurize(args)
+    except UserError as e:  # unreadable audio: the caller skips the row and lists it
+        return str(e)
+
+
+def load_utterances(entries, opts: FbankOptions, jobs: int = 2, progress=None,
+                    bad: list | None = None) -> list[Utterance]:
+    """Featurize every manifest entry (in `jobs` processes); `progress(n)` is called as items finish.
+    ``bad``: a list to collect ``(entry, message)`` of rows whose audio cannot be read, which are then left out;
+    None: such a row is a UserError."""
     work = [(str(e.audio_filepath), opts) for e in entries]
+    fn = _featurize if bad is None else _featurize_or_error
     feats = []
     if jobs <= 1:
         for w in work:
-            feats.append(_featurize(w))
+            feats.append(fn(w))
             progress and progress(1)
     else:
         with ProcessPoolExecutor(jobs) as pool:
-            for f in pool.map(_featurize, work, chunksize=16):
+            for f in pool.map(fn, work, chunksize=16):
                 feats.append(f)
                 progress and progress(1)
-    return [Utterance(f, encode(e.text), e.text) for f, e in zip(feats, entries)]
+    if bad is not None:
+        bad.extend((e, f) for f, e in zip(feats, entries) if isinstance(f, str))
+    return [Utterance(f, encode(e.text), e.text) for f, e in zip(feats, entries) if not isinstance(f, str)]
 
 
 def feature_stats(utts: list[Utterance]) -> tuple[torch.Tensor, torch.Tensor]:
