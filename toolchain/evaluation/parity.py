@@ -9,7 +9,9 @@ same fbank frames and the same chunk boundaries.
 Measured per cell (DESIGN.md §7):
 
 - WER/CER (jiwer, normalised text), ΔWER against the reference, hypothesis agreement (identical normalised
-  transcripts, %).
+  transcripts, %). The WER's 95 % bootstrap interval over utterances (``wer_ci95``) and the paired-bootstrap
+  interval of ΔWER (``wer_delta_ci95``, ``edgeasr.evaluation.bootstrap``); ``significant`` is false when that
+  interval holds 0.
 - Output error against the reference: max abs, p99 abs and cosine (worst utterance) of the **logprobs** — the one
   tensor every graph kind returns (full graphs have no ``encoder_out``; ORT step sessions do not bind it).
   Step mode also compares the final states after the last chunk: max abs over every state, and relative to the
@@ -494,6 +496,25 @@ def _metrics(cell: dict, res: dict, refs_text: list[str], isolate: bool) -> dict
     return m
 
 
+def _intervals(cells: list[dict], refs_text: list[str]) -> None:
+    """``wer_ci95`` of every measured cell; ``wer_delta_ci95`` and ``significant`` of every cell with a ΔWER, paired
+    with the cell it was compared against (the same utterances)."""
+    from edgeasr.evaluation.bootstrap import delta_ci, significant, wer_ci, word_errors
+
+    pairs = {c["id"]: word_errors(refs_text, c["hypotheses"]) for c in cells
+             if c["status"] in ("ok", "reference") and "hypotheses" in c}
+    for c in cells:
+        if c["id"] not in pairs:
+            continue
+        m = c["metrics"]
+        m["wer_ci95"] = [_r(v, 6) for v in wer_ci(pairs[c["id"]])]
+        base = c["id"] if c["status"] == "reference" else c.get("reference")
+        if m.get("wer_delta") is not None and base in pairs:
+            ci = delta_ci(pairs[base], pairs[c["id"]])
+            m["wer_delta_ci95"] = [_r(v, 6) for v in ci]
+            m["significant"] = significant(ci)
+
+
 def run_parity(models, test, reference=None, backends=("all",), modes=("step", "full"), max_wer_delta=None,
                max_err=None, max_utterances=None, threads=1, peer=None, bf16=True, isolate=True, log=None,
                lm=None) -> dict:
@@ -588,6 +609,7 @@ def run_parity(models, test, reference=None, backends=("all",), modes=("step", "
             c["metrics"].update(wer_delta=0.0, agreement_pct=100.0, err_max_abs=0.0, err_p99=0.0, cosine_min=1.0)
             if "wer_lm" in c["metrics"]:
                 c["metrics"]["wer_lm_delta"] = 0.0
+    _intervals(cells_out, refs_text)
     failures = []
     for c in cells_out:
         if c["status"] == "error":

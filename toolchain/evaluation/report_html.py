@@ -18,8 +18,11 @@ PREC_DASH = {"fp32": "", "bf16": "6 3", "int8": "2 2", "fp16": "8 2 2 2"}
 
 COLUMNS = [  # (key, header, format)
     ("wer", "WER %", lambda v: f"{100 * v:.1f}"),
+    ("wer_ci95", "WER 95% CI", lambda v: f"{100 * v[0]:.1f}–{100 * v[1]:.1f}"),
     ("cer", "CER %", lambda v: f"{100 * v:.1f}"),
     ("wer_delta", "ΔWER", lambda v: f"{100 * v:+.2f}"),
+    ("wer_delta_ci95", "ΔWER 95% CI", lambda v: f"{100 * v[0]:+.2f}–{100 * v[1]:+.2f}"),
+    ("significant", "sig", lambda v: "yes" if v else "no"),
     ("wer_lm", "WER LM %", lambda v: f"{100 * v:.1f}"),
     ("wer_lm_delta", "ΔWER LM", lambda v: f"{100 * v:+.2f}"),
     ("agreement_pct", "agree %", lambda v: f"{v:.0f}"),
@@ -220,10 +223,11 @@ def plot_wer_delta(report: dict) -> str:
         return _svg(600, 60, "ΔWER vs reference", ['<text x="10" y="35" font-size="13">no compared cells</text>'])
     left, w, bh = 330, 380, 20
     h = 50 + bh * len(cells) + 30
-    vmax = _nice_max(max(abs(100 * c["metrics"]["wer_delta"]) for c in cells) or 1.0)
+    vmax = _nice_max(max(max(abs(100 * v) for v in (c["metrics"]["wer_delta"], *(c["metrics"].get("wer_delta_ci95")
+                                                                              or ()))) for c in cells) or 1.0)
     mid = left + w / 2
     body = ['<text x="10" y="20" font-size="14" font-weight="bold">ΔWER vs the torch fp32 reference (WER points; '
-            'right = worse)</text>',
+            'right = worse; whisker: paired 95 % CI)</text>',
             f'<line x1="{mid}" y1="35" x2="{mid}" y2="{h - 25}" stroke="#000"/>']
     for v in (-vmax, -vmax / 2, vmax / 2, vmax):
         x = mid + w / 2 * v / vmax
@@ -241,6 +245,12 @@ def plot_wer_delta(report: dict) -> str:
                     f'{_esc(cell_label(c))} · {_esc(c["model"][:28])}</text>'
                     f'<rect x="{x0:.1f}" y="{y + 3}" width="{max(1.0, abs(w / 2 * d / vmax)):.1f}" height="{bh - 6}" '
                     f'fill="{col}"><title>{_esc(c["id"])}: ΔWER {d:+.2f} points</title></rect>')
+        ci = c["metrics"].get("wer_delta_ci95")
+        if ci:  # the paired-bootstrap interval as a whisker; one that holds 0 is not significant
+            xa, xb = (mid + w / 2 * 100 * v / vmax for v in ci)
+            body.append(f'<line x1="{xa:.1f}" y1="{y + bh / 2:.1f}" x2="{xb:.1f}" y2="{y + bh / 2:.1f}" stroke="#000" '
+                        f'stroke-width="1.5"><title>95 % CI {100 * ci[0]:+.2f} to {100 * ci[1]:+.2f}'
+                        f'{"" if c["metrics"].get("significant") else " (not significant)"}</title></line>')
     return _svg(left + w + 30, h, "ΔWER vs reference", body)
 
 

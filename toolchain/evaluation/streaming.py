@@ -5,7 +5,8 @@ set: greedy WER, WER with a word LM when one is given (both decoded from the tor
 fp32 exports reproduce), and for the streamable modes the cost on the device path: the step graph exported in that
 mode, run by ``edgeasr.Recognizer`` on ONNX Runtime with one thread over the first ``timing_utts`` test utterances
 fed as a live source would (one chunk of audio at a time): real-time factor and first-partial latency (audio time
-until the first partial text, plus the compute it waited for). ``l2r`` runs at ``l2r_chunk_ms``.
+until the first partial text, plus the compute it waited for). ``l2r`` runs at ``l2r_chunk_ms``. Every WER has its
+95 % bootstrap interval over utterances (``ci95``, same layout as ``wer``; ``edgeasr.evaluation.bootstrap``).
 """
 from __future__ import annotations
 
@@ -28,18 +29,20 @@ def modes_for(bidirectional: bool, chunks_ms: list[int]) -> list[str]:
     return ["l2r", *[f"chunk-bi:{c}ms" for c in chunks_ms], "alt", "bi"]
 
 
-def _wers(model, utts, mode: str, word_lm) -> dict:
-    from edgeasr.evaluation.metrics import wer
+def _wers(model, utts, mode: str, word_lm) -> tuple[dict, dict]:
+    """({decoder: WER %}, {decoder: its 95 % bootstrap interval})."""
+    from edgeasr.evaluation.bootstrap import summary, word_errors
     from edgeasr.runtimes.vocab import BLANK_ID, VOCAB, ctc_greedy
     from edgeasr.training.train import utterance_logprobs
 
     model.set_direction(mode)
     lps = utterance_logprobs(model, utts, "cpu")
     refs = [u.text for u in utts]
-    out = {"greedy": round(100 * wer(refs, [ctc_greedy(lp, BLANK_ID, VOCAB) for lp in lps]), 2)}
+    hyps = {"greedy": [ctc_greedy(lp, BLANK_ID, VOCAB) for lp in lps]}
     if word_lm is not None:
-        out["lm"] = round(100 * wer(refs, [word_lm.decode(lp) for lp in lps]), 2)
-    return out
+        hyps["lm"] = [word_lm.decode(lp) for lp in lps]
+    got = {dec: summary(word_errors(refs, h)) for dec, h in hyps.items()}
+    return {d: v["wer"] for d, v in got.items()}, {d: v["ci95"] for d, v in got.items()}
 
 
 def _timing(model, config, mode: str, chunk_frames: int, audio: list[np.ndarray], tmp: Path) -> dict:
@@ -115,9 +118,9 @@ def streaming_table(model_refs: list[str], test: Path, real: Path | None = None,
         timing_audio = [load_audio(e.audio_filepath, opts.sample_rate)[0] for e in data["test"][0][:timing_utts]]
         with tempfile.TemporaryDirectory(prefix="edgeasr-streaming.") as tmp:
             for mode in modes_for(model.bidirectional, list(chunks_ms)):
-                row = {"model": ref, "mixer": config["model"]["mixer"], "mode": mode, "wer": {}}
+                row = {"model": ref, "mixer": config["model"]["mixer"], "mode": mode, "wer": {}, "ci95": {}}
                 for name, (_, utts) in data.items():
-                    row["wer"][name] = _wers(model, utts, mode, word_lm)
+                    row["wer"][name], row["ci95"][name] = _wers(model, utts, mode, word_lm)
                 if mode == "l2r" or mode.startswith("chunk-bi"):
                     frames = (int(mode.split(":")[1][:-2]) if ":" in mode else l2r_chunk_ms) // 10
                     row.update(_timing(model, config, mode, frames, timing_audio, Path(tmp)))
@@ -142,14 +145,15 @@ def markdown(report: dict) -> str:
     lines = ["# Streaming modes", "",
              f"{report['created']} · " + " · ".join(f"{k}: {v['manifest']} ({v['utterances']} utterances)"
                                                   for k, v in report["sets"].items()) +
-             f" · greedy CTC{' and word LM ' + report['lm'] if lm else ''} · timing: {report['timing']}.", "",
+             f" · greedy CTC{' and word LM ' + report['lm'] if lm else ''} · timing: {report['timing']}. "
+             "WER % [95 % bootstrap interval over utterances].", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in report["rows"]:
         cells = [r["model"], r["mode"]]
         for s in sets:
-            cells.append(f"{r['wer'][s]['greedy']:.1f}")
-            if lm:
-                cells.append(f"{r['wer'][s]['lm']:.1f}")
+            for dec in ("greedy", "lm") if lm else ("greedy",):
+                ci = r.get("ci95", {}).get(s, {}).get(dec)
+                cells.append(f"{r['wer'][s][dec]:.1f}" + (f" [{ci[0]:.1f}, {ci[1]:.1f}]" if ci else ""))
         cells.append(f"{r['rtf']:.3f}" if "rtf" in r else "offline")
         cells.append(f"{r['first_partial_ms']:.0f}" if r.get("first_partial_ms") is not None else "-")
         lines.append("| " + " | ".join(cells) + " |")
