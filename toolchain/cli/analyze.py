@@ -50,7 +50,7 @@ def attention_cmd(model, test, chunk_ms, mode, out, max_utterances, threads):
     from edgeasr.runtimes.files import check_out_dir
 
     _require(("torch", "train"), ("matplotlib", "eval"))
-    check_out_dir(out)  # creates nothing: a run that fails writes nothing
+    check_out_dir(out, [model, test])  # creates nothing: a run that fails writes nothing
     from edgeasr.evaluation.attention import Setup, attention_report, write_attention
 
     setup = Setup(model, test, chunk_ms, mode, max_utterances, threads)
@@ -73,7 +73,7 @@ def band_mask_cmd(model, test, chunk_ms, mode, out, max_utterances, threads, dia
     from edgeasr.runtimes.files import check_out_dir
 
     _require(("torch", "train"))
-    check_out_dir(out)
+    check_out_dir(out, [model, test])
     from edgeasr.evaluation.attention import Setup, band_mask, parse_diagonals, write_band_mask
 
     ks = parse_diagonals(diagonals)
