@@ -326,7 +326,7 @@ def test_group_key_prefers_a_real_field():
 
 @pytest.mark.parametrize("extra, needle", [
     (["--by", "nosuchfield"], "no row has the field 'nosuchfield' (fields: voice)"),
-    (["--direction", "l2r,sideways"], "unknown mode(s) sideways"),
+    (["--direction", "l2r,sideways"], "unknown direction mode 'sideways'"),
 ])
 def test_eval_bad_options_are_one_line(corpus, extra, needle):
     p = run(EDGEASR + ["eval", "default", "--test", str(corpus / "test.jsonl"), *extra], check=False)
