@@ -111,6 +111,7 @@ class Setup:
             raise UserError(f"{test}: empty test manifest")
         torch.set_num_threads(max(1, threads))
         self.model, self.net, self.config, self.mixers = model, net.eval(), config, mhas
+        chunk_ms = int(chunk_ms) if float(chunk_ms).is_integer() else float(chunk_ms)
         self.test, self.chunk_ms, self.mode, self.shift = test, chunk_ms, mode, shift
         self.entries = _select(entries, max_utterances)
         self.enc_frames = self.frames // net.cfg.subsampling
@@ -353,8 +354,10 @@ def attention_report(setup: Setup, say=None) -> tuple[dict, dict[str, bytes], st
     result = attention_maps(setup, say)
     info = setup.describe()
     report = {"schema": ATTENTION_SCHEMA, "created": _now(), **info,
-              "band_mass": "fraction of attention with |query time - key time| <= k encoder frames",
-              "mean_distance": "attention-weighted mean |query time - key time| in encoder frames",
+              "definitions": {"band_mass": "fraction of attention with |query time - key time| <= k encoder frames",
+                              "mean_distance": "attention-weighted mean |query time - key time| in encoder frames",
+                              "maps": "per layer [query frame in chunk][key frame - key_positions[0]], averaged "
+                                      "over heads, chunks and utterances"},
               "key_positions": result["key_positions"], "query_rows_per_layer": result["query_rows_per_layer"],
               "layers": result["layers"],
               "maps": [[[round(float(v), 5) for v in row] for row in m] for m in result["maps"]]}
