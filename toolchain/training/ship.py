@@ -22,6 +22,7 @@ from edgeasr.training.provenance import describe_init
 from edgeasr.training.train import evaluate
 
 SIZE_LIMIT_MB = 10.0
+STREAMING_CHUNKS_MS = (160, 320, 640, 1280)
 
 
 def wer_table(model, config: dict, manifests: dict[str, Path]) -> dict:
@@ -29,6 +30,8 @@ def wer_table(model, config: dict, manifests: dict[str, Path]) -> dict:
     causally trained mha/deformable run non-causally is a different model, so that number would mislead)."""
     opts = FbankOptions.from_dict(config["features"])
     modes = ("l2r", "alt", "bi") if model.bidirectional else (config["model"]["direction"],)
+    if model.bidirectional and config["model"].get("chunk_bi_p"):  # trained to stream chunk-bi: its chunk sizes too
+        modes = ("l2r", *(f"chunk-bi:{c}ms" for c in STREAMING_CHUNKS_MS), "alt", "bi")
     table = {}
     for name, path in manifests.items():
         utts = load_utterances(read_manifest(path), opts)
