@@ -122,6 +122,15 @@ def test_chunk_sweep_rows(tiny_bench):
         assert r["status"] == "ok" and 0 <= r["wer"] and r["rtf_median"] > 0 and r["utterances"] == 2
     assert {r["chunk_frames"] for r in rows} == {16, 32}
     assert "Chunk-size sweep" in paths["md"].read_text() and "WER is meaningless" in paths["md"].read_text()
+    first = rows[0]["model"]
+    for r in rows:  # 95 % bootstrap interval; every model after the first: paired ΔWER against it (issue 34)
+        assert r["ci95"][0] <= r["wer"] <= r["ci95"][1]
+        if r["model"] == first:
+            assert "delta" not in r
+        else:
+            assert r["delta_vs"] == first
+            assert r["delta_ci95"][0] <= r["delta"] <= r["delta_ci95"][1] and isinstance(r["significant"], bool)
+    assert "ΔWER (points) against the first model" in paths["md"].read_text()
 
 
 def test_cap_skips_are_recorded(tmp_path):
@@ -161,6 +170,11 @@ def test_experiment_dirdrop_table(tmp_path, manifest):
         assert rows[v]["status"] == "ok" and set(rows[v]["wer"]) == {"l2r", "alt", "bi"}
         assert rows[v]["utterances"] == 2
     assert rows["both"]["dirdrop_p"] == 0.2 and rows["both"]["path"] == str(both)
+    for m in ("l2r", "alt", "bi"):  # intervals, and ΔWER paired against the no-DirDrop model (issue 34)
+        assert rows["both"]["ci95"][m][0] <= rows["both"]["wer"][m] <= rows["both"]["ci95"][m][1]
+        d, (lo, hi) = rows["both"]["delta"][m], rows["both"]["delta_ci95"][m]
+        assert lo <= d <= hi and rows["both"]["significant"][m] == (not lo <= 0 <= hi)
+    assert rows["both"]["delta_vs"] == str(none) and "delta" not in rows["none"]
     md = paths["md"].read_text()
     assert "| rwkv | DirDrop-R2L | - | - | - | - | - | - | not trained |" in md
     assert "| rwkv | DirDrop-Both | 0.2 |" in md
