@@ -154,7 +154,8 @@ def graph_problems(meta: dict, io: dict[str, dict[str, list]]) -> list[str]:
         dims = io["inputs"].get(iname)
         if dims is None:
             problems.append(f"metadata state {spec['name']} has no graph input {iname}")
-        elif dims and len(dims) != len(spec["shape"]) + 1 or any(d >= 0 and d != e for d, e in zip(dims[1:], spec["shape"])):
+        elif dims and len(dims) != len(spec["shape"]) + 1 or \
+                any(d >= 0 and d != e for d, e in zip(dims[1:], spec["shape"])):
             problems.append(f"state {spec['name']} has shape {spec['shape']} in metadata but the graph input "
                             f"{iname} is {dims[1:]} (without batch)")
         elif outputs is not None and oname not in outputs:

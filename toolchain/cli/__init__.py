@@ -24,8 +24,8 @@ class _Group(click.Group):
     """Turns user errors into one line on stderr and exit 2 (tracebacks are for bugs only)."""
 
     def invoke(self, ctx):
-        if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread only
-            signal.signal(signal.SIGTERM, _on_sigterm)
+        main_thread = threading.current_thread() is threading.main_thread()  # where signal handlers live
+        previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
         try:
             return super().invoke(ctx)
         except UserError as e:
@@ -43,6 +43,9 @@ class _Group(click.Group):
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
+        finally:
+            if main_thread:  # an embedding process (tests, CliRunner) gets its own handler back
+                signal.signal(signal.SIGTERM, previous)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

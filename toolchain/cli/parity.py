@@ -57,7 +57,8 @@ def parity(models, test, reference, backends, modes, out, max_wer_delta, max_err
         raise UserError(f"--threads must be >= 1, got {threads}")
     if not Path(test).is_file():
         raise UserError(f"test manifest not found: {test}")
-    check_out_dir(out, [*models, test, reference, lm_dir])  # before any cell runs: an unwritable --out fails in a second, not after the run
+    # before any cell runs: an unwritable --out (or one of the inputs) fails in a second, not after the run
+    check_out_dir(out, [*models, test, reference, lm_dir])
     if lm_dir:
         from edgeasr.runtimes.lm_decoder import read_lm_info
 
