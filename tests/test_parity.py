@@ -208,7 +208,8 @@ def test_bad_inputs_one_line(setup, tmp_path):
     other = tmp_path / "other_vocab.onnx"
     onnx.save(m, str(other))
     msg = _one_line_error(parity([*base, "--model", other, "--test", setup["test"], "--out", tmp_path / "c"]))
-    assert "different vocabularies" in msg and "other_vocab.onnx" in msg
+    # (only its metadata was edited, so the file contradicts its own graph: that is named first, issue 33 D13)
+    assert "other_vocab.onnx: edgeasr.vocab has 30 tokens but the logprobs output has 29 columns" in msg
     # no --reference and no checkpoint with these weights anywhere here
     msg = _one_line_error(parity(["--model", setup["step"], "--test", setup["test"], "--out", tmp_path / "d",
                                   "--no-peer"], cwd=tmp_path))
@@ -217,7 +218,7 @@ def test_bad_inputs_one_line(setup, tmp_path):
                                                         "--backends", "ort,cuda-magic"]))
 
 
-def test_openvino_int8_step_uses_explicit_state(setup, capfd):
+def test_openvino_int8_step_runs_stateful(setup):
     from edgeasr.runtimes.audio import load_audio
     from edgeasr.runtimes.backends import available, get_backend
     from edgeasr.runtimes.session import StreamingSession
@@ -236,8 +237,9 @@ def test_openvino_int8_step_uses_explicit_state(setup, capfd):
         s.flush()
         out[name] = (s.stream_logprobs(s.stream), b)
     lp, b = out["openvino"]
-    assert b.stateful is False and any("explicit state" in n for n in b.notices)
-    assert "notice:" in capfd.readouterr().err
+    # the int8 recipe keeps Q/DQ off MatMul outputs, and the CPU plugin compiles its MakeStateful form (it did
+    # not with the earlier recipe: the backend then falls back to explicit state I/O with a notice)
+    assert b.stateful is True and b.mode == "stateful, static shapes" and not b.notices
     ref = out["ort"][0]
     assert lp.shape == ref.shape and np.isfinite(lp).all()
     cos = float(lp.ravel() @ ref.ravel() / np.linalg.norm(lp) / np.linalg.norm(ref))
