@@ -221,3 +221,16 @@ def test_cli_unwritable_out(tmp_path):
     blocker.write_text("x")
     r = _run("bench", "--mixers", "none", "--lengths", "1s", "--out", str(blocker / "sub"))
     assert r.returncode != 0 and "cannot create output directory" in r.stderr
+
+
+def test_chunk_sweep_runs_chunk_bi_for_bidirectional_mixers(tmp_path, manifest):
+    """A bidirectional model in the sweep also gets chunk-bi rows: one step graph per chunk size (issue 30)."""
+    bm = B.random_model("rwkv", tmp_path / "rwkv", d_model=32, n_layers=2, mixer_options={"head_size": 16},
+                        conv_kernel=5)
+    rows = B.sweep([bm], [160, 320], ["ort"], manifest, 2, tmp_path, threads=1)
+    assert {(r["mode"], r["chunk_ms"]) for r in rows} == {(m, c) for m in ("chunk", "step", "chunk-bi")
+                                                           for c in (160, 320)}
+    cb = [r for r in rows if r["mode"] == "chunk-bi"]
+    assert all(r["status"] == "ok" and r["direction"] == "chunk-bi" for r in cb)
+    assert sorted(p.name for p in (tmp_path / "onnx").glob("*chunk-bi*")) == [
+        "rwkv.chunk-bi.chunk-bi.16f.onnx", "rwkv.chunk-bi.chunk-bi.32f.onnx"]

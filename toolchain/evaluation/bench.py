@@ -160,6 +160,9 @@ def prepare_models(refs, mixers: list[str], workdir: Path, d_model: int = SHIP_D
             for mx in mixers]
 
 
+BIDIRECTIONAL_MIXERS = ("rwkv", "mamba2")
+
+
 def export_graph(bm: BenchModel, kind: str, direction: str, chunk_frames: int, out: Path) -> Path:
     """Export ``bm`` as ``kind`` into ``out`` (cached by name within one bench directory)."""
     from edgeasr.exporters.onnx_export import ExportError, export, sha256_file
@@ -479,28 +482,36 @@ def sweep(models: list[BenchModel], chunks_ms: list[int], backends: list[str], t
         utts = feats_cache[key]
         shift = float(config["features"].get("frame_shift_ms", 10.0))
         chunk_dir = bm.direction if bm.direction in ("l2r", "bi") else "l2r"
-        for mode in ("chunk", "step"):
-            direction = "l2r" if mode == "step" else chunk_dir
+        # chunk-bi: stateful L2R + R2L within each chunk, a step graph exported per chunk size (bidirectional only)
+        modes = ("chunk", "step", "chunk-bi") if bm.mixer in BIDIRECTIONAL_MIXERS else ("chunk", "step")
+        for mode in modes:
+            direction = {"step": "l2r", "chunk-bi": "chunk-bi"}.get(mode, chunk_dir)
             for backend_name in backends:
                 base = {"model": bm.label, "mixer": bm.mixer, "trained": bm.trained, "mode": mode,
                         "backend": backend_name, "direction": direction, "utterances": len(utts)}
                 ok, why = available(backend_name)
                 reason = None if ok else f"skipped: backend unavailable ({why})"
-                if reason is None and mode == "step" and not bm.causal:
+                if reason is None and mode in ("step", "chunk-bi") and not bm.causal:
                     reason = "skipped: not stream-capable (trained with causal=False)"
                 if reason:
                     rows += [{**base, "chunk_ms": ms, "status": reason} for ms in chunks_ms]
                     continue
-                if backend_name == "torch":
-                    backend = get_backend("torch", bm.run_dir, threads=threads, kind=mode, direction=direction)
-                else:
-                    graph = export_graph(bm, mode, direction, 32, workdir / "onnx" /
-                                         f"{Path(bm.run_dir).name}.{mode}.{direction}.onnx")
-                    backend = get_backend(backend_name, graph, threads=threads)
-                backend.activate()
-                meta = backend.meta
+                def open_backend(c: int):
+                    kind = "step" if mode == "chunk-bi" else mode
+                    if backend_name == "torch":
+                        return get_backend("torch", bm.run_dir, threads=threads, kind=kind, direction=direction,
+                                           chunk_frames=c).activate()
+                    suffix = f".{c}f" if mode == "chunk-bi" else ""  # a chunk-bi graph runs only its own chunk
+                    graph = export_graph(bm, kind, direction, c, workdir / "onnx" /
+                                         f"{Path(bm.run_dir).name}.{mode}.{direction}{suffix}.onnx")
+                    return get_backend(backend_name, graph, threads=threads).activate()
+
+                backend = None if mode == "chunk-bi" else open_backend(32)
                 for ms in chunks_ms:
                     c = max(4, int(round(ms / shift / 4)) * 4)
+                    if mode == "chunk-bi":
+                        backend = open_backend(c)
+                    meta = backend.meta
                     fn = _chunk_logprobs if mode == "chunk" else _step_logprobs
                     fn(backend, utts[0][0][: 2 * c], c)  # warm-up
                     hyps, rtfs = [], []
@@ -523,7 +534,10 @@ def sweep(models: list[BenchModel], chunks_ms: list[int], backends: list[str], t
                     rows.append(row)
                     say(f"sweep {bm.mixer:10s} {mode:5s} {backend_name:8s} {ms:5d} ms: WER {row['wer']:.2f}% "
                         f"RTF {row['rtf_median']:.4f}" + ("" if bm.trained else " (random init: WER meaningless)"))
-                backend.deactivate()
+                    if mode == "chunk-bi":
+                        backend.deactivate()
+                if mode != "chunk-bi":
+                    backend.deactivate()
     return rows
 
 
@@ -577,7 +591,7 @@ def markdown(report: dict) -> str:
     if sw:
         lines += ["## Chunk-size sweep (seed 001): WER % [95 % CI] / encoder RTF (median)", "",
                   f"Test set: {sw['test']} ({sw['utterances']} utterances). chunk = strict chunk graph (each chunk "
-                  "alone, no state); step = stateful streaming. Features precomputed, RTF = encoder time / audio. "
+                  "alone, no state); step = stateful streaming; chunk-bi = stateful L2R + R2L within each chunk (bidirectional mixers). Features precomputed, RTF = encoder time / audio. "
                   "CI: bootstrap over utterances; ΔWER: paired bootstrap against the first model at the same mode, "
                   "backend and chunk (* = significant: its 95 % interval excludes 0).",
                   ""]
