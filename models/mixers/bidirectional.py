@@ -65,10 +65,14 @@ class BidirectionalMixer(Mixer):
     def _step_l2r(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         raise NotImplementedError  # abstract
 
+    def _step_r2l(self, x: torch.Tensor) -> torch.Tensor:
+        """R2L over the frames of one call from the initial state (subclasses use their step form)."""
+        return self.r2l(x.flip(1)).flip(1)
+
     def step(self, x: torch.Tensor, state: State, direction: str = "l2r") -> tuple[torch.Tensor, State]:
         if direction not in STEP_DIRECTIONS:
             raise ValueError(f"step direction must be one of {STEP_DIRECTIONS}, got {direction!r}")
         y, new = self._step_l2r(x, state)
         if direction == "chunk-bi":  # this call is one whole chunk: R2L from the initial state, no state kept
-            y = 0.5 * (y + self.r2l(x.flip(1)).flip(1))
+            y = 0.5 * (y + self._step_r2l(x))
         return y, new

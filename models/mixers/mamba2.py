@@ -8,10 +8,10 @@ One direction (``Mamba2Core``)::
     h_t        = exp(dt_t A) h_{t-1} + dt_t (x_t ⊗ B_t);  y_t = h_t · C_t + D x_t
     out        = out_proj(RMSNorm(y * SiLU(z)))
 
-Training and streaming share the SSD chunked form (``ssd_minimal`` style: segment sums as triangular matmuls,
-only non-positive numbers are exponentiated, loop-free: the state hand-over between chunks is itself a segment
-sum over chunks), so ``step`` seeds it with the carried state and exports to ONNX with a dynamic chunk length;
-``ssd_recurrent`` keeps the per-frame recurrence as the reference. The SSM state is
+Training uses the SSD chunked form (``ssd_minimal`` style: segment sums as triangular matmuls, only non-positive
+numbers are exponentiated, loop-free: the state hand-over between chunks is itself a segment sum over chunks);
+``step`` (what a step graph exports, dynamic chunk length) runs the same math with the whole call as one block
+seeded with the carried state (``ssd_block``); ``ssd_recurrent`` keeps the per-frame recurrence as the reference. The SSM state is
 kept in fp32 even under autocast.
 """
 from __future__ import annotations
@@ -26,6 +26,11 @@ from edgeasr.models.mixers import register
 from edgeasr.models.mixers.bidirectional import BidirectionalMixer
 from edgeasr.models.mixers.chunk_scan import FULL_SEQUENCE_GROUP, decay_weights, masks, scan_chunk_states
 from edgeasr.models.state import State, StateSpec
+
+
+# encoder frames beyond which an eager (torch) step call uses the chunked form (one block costs T^2 per head;
+# a streaming call is 2-32 frames; exported step graphs always use the one-block form)
+MAX_BLOCK = 64
 
 
 def _ssm_dtype(t: torch.Tensor) -> torch.dtype:
@@ -82,6 +87,28 @@ def ssd_chunked(X, dA, Bm, Cm, state=None, chunk_len: int = 32, group: int = 0):
     Y = Y + (Cm.unsqueeze(1) @ h_start.transpose(-1, -2)) * torch.exp(a_cum).unsqueeze(-1)
     Y = Y.permute(0, 2, 3, 1, 4).reshape(b, nc * L, H, P)[:, :T]
     return Y, h_all[:, :, -1]
+
+
+@torch.autocast("cpu", enabled=False)
+@torch.autocast("cuda", enabled=False)
+def ssd_block(X, dA, Bm, Cm, state=None):
+    """The step form of the SSD scan: the whole call is one block of ``ssd_chunked`` (no padding to ``chunk_len``,
+    no block reshapes, no hand-over between blocks). Same arguments and result as ``ssd_chunked``; a streaming
+    call spans 2-32 encoder frames, so the ``[T, T]`` decay matrix per head is small."""
+    dt = _ssm_dtype(X)
+    X, dA, Bm, Cm = (t.to(dt) for t in (X, dA, Bm, Cm))
+    X, dA = X.transpose(1, 2), dA.transpose(1, 2)  # head-major: [b,H,T,P], [b,H,T]
+    T = X.shape[2]
+    incl, _, above = masks(T, X.device, dt)
+    Y = ((Cm @ Bm.transpose(1, 2)).unsqueeze(1) * decay_weights(dA)) @ X  # within the call        [b,H,T,P]
+    a_out = (above @ dA.unsqueeze(-1)).transpose(2, 3)  # decay from just after s to the call's end  [b,H,1,T]
+    h = (X.transpose(2, 3) * torch.exp(a_out)) @ Bm.unsqueeze(1)  # the call's contribution         [b,H,P,N]
+    if state is not None:
+        a_cum = incl @ dA.unsqueeze(-1)  # decay from the call's start through t                      [b,H,T,1]
+        S = state.to(dt)
+        Y = Y + (Cm.unsqueeze(1) @ S.transpose(2, 3)) * torch.exp(a_cum)
+        h = h + torch.exp(dA.sum(2)).unsqueeze(-1).unsqueeze(-1) * S
+    return Y.transpose(1, 2), h
 
 
 def ssd_recurrent(X, dA, Bm, Cm, state):
@@ -156,15 +183,22 @@ class Mamba2Core(nn.Module):
         y, _ = ssd_chunked(X, dA, Bm, Cm, None, block or self.chunk_len, FULL_SEQUENCE_GROUP)
         return self._finish(y, x, z)
 
-    def step(self, u: torch.Tensor, conv: torch.Tensor, ssm: torch.Tensor):
-        """u: [B,T,D]; conv: [B,conv_dim,d_conv-1] (last pre-conv inputs); ssm: [B,H,P,N]."""
+    def step(self, u: torch.Tensor, conv: torch.Tensor | None, ssm: torch.Tensor | None):
+        """u: [B,T,D]; conv: [B,conv_dim,d_conv-1] (last pre-conv inputs); ssm: [B,H,P,N]; both None: from the
+        initial (zero) state (chunk-bi's R2L). The whole call is one block of the SSD form (``ssd_block``)."""
         z, xBC, dt = self._split(u)
-        full = torch.cat([conv.to(xBC.dtype), xBC.transpose(1, 2)], dim=2)  # [B,C,d_conv-1+T]
+        xBC = xBC.transpose(1, 2)
+        if conv is None:
+            full = F.pad(xBC, (self.d_conv - 1, 0))
+        else:
+            full = torch.cat([conv.to(xBC.dtype), xBC], dim=2)  # [B,C,d_conv-1+T]
         xc = self.conv1d(full).transpose(1, 2)  # [B,T,C]
         new_conv = full[:, :, full.shape[2] - (self.d_conv - 1):]
         x, X, dA, Bm, Cm = self._ssm_inputs(xc, dt)
-        # the whole chunk as blocks of the chunked form seeded with the carried state: traceable with dynamic T
-        y, h = ssd_chunked(X, dA, Bm, Cm, ssm, self.chunk_len)
+        if not torch.jit.is_tracing() and X.shape[1] > MAX_BLOCK:  # eager long calls: blocks keep it ~linear in T
+            y, h = ssd_chunked(X, dA, Bm, Cm, ssm, self.chunk_len)
+        else:
+            y, h = ssd_block(X, dA, Bm, Cm, ssm)
         return self._finish(y, x, z), new_conv, h
 
     def _reference(self, u: torch.Tensor) -> torch.Tensor:
@@ -197,3 +231,6 @@ class Mamba2Mixer(BidirectionalMixer):
     def _step_l2r(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         y, conv, ssm = self.l2r.step(x, state["conv"], state["ssm"])
         return y, {"conv": conv, "ssm": ssm}
+
+    def _step_r2l(self, x: torch.Tensor) -> torch.Tensor:
+        return self.r2l.step(x.flip(1), None, None)[0].flip(1)

@@ -5,9 +5,10 @@ Per head (K = head_size), with the state ``S`` indexed ``[key, value]`` and the 
     o_t = r_t (diag(u) k_tᵀ v_t + S_{t-1})
     S_t = diag(w_t) S_{t-1} + k_tᵀ v_t,        w_t = exp(-exp(d_t))
 
-Training and streaming share one chunked parallel form (plain torch, loop-free: the state hand-over between chunks
-is itself a decay-weighted sum), so ``step`` seeds it with the carried state and exports to ONNX with a dynamic
-chunk length; ``wkv_recurrent`` keeps the per-frame recurrence as the reference. Only non-positive numbers are
+Training uses a chunked parallel form (plain torch, loop-free: the state hand-over between chunks is itself a
+decay-weighted sum); ``step`` (what a step graph exports, dynamic chunk length) runs the same math with the whole
+call as one block seeded with the carried state (``wkv_block``) and the token-shift branches fused
+(``_project_step``); ``wkv_recurrent`` keeps the per-frame recurrence as the reference. Only non-positive numbers are
 exponentiated (log-decays and their segment sums, as triangular matmuls, never CumSum), and the WKV state is kept
 in fp32 even under autocast.
 
@@ -35,6 +36,9 @@ from edgeasr.models.mixers.chunk_scan import FULL_SEQUENCE_GROUP, masks, scan_ch
 from edgeasr.models.state import State, StateSpec
 
 DEFAULT_CHUNK_LEN = 8  # frames per block of the chunked form (see the module docstring for the measurements)
+# encoder frames beyond which an eager (torch) step call uses the chunked form: one block costs T^3 per head
+# (a streaming call is 2-32 frames; exported step graphs always use the one-block form)
+MAX_BLOCK = 64
 
 
 def _wkv_dtype(t: torch.Tensor) -> torch.dtype:
@@ -107,6 +111,38 @@ def wkv_recurrent(r, k, v, w, u, state):
         outs.append((rt.unsqueeze(-2) @ (uk * kv + S)).squeeze(-2))  # [B,H,K]
         S = w[:, t].unsqueeze(-1) * S + kv
     return torch.stack(outs, dim=1), S
+
+
+@torch.autocast("cpu", enabled=False)
+@torch.autocast("cuda", enabled=False)
+def wkv_block(r, k, v, logw, u, state=None):
+    """The step form of the WKV: the whole call is one block of ``wkv_chunked`` (so no padding, no block reshapes,
+    no hand-over between blocks), head-major. r, k, v, logw: ``[B, H, T, K]``; u: ``[H, K]``; state ``[B, H, K, K]``
+    or None (zero). Returns ``(o [B, H, T, K], final_state)``; fp32 (float64 for float64 inputs).
+
+    A streaming call spans 2-32 encoder frames, so the ``[T, T, K]`` pairwise decays are small; an unrolled
+    recurrence would need a static T (the last chunk of an utterance is shorter) and ONNX's Scan/Loop cost more
+    per frame than these few batched MatMuls. Segment sums are matmuls with triangular masks (no CumSum) and only
+    non-positive numbers are exponentiated, as in ``wkv_chunked``."""
+    dt = _wkv_dtype(r)
+    r, k, v, logw, u = (t.to(dt) for t in (r, k, v, logw, u))
+    T = r.shape[2]
+    _, below, above = masks(T, r.device, dt)
+    a_in = below @ logw  # sum_{s<t} logw_s: decay from the call's start to just before t              [B,H,T,K]
+    a_out = above @ logw  # sum_{s>j} logw_s: decay from just after j to the call's end               [B,H,T,K]
+    # pairwise F[t, j] = sum_{j<s<t} logw_s <= 0 as one broadcast matmul over s with the mask
+    # pair[t, j, s] = [j < s < t] (no reshape of a dynamic T: each one costs a chain of shape ops per call)
+    pair = below.unsqueeze(1) * below.t().unsqueeze(0)  # [T(t), T(j), T(s)]
+    seg = pair @ logw.unsqueeze(2)  # [B,H,T(t),T(j),K]
+    att = (torch.exp(seg) * k.unsqueeze(2) * r.unsqueeze(3)).sum(-1) * below  # [B,H,T,T]: j < t only
+    o = att @ v + (r * u.unsqueeze(1) * k).sum(-1, keepdim=True) * v  # earlier frames + bonus (current frame)
+    kv = (k * torch.exp(a_out)).transpose(2, 3) @ v  # the call's own contribution to the state       [B,H,K,K]
+    if state is None:
+        return o, kv
+    S = state.to(dt)
+    o = o + (r * torch.exp(a_in)) @ S
+    a_tot = logw.sum(2).unsqueeze(3)  # total decay over the call, on the key axis                    [B,H,K,1]
+    return o, torch.exp(a_tot) * S + kv
 
 
 def default_head_size(d_model: int, preferred: int = 32) -> int:
@@ -196,16 +232,37 @@ class RWKV6TimeMix(nn.Module):
                            None, block or self.chunk_len, FULL_SEQUENCE_GROUP)
         return self._finish(o, g, x.dtype)
 
-    def step(self, x: torch.Tensor, shift: torch.Tensor, wkv: torch.Tensor):
-        """x: [B,T,D]; shift: [B,D] (last frame seen); wkv: [B,H,K,K]. Returns y, shift', wkv'."""
-        prev = torch.cat([shift.to(x.dtype).unsqueeze(1), x[:, :-1]], dim=1)
-        r, k, v, g, d = self._project(x, prev)
+    def _project_step(self, x: torch.Tensor, prev: torch.Tensor):
+        """``_project`` as the step graph wants it (same numbers, fewer and larger ops): the five token-shift
+        low-rank branches' second layer as one batched MatMul (a block-diagonal 2-D weight measured no faster on
+        ORT and stores 80 % zeros), the five lerps as one broadcast, and r, k, v, log-decay returned head-major
+        ``[B, H, T, K]`` for ``wkv_block``. r, k, v, g stay four 2-D MatMuls: their inputs differ, and a stacked
+        3-D weight could not be quantized per output channel. Returns r, k, v, logw (head-major), g ``[B, T, D]``."""
+        xx = prev - x
+        B, T, D = x.shape
+        m = torch.tanh((x + xx * self.time_maa_x) @ self.time_maa_w1)  # [B,T,5*lora]
+        m = m.view(B, T, 5, -1).permute(2, 0, 1, 3) @ self.time_maa_w2.unsqueeze(1)  # [5,B,T,D]: w, k, v, r, g
+        maa = torch.stack([self.time_maa_w, self.time_maa_k, self.time_maa_v, self.time_maa_r, self.time_maa_g])
+        xs = x + xx * (maa.view(5, 1, 1, D) + m)  # [5,B,T,D]
+        xw, xk, xv, xr, xg = xs.unbind(0)
+        d = self.time_decay + torch.tanh(xw @ self.time_decay_w1) @ self.time_decay_w2
         logw = -torch.exp(d.to(_wkv_dtype(d)))
-        # the whole chunk as blocks of the chunked form seeded with the carried state: traceable with dynamic T
-        # (one-level hand-over: a streaming chunk spans few blocks)
-        o, S = wkv_chunked(self._heads(r), self._heads(k), self._heads(v), self._heads(logw), self.time_faaaa, wkv,
-                           self.chunk_len)
-        return self._finish(o, g, x.dtype), x[:, -1], S
+        r, k, v, logw = (self._heads(t).transpose(1, 2) for t in (self.receptance(xr), self.key(xk), self.value(xv),
+                                                                   logw))
+        return r, k, v, logw, F.silu(self.gate(xg))
+
+    def step(self, x: torch.Tensor, shift: torch.Tensor | None, wkv: torch.Tensor | None):
+        """x: [B,T,D]; shift: [B,D] (last frame seen); wkv: [B,H,K,K]; both None: from the initial (zero) state
+        (chunk-bi's R2L). Returns y, shift', wkv'. The whole call is one block (``wkv_block``)."""
+        first = torch.zeros_like(x[:, :1]) if shift is None else shift.to(x.dtype).unsqueeze(1)
+        prev = torch.cat([first, x[:, :-1]], dim=1)
+        r, k, v, logw, g = self._project_step(x, prev)
+        if not torch.jit.is_tracing() and r.shape[2] > MAX_BLOCK:  # eager long calls: blocks keep it ~linear in T
+            o, S = wkv_chunked(*(t.transpose(1, 2) for t in (r, k, v, logw)), self.time_faaaa, wkv, self.chunk_len)
+            o = o.transpose(1, 2)
+        else:
+            o, S = wkv_block(r, k, v, logw, self.time_faaaa, wkv)
+        return self._finish(o.transpose(1, 2), g, x.dtype), x[:, -1], S
 
     def _reference(self, x: torch.Tensor) -> torch.Tensor:
         """Naive per-frame recurrence from a zero state (for tests)."""
@@ -243,3 +300,6 @@ class RWKVMixer(BidirectionalMixer):
     def _step_l2r(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         y, shift, wkv = self.l2r.step(x, state["shift"], state["wkv"])
         return y, {"shift": shift, "wkv": wkv}
+
+    def _step_r2l(self, x: torch.Tensor) -> torch.Tensor:
+        return self.r2l.step(x.flip(1), None, None)[0].flip(1)
