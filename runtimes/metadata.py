@@ -96,6 +96,12 @@ def read_metadata(model_or_path, source: str = "model") -> dict:
         check_graph(meta, proto_io(model_or_path), source)
         return meta
     path = Path(model_or_path)
+    return metadata_from_session(open_unoptimized(path), str(path))
+
+
+def open_unoptimized(path: Path):
+    """An onnxruntime session of ``path`` with graph optimisation off (cheap: for its metadata and I/O), or a
+    one-line MetadataError for a missing, empty or unreadable file."""
     if not path.is_file():
         raise MetadataError(f"{path}: no such file")
     if path.stat().st_size == 0:
@@ -106,10 +112,9 @@ def read_metadata(model_or_path, source: str = "model") -> dict:
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     so.log_severity_level = 4  # the one-line error below says it; no native log line before it
     try:
-        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
     except Exception as e:  # InvalidProtobuf, InvalidGraph, ...
         raise MetadataError(f"{path}: not a readable ONNX file ({type(e).__name__})") from None
-    return metadata_from_session(sess, str(path))
 
 
 def metadata_from_session(sess, source: str, validate: bool = True) -> dict:

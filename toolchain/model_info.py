@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgeasr.runtimes.metadata import MetadataError, graph_problems, metadata_from_session, session_io
+from edgeasr.runtimes.metadata import graph_problems, metadata_from_session, open_unoptimized, session_io
 
 _ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
               "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(int8)": "int8", "tensor(uint8)": "uint8",
@@ -14,20 +14,8 @@ _ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(
 
 
 def describe(path: Path) -> dict:
-    import onnxruntime as ort
-
     path = Path(path)
-    if not path.is_file():
-        raise MetadataError(f"{path}: no such file")
-    if path.stat().st_size == 0:
-        raise MetadataError(f"{path}: empty file (0 bytes), not an ONNX model")
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    so.log_severity_level = 4
-    try:
-        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    except Exception as e:
-        raise MetadataError(f"{path}: not a readable ONNX file ({type(e).__name__})") from None
+    sess = open_unoptimized(path)
     # foreign files: a one-line MetadataError; a graph that contradicts its metadata is shown, as warnings,
     # since inspecting such a file is how one finds out what is wrong with it
     meta = metadata_from_session(sess, str(path), validate=False)

@@ -102,7 +102,7 @@ def transcribe(model, audio, backend, stream, chunk_ms, threads, precision, expl
     if rate is not None and not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
         raise UserError(f"--rate {rate} Hz is outside {MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz")
     stream = stream or use_stdin
-    sr = model_sample_rate(model) or 16000  # also: a missing ONNX file fails here, in one line
+    model_sample_rate(model)  # a missing ONNX file or checkpoint fails here, in one line, before any load
     if direction and is_onnx(model):
         from edgeasr.runtimes.metadata import read_metadata
 
