@@ -123,7 +123,7 @@ def write_wav(path, samples: np.ndarray, sr: int) -> None:
     if x.dtype != np.int16:
         x = np.clip(np.asarray(x, np.float64), -1.0, 1.0)
         x = np.round(x * 32767.0).astype(np.int16)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=str(p.parent))
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.{os.getpid()}.", suffix=".tmp", dir=str(p.parent))
     try:
         with os.fdopen(fd, "wb") as f:
             sf.write(f, x, int(sr), subtype="PCM_16", format="WAV")

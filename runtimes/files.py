@@ -5,6 +5,8 @@ killed outright (SIGKILL, power loss) is removed by the next write to the same p
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import sys
 import tempfile
 import time
@@ -38,8 +40,9 @@ def atomic_write(path, data: bytes, check: Callable[[str], None] | None = None) 
 
 
 def remove_stale_temps(path) -> list[Path]:
-    """Remove the ``.NAME.*.tmp`` temporaries that killed runs left beside ``path``: those whose writer's pid is
-    gone, or, without a pid in the name, older than a minute. A concurrent live write is never touched."""
+    """Remove the ``.NAME.*.tmp`` temporaries (files, or an LM's build directory) that killed runs left beside
+    ``path``: those whose writer's pid is gone, or, without a pid in the name, older than a minute. A concurrent
+    live write is never touched."""
     path = Path(path)
     removed = []
     try:
@@ -47,15 +50,18 @@ def remove_stale_temps(path) -> list[Path]:
     except OSError:
         return removed
     for tmp in candidates:
-        middle = tmp.name[len(path.name) + 2:-len(".tmp")]
-        pid = middle.split(".", 1)[0]
+        # ".NAME.<pid>.<random>.tmp", or ".NAME.<random>.tmp" from before pids were recorded; anything else
+        # belongs to another name that starts like this one
+        middle = re.fullmatch(r"(?:(\d+)\.)?([^.]+)", tmp.name[len(path.name) + 2:-len(".tmp")])
+        if middle is None:
+            continue
         try:
-            if "." in middle and pid.isdigit():
-                stale = not _pid_alive(int(pid))
+            if middle.group(1):
+                stale = not _pid_alive(int(middle.group(1)))
             else:
                 stale = time.time() - tmp.stat().st_mtime > STALE_SECONDS
-            if stale and tmp.is_file():
-                tmp.unlink()
+            if stale:
+                shutil.rmtree(tmp) if tmp.is_dir() and not tmp.is_symlink() else tmp.unlink()
                 removed.append(tmp)
         except OSError:  # gone already (another run cleaned it) or not ours to remove
             continue

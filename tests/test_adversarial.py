@@ -345,8 +345,14 @@ def test_d14_unowned_temp_files_go_after_a_minute(tmp_path):
     for f in (old, new):
         f.write_bytes(b"")
     os.utime(old, (time.time() - 120, time.time() - 120))
+    other = tmp_path / ".a.onnx.b.1.x.tmp"  # a temp of "a.onnx.b", not of "a.onnx"
+    other.write_bytes(b"")
+    os.utime(other, (time.time() - 120, time.time() - 120))
     assert remove_stale_temps(tmp_path / "a.onnx") == [old]
-    assert new.exists()
+    assert new.exists() and other.exists()
+    build = tmp_path / ".lm.4999999.k3j2.tmp"  # an LM build directory of a dead pid (above any pid_max)
+    (build / "sub").mkdir(parents=True)
+    assert remove_stale_temps(tmp_path / "lm") == [build] and not build.exists()
 
 
 # --- D6: offline transcription of any length in bounded memory ---------------------------------------------------

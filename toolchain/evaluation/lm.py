@@ -83,9 +83,12 @@ def build_lm(sentences: Iterable[str], out: Path, order: int = 3, exclude: set[s
         lines.append(t)
     if not lines:
         raise UserError("no text left to build an LM from (empty input, or everything excluded)")
+    from edgeasr.runtimes.files import remove_stale_temps
+
     words = sorted({w for t in lines for w in t.split()})
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    remove_stale_temps(out)  # the build directory of a killed earlier run
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.{os.getpid()}.", suffix=".tmp", dir=out.parent))
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the LM is an ordinary artifact
