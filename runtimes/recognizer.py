@@ -8,8 +8,11 @@
     result = s.finish()                             # Result(text, tokens, timestamps)
 
 A step graph streams: the audio is resampled to the model's rate in a streaming resampler, turned into fbank frames
-and run chunk by chunk with the recurrent state carried (``runtimes.session``). Full and strict-chunk graphs cannot
-stream: their streams buffer features and decode at ``finish()``. ``rec.decode_streams(streams)`` runs the chunks
+and run chunk by chunk with the recurrent state carried (``runtimes.session``): memory stays flat however long the
+stream. Full and strict-chunk graphs cannot stream: their streams buffer features (80 floats per 10 ms, ~32 KB per
+second of audio, not the samples) and decode them in one call at ``finish()``, whose working memory grows with the
+utterance (every layer's activations of the whole utterance; attention is quadratic in it) — the limit is that
+call, not the reading: transcribe hours of audio with a step graph. ``rec.decode_streams(streams)`` runs the chunks
 that several streams have buffered (fed with ``accept_waveform(..., decode=False)``) as one batch.
 
 Everything here is numpy + the backend's runtime: no torch, scipy or onnx.
