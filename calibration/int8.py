@@ -20,13 +20,17 @@ def quantize_model(model_path, calib_audio: list, out, method: str = "minmax", m
                    max_wer_drop: float | None = None, max_fallback: float = 0.5, threads: int = 1,
                    progress: Callable[[int, int], None] | None = None,
                    log: Callable[[str], None] | None = None, sqnr_samples: int = 16,
-                   keep_fp32: list[str] | None = None) -> dict:
+                   keep_fp32: list[str] | None = None, fmt: str = "qdq") -> dict:
     """Returns the report dict. ``dev``: [(audio path, reference text)] for ``max_wer_drop`` mode. ``keep_fp32``:
-    glob patterns of node names kept in fp32 whatever the rule says (``quantize.keep_in_fp32``)."""
+    glob patterns of node names kept in fp32 whatever the rule says (``quantize.keep_in_fp32``). ``fmt``: ``qdq``
+    (the one static QDQ artifact for every backend) or ``dynamic`` (CPU-only: ORT/OpenVINO, int8 weights and
+    per-call activation ranges; the calibrated QDQ build still ranks the nodes for the fallback)."""
     model_path, out = Path(model_path), Path(out)
     log = log or (lambda m: None)
     if method not in q.METHODS:
         raise q.QuantizeError(f"unknown calibration method {method!r}; choose {', '.join(q.METHODS)}")
+    if fmt not in q.FORMATS:
+        raise q.QuantizeError(f"unknown int8 format {fmt!r}; choose {', '.join(q.FORMATS)}")
     model = q.load(model_path)
     meta = read_metadata(model)  # a foreign ONNX file is a one-line MetadataError
     why = q.already_quantized(model)
@@ -41,6 +45,10 @@ def quantize_model(model_path, calib_audio: list, out, method: str = "minmax", m
         if not dev:
             raise q.QuantizeError("--max-wer-drop needs a dev set (--dev MANIFEST)")
     choices = q.select_nodes(model)
+    if fmt == "dynamic":  # ORT has no dynamic int8 Conv kernel
+        for c in choices:
+            if c.quantize and c.op_type == "Conv":
+                c.quantize, c.reason = False, "dynamic format: MatMul/Gemm only (no dynamic int8 Conv kernel)"
     q.keep_in_fp32(choices, list(keep_fp32 or []))
     candidates = [c.name for c in choices if c.quantize]
     if not candidates:
@@ -55,18 +63,27 @@ def quantize_model(model_path, calib_audio: list, out, method: str = "minmax", m
         cache = tmp / "ranges.json"
         builds = {"n": 0}
 
-        def build(nodes: list[str]) -> Path:
+        def build_qdq(nodes: list[str]) -> Path:
             builds["n"] += 1
             p = tmp / f"cand{builds['n']}.onnx"
             q.quantize_to(model_path, reader, p, nodes, method, cache)
             reader.progress = None  # the progress bar is for the one calibration pass
             return p
 
-        first = build(candidates)
+        def build(nodes: list[str]) -> Path:
+            if fmt == "qdq":
+                return build_qdq(nodes)
+            builds["n"] += 1
+            p = tmp / f"cand{builds['n']}.onnx"
+            q.quantize_dynamic_to(model_path, p, nodes)
+            return p
+
+        first_qdq = build_qdq(candidates)
         calib = dict(reader.stats)
         if calib["samples"] < cdata.MIN_SAMPLES:
             raise cdata.CalibrationError(f"calibration set too small: {calib['samples']} sample(s)")
-        sensitivity = sens.node_sqnr(model_path, first, reader, candidates, sqnr_samples)
+        sensitivity = sens.node_sqnr(model_path, first_qdq, reader, candidates, sqnr_samples)
+        first = first_qdq if fmt == "qdq" else build(candidates)
         quantized, kept_fb, dev_info, chosen = candidates, [], None, first
         if max_wer_drop is not None:
             utts = [(cdata.utterance_features(a, meta), t) for a, t in dev]
@@ -101,9 +118,10 @@ def quantize_model(model_path, calib_audio: list, out, method: str = "minmax", m
                       "streaming_states": meta["graph_kind"] == "step",
                       "samples_with_nonzero_state": calib["samples_with_nonzero_state"]}
         recipe = q.recipe(method, calib_meta, quantized, kept,
-                          None if dev_info is None else {k: v for k, v in dev_info.items() if k != "trials"})
+                          None if dev_info is None else {k: v for k, v in dev_info.items() if k != "trials"}, fmt)
         final = q.finalize(chosen, model, recipe)
         size = q.write_atomic(final, out)
     report = rep.build_report(str(model_path), str(out), method, calib_meta, choices, sensitivity, quantized,
                               kept_fb, dev_info, (model_path.stat().st_size, size))
+    report["format"] = fmt
     return report

@@ -50,7 +50,13 @@ QUANT_OPS = ("QuantizeLinear", "DequantizeLinear", "QLinearMatMul", "QLinearConv
              "DynamicQuantizeLinear", "MatMulNBits", "DequantizeLinearFixed")
 RECIPE = {"format": "QDQ", "activations": "int8", "weights": "int8", "scheme": "S8S8", "symmetric": True,
           "per_channel": True, "per_channel_axis": {"MatMul": 1, "Gemm": 1, "Conv": 0}, "zero_points": 0,
-          "bias": "fp32", "tool": "onnxruntime.quantization.quantize_static"}
+          "bias": "fp32", "outputs": "fp32 after MatMul/Gemm, int8 after Conv",
+          "tool": "onnxruntime.quantization.quantize_static"}
+# CPU-only alternative (``edgeasr quantize --format dynamic``): int8 weights, activations quantized per call by the
+# runtime (ORT DynamicQuantizeLinear -> MatMulInteger); no calibrated ranges, not a TensorRT file
+DYNAMIC_RECIPE = {"format": "dynamic", "activations": "uint8 per call (DynamicQuantizeLinear)", "weights": "int8",
+                  "per_channel": True, "bias": "fp32", "tool": "onnxruntime.quantization.quantize_dynamic"}
+FORMATS = ("qdq", "dynamic")
 
 
 class QuantizeError(UserError):
@@ -166,7 +172,12 @@ def keep_in_fp32(choices: list[NodeChoice], patterns: list[str]) -> None:
 def extra_options(method: str, samples: int, graph_kind: str) -> dict:
     opts = {"QuantizeBias": False, "ActivationSymmetric": True, "WeightSymmetric": True,
             "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1, "Gemm": 1, "Conv": 0},
-            "CalibTensorRangeSymmetric": True, "DedicatedQDQPair": False}
+            "CalibTensorRangeSymmetric": True, "DedicatedQDQPair": False,
+            # Q/DQ only on the inputs of a MatMul/Gemm: its output feeds fp32 ops (bias, norms, gates, the WKV),
+            # so an output Q -> DQ pair is pure cost (measured: 188 extra nodes, int8 slower than fp32), while
+            # DQ(x), DQ(w) -> MatMul fuses on ORT into MatMulIntegerToFloat and on OpenVINO into an int8 MatMul.
+            # Conv outputs stay quantized: ORT fuses the subsampling Conv only as QLinearConv.
+            "OpTypesToExcludeOutputQuantization": ["MatMul", "Gemm"]}
     if method == "minmax":
         # Bounded memory with every sample counted: ORT merges the ranges of each stride. (Its
         # CalibMaxIntermediateOutputs is not usable: ORT 1.31 drops each full batch without computing its range.)
@@ -207,8 +218,26 @@ def quantize_to(model_path, reader, out_path, nodes: list[str], method: str = "m
                     calibration_cache_path=None if cache_path is None else str(cache_path))
 
 
-def recipe(method: str, calib: dict, quantized: list[str], kept: list[dict], dev: dict | None = None) -> dict:
-    r = dict(RECIPE, method=method, calibration=calib, nodes_quantized=len(quantized),
+def quantize_dynamic_to(model_path, out_path, nodes: list[str]) -> None:
+    """The CPU-only dynamic format of ``nodes`` (int8 per-channel weights, activations quantized per call). Only
+    MatMul/Gemm: ORT has no dynamic kernel for the subsampling Conv (it would dequantize its weight every call)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    m = onnx.load(str(model_path))
+    mm = {n.name for n in m.graph.node if n.op_type in ("MatMul", "Gemm")}
+    nodes = [n for n in nodes if n in mm]
+    if not nodes:
+        raise QuantizeError("no MatMul/Gemm selected for dynamic int8 (nothing to quantize in this graph)")
+    logging.getLogger().setLevel(logging.ERROR)
+    quantize_dynamic(str(model_path), str(out_path), weight_type=QuantType.QInt8, per_channel=True,
+                     op_types_to_quantize=["MatMul", "Gemm"], nodes_to_quantize=nodes,
+                     extra_options={"MatMulConstBOnly": True})
+
+
+def recipe(method: str, calib: dict, quantized: list[str], kept: list[dict], dev: dict | None = None,
+           fmt: str = "qdq") -> dict:
+    base = DYNAMIC_RECIPE if fmt == "dynamic" else RECIPE
+    r = dict(base, method=method, calibration=calib, nodes_quantized=len(quantized),
              nodes_kept_fp32=len(kept), quantized=quantized, kept_fp32=kept)
     if dev is not None:
         r["dev"] = dev

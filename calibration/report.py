@@ -25,7 +25,7 @@ def build_report(model: str, out: str, method: str, calib: dict, choices: list, 
 
 
 def format_report(r: dict, all_nodes: bool = False) -> str:
-    lines = [f"{r['out']}: {r['nodes_quantized']} node(s) int8, {r['nodes_kept_fp32']} weight node(s) kept fp32 "
+    lines = [f"{r['out']} ({r.get('format', 'qdq')}): {r['nodes_quantized']} node(s) int8, {r['nodes_kept_fp32']} weight node(s) kept fp32 "
              f"({r['method']} calibration on {r['calibration'].get('samples')} samples from "
              f"{r['calibration'].get('utterances')} utterances); size {r['size_bytes']['fp32'] / 1e6:.2f} MB -> "
              f"{r['size_bytes']['int8'] / 1e6:.2f} MB ({r['size_bytes']['ratio']}x)"]

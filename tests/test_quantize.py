@@ -194,10 +194,7 @@ def _stream_logprobs(backend_name, path, wav):
     from edgeasr.runtimes.backends import get_backend
     from edgeasr.runtimes.session import StreamingSession
 
-    # OpenVINO 2026.4's stateful (MakeStateful) compile of a QDQ step graph throws in the CPU plugin's low-precision
-    # AssignAndReadValueTransformation; explicit state I/O compiles and runs the int8 kernels.
-    opts = {"stateful": False} if backend_name == "openvino" else {}
-    b = get_backend(backend_name, path, threads=1, **opts)
+    b = get_backend(backend_name, path, threads=1)  # OpenVINO: stateful, static shapes (int8 as fp32)
     s = StreamingSession(b, keep_logprobs=True)
     samples, _ = load_audio(wav)
     for i in range(0, len(samples), 4000):
@@ -230,21 +227,32 @@ def test_int8_streams_close_to_fp32(quantized, models, backend):
     assert cos > 0.99
 
 
-@needs_audio
-def test_int8_kernels_really_run(quantized, tmp_path):
-    """ORT fuses the QDQ pairs into QLinearMatMul/QLinearConv; OpenVINO compiles int8 FullyConnected."""
+def _ort_optimized_ops(path, tmp_path) -> list[str]:
     import onnxruntime as ort
 
-    path, rep = quantized("rwkv")
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
     so.log_severity_level = 3
     so.optimized_model_filepath = str(tmp_path / "opt.onnx")
     ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    ops = [n.op_type for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node]
-    int8_ops = [o for o in ops if o in ("QLinearMatMul", "QLinearConv", "MatMulInteger", "ConvInteger",
-                                        "MatMulIntegerToFloat", "DynamicQuantizeMatMul")]
-    assert len(int8_ops) >= rep["nodes_quantized"] // 2, sorted(set(ops))
+    return [n.op_type for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node]
+
+
+@needs_audio
+def test_int8_kernels_really_run(quantized, tmp_path):
+    """ORT fuses every quantized MatMul (DQ(x), DQ(w) -> MatMul: no Q/DQ on its fp32 output) into
+    MatMulIntegerToFloat; OpenVINO compiles int8 FullyConnected."""
+    path, rep = quantized("rwkv")
+    m = onnx.load(str(path))
+    prod = {o: n for n in m.graph.node for o in n.output}
+    for n in m.graph.node:  # a MatMul's output feeds fp32 ops directly: an output Q/DQ pair would only cost
+        if n.op_type == "QuantizeLinear" and n.input[0] in prod:
+            assert prod[n.input[0]].op_type != "MatMul", n.name
+    ops = _ort_optimized_ops(path, tmp_path)
+    n_mm = sum(1 for r in rep["nodes"] if r["precision"] == "int8" and r["op"] == "MatMul")
+    assert ops.count("MatMulIntegerToFloat") == n_mm, sorted(set(ops))
+    int8_ops = [o for o in ops if o in ("QLinearMatMul", "QLinearConv", "MatMulIntegerToFloat")]
+    assert len(int8_ops) >= rep["nodes_quantized"] - 1, sorted(set(ops))  # all but the first subsampling conv
     try:
         import openvino as ov
     except ImportError:
@@ -254,6 +262,27 @@ def test_int8_kernels_really_run(quantized, tmp_path):
           if op.get_rt_info()["layerType"].astype(str) in ("FullyConnected", "Convolution", "MatMul")
           and op.get_rt_info()["runtimePrecision"].astype(str) in ("i8", "u8")]
     assert len(i8) >= rep["nodes_quantized"] // 2
+
+
+@needs_audio
+def test_dynamic_format_cpu_only_int8(models, tmp_path):
+    """--format dynamic: int8 weights with activations quantized per call (ORT DynamicQuantizeMatMul), the same
+    node rule minus the Conv, the format in the recipe, and streaming close to fp32."""
+    out = tmp_path / "dyn.int8.onnx"
+    res = CliRunner().invoke(main, ["quantize", str(models["rwkv"]["step"]), "--calib",
+                                    str(manifest(tmp_path / "c.jsonl", WAVS[:3])), "--out", str(out),
+                                    "--format", "dynamic", "--max-samples", "40", "--no-progress", "--json"])
+    assert res.exit_code == 0, res.output
+    rep = json.loads(res.output[res.output.index("{"):])
+    assert rep["format"] == "dynamic" and rep["nodes_quantized"] > 0
+    assert all(r["precision"] == "fp32" for r in rep["nodes"] if r["op"] == "Conv")
+    meta = read_metadata(out)
+    assert meta["precision"] == "int8" and json.loads(meta["quant_recipe"])["format"] == "dynamic"
+    ops = _ort_optimized_ops(out, tmp_path)
+    assert ops.count("DynamicQuantizeMatMul") + ops.count("MatMulInteger") >= rep["nodes_quantized"]
+    assert "QuantizeLinear" not in ops
+    assert _cos(_stream_logprobs("ort", out, WAVS[3]), _stream_logprobs("ort", models["rwkv"]["step"], WAVS[3])) \
+        > 0.99
 
 
 # --- accuracy-aware ---------------------------------------------------------------------------------------------

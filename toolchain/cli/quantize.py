@@ -19,6 +19,10 @@ console = Console(stderr=True)
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="Output .int8.onnx file.")
 @click.option("--method", type=click.Choice(["minmax", "percentile", "entropy"]), default="minmax",
               show_default=True, help="Activation range calibration.")
+@click.option("--format", "fmt", type=click.Choice(["qdq", "dynamic"]), default="qdq", show_default=True,
+              help="qdq: the static QDQ artifact every backend reads (ORT, OpenVINO, TensorRT). dynamic: CPU-only "
+                   "(ORT, OpenVINO), int8 weights with activations quantized per call; the calibration still ranks "
+                   "the nodes for --max-wer-drop.")
 @click.option("--max-utterances", type=int, default=64, show_default=True, help="Calibration utterances used.")
 @click.option("--max-samples", type=int, default=512, show_default=True,
               help="Calibration samples (step graphs: chunks with their carried states) used at most.")
@@ -38,7 +42,7 @@ console = Console(stderr=True)
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--all-nodes", is_flag=True, help="Print every node's precision, SQNR and reason, not a summary.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def quantize(model, calib, out, method, max_utterances, max_samples, max_wer_drop, dev, max_dev_utterances,
+def quantize(model, calib, out, method, fmt, max_utterances, max_samples, max_wer_drop, dev, max_dev_utterances,
              max_fallback, keep_fp32, report_path, threads, no_progress, all_nodes, as_json):
     """Quantize an exported fp32 MODEL.onnx to int8 (QDQ, S8S8, symmetric, per-channel) calibrated on real
     streaming: each chunk of the calibration audio is fed with the state the fp32 model actually carried into it."""
@@ -97,7 +101,7 @@ def quantize(model, calib, out, method, max_utterances, max_samples, max_wer_dro
             bar.start()
         report = quantize_model(model, [e.audio_filepath for e in calib_rows], out, method, max_utterances,
                                 max_samples, dev_rows, max_wer_drop, max_fallback, threads, progress, log,
-                                keep_fp32=list(keep_fp32))
+                                keep_fp32=list(keep_fp32), fmt=fmt)
     finally:
         if bar is not None:
             bar.stop()
