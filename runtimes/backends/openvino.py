@@ -4,19 +4,25 @@ Precision: ``INFERENCE_PRECISION_HINT=f32`` unless ``precision="bf16"`` is asked
 plugin runs bf16 by default on CPUs with AVX512-BF16/AMX (DESIGN.md §5: 1.2e-2 max error against 3.6e-7 for ORT),
 so f32 is what parity needs; bf16 is reported as its own precision.
 
-Two streaming modes:
+Two streaming modes, both with static input shapes where the stream allows:
 
-- explicit state (``stateful=False``): states are graph inputs/outputs, carried as numpy arrays (the base class).
 - stateful (``stateful=True``, the default for step graphs): ``openvino.passes.MakeStateful`` turns each
   ``in.<name>`` Parameter / ``out.<name>`` Result pair into a ReadValue/Assign variable that lives inside the infer
-  request; ``reset_state()`` starts a new utterance. The batch axis is made static before the pass (one compiled
+  request; ``reset_state()`` starts a new utterance. The batch axis is always static before the pass (one compiled
   model per batch size): with a dynamic batch, ``reset_state()`` yields zero-*sized* variables and the next
   inference silently returns empty outputs (measured with OpenVINO 2026.4).
+- explicit state (``stateful=False``): states are graph inputs/outputs, carried as numpy arrays.
 
-int8 (QDQ) step graphs always run in explicit-state mode: OpenVINO 2026.4's CPU plugin fails to compile the
-MakeStateful version of a QDQ step graph (``[AssignAndReadValueTransformation] index out of range`` in its
-low-precision pipeline), while the same graph with states as I/O compiles and runs the int8 kernels. The backend
-switches by itself and says so with a notice (``self.notices`` and one ``notice:`` line on stderr).
+Static shapes: a chunk length (fbank frames) seen a second time gets its own model compiled with ``x`` fixed to
+``[batch, frames, F]`` (the CPU plugin then folds every shape computation; DESIGN.md §5 measured x1.28-1.34 for
+fp32), at most ``MAX_STATIC`` lengths per batch size; other calls (the first of a length, an utterance's shorter last
+chunk) run the dynamic-length model. A stateful stream keeps one infer request per compiled model and hands its
+state to the next one when the length changes (a copy of the small state tensors), so results stay exact.
+
+int8 (QDQ) step graphs run stateful too when the CPU plugin compiles their MakeStateful form (OpenVINO 2026.4's
+low-precision pipeline threw ``[AssignAndReadValueTransformation] index out of range`` on the earlier int8 recipe,
+whose Q/DQ sat on MatMul outputs next to the state); if that compile fails the backend falls back to explicit state
+I/O by itself and says why with a notice (``self.notices`` and one ``notice:`` line on stderr). ``mode`` says which.
 """
 from __future__ import annotations
 
@@ -30,22 +36,42 @@ from edgeasr.runtimes.errors import UserError
 PRECISIONS = {"fp32": "f32", "f32": "f32", None: "f32", "bf16": "bf16", "fp16": "f16", "f16": "f16"}
 
 
+MAX_STATIC = 4  # chunk lengths per batch size with their own static-shape compiled model
+STATIC_AFTER = 2  # a length gets one on its second use (a one-off length runs the dynamic model)
+
+
 class _OvState:
-    def __init__(self, request, batch: int, variables: dict):
-        self.request, self.batch, self.variables = request, batch, variables
+    """One batch of streams: an infer request per compiled model used (``None``: dynamic length), which of them
+    holds the stream's state (``cur``), and state arrays still to load into the next request (``pending``)."""
+
+    def __init__(self, batch: int, variables: dict, pending: dict):
+        self.batch, self.variables, self.pending = batch, variables, pending
+        self.requests: dict = {}
+        self.cur = None
 
 
 class OpenVinoBackend(Backend):
     name = "openvino"
     extra = "openvino"
 
-    def __init__(self, model, threads: int = 1, precision: str | None = None, stateful: bool = True, **options):
+    def __init__(self, model, threads: int = 1, precision: str | None = None, stateful: bool = True,
+                 static_shapes: bool = True, **options):
         super().__init__(model, threads, precision, **options)
         if precision not in PRECISIONS:
             raise UserError(f"openvino: unknown precision {precision!r}; choose f32 or bf16")
-        self.stateful = stateful
+        self.stateful, self.static_shapes = stateful, static_shapes
         self.notices: list[str] = []
-        self._stateful_models: dict[int, tuple] = {}
+        self._compiled: dict[tuple, tuple] = {}  # (batch, frames or None, stateful) -> (compiled, {var id: name})
+        self._uses: dict[tuple, int] = {}  # (batch, frames) -> calls seen
+        self._requests: dict[tuple, object] = {}  # explicit-state mode: one request per compiled model
+
+    @property
+    def mode(self) -> str:
+        """How step graphs run, for reports: stateful or explicit state I/O, static or dynamic shapes."""
+        if not self.active or self.meta.get("graph_kind") != "step":
+            return "infer"
+        state = "stateful" if self.stateful else "explicit state I/O"
+        return f"{state}, {'static' if self.static_shapes else 'dynamic'} shapes"
 
     @classmethod
     def available(cls) -> tuple[bool, str]:
@@ -96,13 +122,13 @@ class OpenVinoBackend(Backend):
         self._meta = meta
         if meta["graph_kind"] != "step":
             self.stateful = False
-        elif self.stateful and str(meta.get("precision", "fp32")).lower() == "int8":
-            self.stateful = False
-            self._notice(f"{self.model_path}: int8 step graph runs with explicit state I/O on OpenVINO (its "
-                         "CPU plugin cannot compile the MakeStateful form of a QDQ graph: "
-                         "AssignAndReadValueTransformation index out of range)")
-        if self.stateful:
-            self._stateful_compiled(1)  # compile the single-stream stateful model now, not inside the first chunk
+        if self.stateful:  # compile the single-stream stateful model now, not inside the first chunk
+            try:
+                self._step_compiled(1, None)
+            except UserError as e:
+                self.stateful = False
+                self._notice(f"{self.model_path}: step graph runs with explicit state I/O on OpenVINO (the CPU "
+                             f"plugin cannot compile its MakeStateful form: {e})")
 
     def _notice(self, msg: str) -> None:
         self.notices.append(msg)
@@ -110,85 +136,119 @@ class OpenVinoBackend(Backend):
 
     def _deactivate(self) -> None:
         self.request = self.compiled = None
-        self._stateful_models.clear()
+        self._compiled.clear()
+        self._requests.clear()
+        self._uses.clear()
 
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self._infer(self.request, feeds)
+
+    def _infer(self, request, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:
-            res = self.request.infer(feeds)
+            res = request.infer(feeds)
         except Exception as e:
             raise UserError(f"{self.model_path}: inference failed ({' '.join(str(e).split())[:300]})") from None
         return {o.get_any_name(): np.array(v) for o, v in res.items()}
 
-    # --- stateful mode -------------------------------------------------------------------------------------
-    def _stateful_compiled(self, batch: int):
-        """(compiled model, {state name: variable id}) with states internal, batch fixed to ``batch``."""
-        if batch not in self._stateful_models:
+    # --- compiled step models ------------------------------------------------------------------------------
+    def _frames_key(self, batch: int, frames: int):
+        """``frames`` when this length runs a static-shape model, None for the dynamic-length one."""
+        if not self.static_shapes:
+            return None
+        n = self._uses[batch, frames] = self._uses.get((batch, frames), 0) + 1
+        static = {f for (b, f, _) in self._compiled if b == batch and f is not None}
+        if frames in static or (n >= STATIC_AFTER and len(static) < MAX_STATIC):
+            return frames
+        return None
+
+    def _step_compiled(self, batch: int, frames: int | None):
+        """(compiled model, {variable id: state name}) of the step graph with batch fixed to ``batch``, ``x``'s
+        length fixed to ``frames`` (None: dynamic) and, in stateful mode, states internal."""
+        key = (batch, frames, self.stateful)
+        if key not in self._compiled:
             import openvino as ov
             import openvino.passes
 
             model = self._read()
             F = int(self.meta["fbank"].get("num_bins", 80)) if self.meta.get("fbank") else 80
-            shapes = {"x": ov.PartialShape([batch, -1, F])}
+            shapes = {"x": ov.PartialShape([batch, -1 if frames is None else frames, F])}
             shapes.update({iname: ov.PartialShape([batch, *s["shape"]])
                            for (_, iname, _), s in zip(self.state_names, self.meta["states"])})
             model.reshape(shapes)
-            pairs, var_ids = [], {}
-            for name, iname, oname in self.state_names:
-                par, res = model.input(iname).get_node(), model.output(oname).get_node()
-                pairs.append((par, res))
-                var_ids[par.get_friendly_name() + res.get_friendly_name()] = name
-            mgr = ov.passes.Manager()
-            mgr.register_pass(ov.passes.MakeStateful(pairs))
-            mgr.run_passes(model)
-            compiled = self.core.compile_model(model, "CPU", self.config)
-            probe = compiled.create_infer_request()
-            found = {v.name for v in probe.query_state()}
-            if set(var_ids) - found:
-                raise UserError(f"{self.model_path}: MakeStateful produced variables {sorted(found)[:3]}..., "
-                                f"expected {sorted(var_ids)[:3]}...")
-            self._stateful_models[batch] = (compiled, var_ids)
-        return self._stateful_models[batch]
+            var_ids = {}
+            if self.stateful:
+                pairs = []
+                for name, iname, oname in self.state_names:
+                    par, res = model.input(iname).get_node(), model.output(oname).get_node()
+                    pairs.append((par, res))
+                    var_ids[par.get_friendly_name() + res.get_friendly_name()] = name
+                mgr = ov.passes.Manager()
+                mgr.register_pass(ov.passes.MakeStateful(pairs))
+                mgr.run_passes(model)
+            try:
+                compiled = self.core.compile_model(model, "CPU", self.config)
+            except Exception as e:
+                raise UserError(' '.join(str(e).split())[:300]) from None
+            if self.stateful:
+                found = {v.name for v in compiled.create_infer_request().query_state()}
+                if set(var_ids) - found:
+                    raise UserError(f"MakeStateful produced variables {sorted(found)[:3]}..., expected "
+                                    f"{sorted(var_ids)[:3]}...")
+            self._compiled[key] = (compiled, var_ids)
+        return self._compiled[key]
 
+    # --- streaming state -----------------------------------------------------------------------------------
     def init_state(self, batch: int):
         if not self.stateful:
             return super().init_state(batch)
-        compiled, var_ids = self._stateful_compiled(batch)
-        handle = _OvState(compiled.create_infer_request(), batch, var_ids)
-        return self.reset_state(handle)
+        return _OvState(batch, self._step_compiled(batch, None)[1], self.initial_arrays(batch))
 
     def reset_state(self, handle):
         if not self.stateful:
             return super().reset_state(handle)
-        handle.request.reset_state()  # zeros of the (static) variable shapes
-        if any(float(s.get("init", 0.0)) != 0.0 for s in self.meta["states"]):
-            self._write(handle, self.initial_arrays(handle.batch))
+        handle.pending, handle.cur = self.initial_arrays(handle.batch), None  # loaded by the next step
         return handle
-
-    def _write(self, handle: _OvState, arrays: dict[str, np.ndarray]) -> None:
-        import openvino as ov
-
-        for v in handle.request.query_state():
-            v.state = ov.Tensor(np.ascontiguousarray(arrays[handle.variables[v.name]]))
 
     def set_state(self, arrays: dict[str, np.ndarray]):
         if not self.stateful:
             return super().set_state(arrays)
         batch = self.check_state_arrays(arrays)
-        compiled, var_ids = self._stateful_compiled(batch)
-        handle = _OvState(compiled.create_infer_request(), batch, var_ids)
-        self._write(handle, arrays)
-        return handle
+        return _OvState(batch, self._step_compiled(batch, None)[1],
+                        {k: np.ascontiguousarray(v) for k, v in arrays.items()})
+
+    def _read_state(self, request, variables: dict) -> dict[str, np.ndarray]:
+        return {variables[v.name]: np.array(v.state.data) for v in request.query_state()}
 
     def get_state(self, handle) -> dict[str, np.ndarray]:
         if not self.stateful:
             return super().get_state(handle)
-        return {handle.variables[v.name]: np.array(v.state.data) for v in handle.request.query_state()}
+        if handle.pending is not None:
+            return {k: np.array(v) for k, v in handle.pending.items()}
+        return self._read_state(handle.requests[handle.cur], handle.variables)
 
     def step(self, x: np.ndarray, handle):
-        if not self.stateful:
-            return super().step(x, handle)
+        x = np.ascontiguousarray(x, np.float32)
+        key = self._frames_key(x.shape[0], x.shape[1])
+        if not self.stateful:  # explicit state: the base class's numpy states, on the model for this length
+            if (x.shape[0], key) not in self._requests:
+                self._requests[x.shape[0], key] = self._step_compiled(x.shape[0], key)[0].create_infer_request()
+            feeds = {"x": x, **{iname: handle[name] for name, iname, _ in self.state_names}}
+            out = self._infer(self._requests[x.shape[0], key], feeds)
+            return out["logprobs"], {name: out[oname] for name, _, oname in self.state_names}
+        request = handle.requests.get(key)
+        if request is None:
+            request = handle.requests[key] = self._step_compiled(handle.batch, key)[0].create_infer_request()
+        if handle.cur != key and handle.pending is None:  # the chunk length changed: hand the state over
+            handle.pending = self._read_state(handle.requests[handle.cur], handle.variables)
+        if handle.pending is not None:
+            import openvino as ov
+
+            for v in request.query_state():
+                v.state = ov.Tensor(np.ascontiguousarray(handle.pending[handle.variables[v.name]]))
+            handle.pending = None
+        handle.cur = key
         try:
-            res = handle.request.infer({"x": np.ascontiguousarray(x, np.float32)})
+            res = request.infer({"x": x})
         except Exception as e:
             raise UserError(f"{self.model_path}: inference failed ({' '.join(str(e).split())[:300]})") from None
         lp = next(np.array(v) for o, v in res.items() if o.get_any_name() == "logprobs")

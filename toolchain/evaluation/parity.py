@@ -188,6 +188,7 @@ def run_cell(spec: CellSpec, utts: list[dict]) -> dict:
         else OfflineSession(b, spec.chunk_frames)
     load_s = time.perf_counter() - t0
     notices += list(getattr(b, "notices", []))
+    backend_mode = getattr(b, "mode", None)  # e.g. OpenVINO "stateful, static shapes"
     enc = [0.0]
     hyps, lps, states, rtf, rtf_enc, lat, first = [], [], [], [], [], [], []
     if spec.mode == "step":
@@ -249,7 +250,7 @@ def run_cell(spec: CellSpec, utts: list[dict]) -> dict:
     b.deactivate()
     return {"hyps": hyps, "logprobs": lps, "states": states, "rtf": rtf, "rtf_encoder": rtf_enc,
             "latency_s": lat, "first_partial_s": first, "load_s": load_s, "base_rss_mb": base,
-            "peak_rss_mb": _peak_rss_mb(), "notices": notices}
+            "peak_rss_mb": _peak_rss_mb(), "notices": notices, "backend_mode": backend_mode}
 
 
 def _run_isolated(spec: CellSpec, utts: list[dict], tmp: Path, index: int = 0) -> dict:
@@ -584,6 +585,8 @@ def run_parity(models, test, reference=None, backends=("all",), modes=("step", "
                     cell["hypotheses_lm"] = [word_lm.decode(lp) for lp in res["logprobs"]]
                     cell["metrics"]["wer_lm"] = wer(refs_text, cell["hypotheses_lm"])
                 cell["notices"] = res.get("notices", [])
+                if res.get("backend_mode"):
+                    cell["backend_mode"] = res["backend_mode"]
                 results[spec.id] = res
             cells_out.append(cell)
     by_id = {c["id"]: c for c in cells_out}

@@ -45,6 +45,17 @@ COLUMNS = [  # (key, header, format)
 LM_KEYS = ("wer_lm", "wer_lm_delta")
 
 
+def _quant_format(model: dict) -> str:
+    """`` (QDQ)`` / `` (dynamic)`` for an int8 model: parity compares the formats side by side."""
+    r = model.get("quant_recipe")
+    if isinstance(r, str):
+        try:
+            r = json.loads(r)
+        except ValueError:
+            r = None
+    return f" ({r['format']})" if isinstance(r, dict) and r.get("format") else ""
+
+
 def columns(report: dict) -> list:
     """The table's metric columns: the word-LM ones only when the report decoded with an LM."""
     return [c for c in COLUMNS if report.get("lm") or c[0] not in LM_KEYS]
@@ -123,8 +134,12 @@ def render_markdown(report: dict) -> str:
     notes = [(c["id"], n) for c in report["cells"] for n in c.get("notices", [])]
     if notes:
         lines += ["", "## Notices", ""] + [f"- `{i}`: {n}" for i, n in notes]
+    modes = [(c["id"], c["backend_mode"]) for c in report["cells"] if c.get("backend_mode")]
+    if modes:
+        lines += ["", "## Backend modes", ""] + [f"- `{i}`: {m}" for i, m in modes]
     lines += ["", "## How it was measured", ""] + [f"- **{k}**: {v}" for k, v in report["measurement"].items()]
-    lines += ["", "Models:", ""] + [f"- `{m['name']}`: {m['graph_kind']}, {m['precision']}, {m['direction']}, "
+    lines += ["", "Models:", ""] + [f"- `{m['name']}`: {m['graph_kind']}, {m['precision']}{_quant_format(m)}, "
+                                     f"{m['direction']}, "
                                      f"chunk {m['chunk_frames']} frames, {m['size_mb']:.2f} MB"
                                      for m in report["models"]]
     return "\n".join(lines) + "\n"
@@ -293,9 +308,10 @@ def render_html(report: dict) -> str:
     fails = "".join(f"<li><code>{_esc(f)}</code></li>" for f in report["failures"])
     warns = "".join(f"<li>{_esc(w)}</li>" for w in report.get("warnings", []))
     notes = "".join(f"<li><code>{_esc(c['id'])}</code>: {_esc(n)}</li>" for c in report["cells"]
-                    for n in c.get("notices", []))
+                    for n in c.get("notices", []) + ([f"runs {c['backend_mode']}"] if c.get("backend_mode") else []))
     meas = "".join(f"<li><b>{_esc(k)}</b>: {_esc(v)}</li>" for k, v in report["measurement"].items())
-    models = "".join(f"<li><code>{_esc(m['name'])}</code>: {_esc(m['graph_kind'])}, {_esc(m['precision'])}, "
+    models = "".join(f"<li><code>{_esc(m['name'])}</code>: {_esc(m['graph_kind'])}, "
+                     f"{_esc(m['precision'] + _quant_format(m))}, "
                      f"{_esc(m['direction'])}, chunk {m['chunk_frames']} frames, {m['size_mb']:.2f} MB</li>"
                      for m in report["models"])
     data = json.dumps({k: report[k] for k in ("schema", "passed", "failures")}).replace("</", "<\\/")
