@@ -77,11 +77,15 @@ def matmul_peak(rounds: int) -> float:
 
 
 def weight_macs(path, frames: int) -> int:
-    """Multiply-adds of one call of ``frames`` fbank frames in every MatMul/Gemm/Conv with a constant weight (the
-    per-frame Linear/Conv/Einsum work; recurrence products between activations are not counted)."""
+    """Multiply-adds of one call of ``frames`` fbank frames in every MatMul/Gemm/Conv/Einsum with a constant weight
+    (the per-frame Linear/Conv work; recurrence products between activations are not counted)."""
     import onnx
+    from onnx import numpy_helper
 
     m = onnx.load(str(path))
+    # multiply-adds by nonzero weights only: a fused block-diagonal weight does no more useful work than its blocks
+    nonzero = {t.name: float(np.count_nonzero(numpy_helper.to_array(t))) / max(1, int(np.prod(t.dims)))
+               for t in m.graph.initializer}
     del m.graph.value_info[:]  # the export's symbolic shapes: infer them again from the fixed input shapes
     inits = {t.name: list(t.dims) for t in m.graph.initializer}
     for inp in m.graph.input:  # fix every dynamic dim: batch 1, x frames
@@ -100,7 +104,7 @@ def weight_macs(path, frames: int) -> int:
             w_idx, out_idx = eq.split("->")[0].split(",")[-1], eq.split("->")[1]
             w = inits[n.input[-1]]
             macs += int(np.prod(shapes[n.output[0]])) * int(np.prod(
-                [d for c, d in zip(w_idx, w) if c not in out_idx] or [1]))
+                [d for c, d in zip(w_idx, w) if c not in out_idx] or [1])) * nonzero[n.input[-1]]
             continue
         if n.op_type not in ("MatMul", "Gemm", "Conv") or len(n.input) < 2 or n.input[1] not in inits:
             continue
@@ -108,10 +112,10 @@ def weight_macs(path, frames: int) -> int:
         if not out:
             continue
         if n.op_type == "Conv":  # out [B, Cout, L], w [Cout, Cin/g, k]
-            macs += int(np.prod(out)) * int(np.prod(w[1:]))
+            macs += int(np.prod(out)) * int(np.prod(w[1:])) * nonzero[n.input[1]]
         else:  # out [..., N], w [K, N] (or stacked [S, K, N])
-            macs += int(np.prod(out)) * w[-2]
-    return macs
+            macs += int(np.prod(out)) * w[-2] * nonzero[n.input[1]]
+    return int(macs)
 
 
 def features(n_frames: int, test: Path) -> tuple[np.ndarray, list[np.ndarray], float]:
