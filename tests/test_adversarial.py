@@ -272,7 +272,8 @@ def test_d11_eval_skip_bad_rows_skips_unreadable_audio(w, tmp_path):
 
 # --- D14: killed runs ---------------------------------------------------------------------------------------------
 def _env(tmpdir: Path) -> dict:
-    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "TMPDIR": str(tmpdir)}
+    path = os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(ROOT)]))
+    return {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmpdir)}
 
 
 def _wait_for(pred, timeout: float = 120.0) -> bool:
@@ -356,20 +357,21 @@ def test_d14_unowned_temp_files_go_after_a_minute(tmp_path):
 
 
 # --- D6: offline transcription of any length in bounded memory ---------------------------------------------------
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the forking test process (hundreds of MB of torch)
 _PEAK_RSS = """
-import resource, sys
+import sys
 from edgeasr.cli import main
 try:
     main(["transcribe", sys.argv[1], sys.argv[2]])
 except SystemExit as e:
     assert not e.code, e.code
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+print(next(int(ln.split()[1]) // 1024 for ln in open("/proc/self/status") if ln.startswith("VmHWM:")))
 """
 
 
 def test_d6_offline_peak_memory_does_not_grow_with_the_file(w, tmp_path):
-    """A 1-minute and a 20-minute file offline through the step graph: peak RSS within 60 MB (reading the file
-    whole cost ~41 bytes a sample: +750 MB here); same transcript as --stream."""
+    """A 1-minute and a 20-minute file offline through the step graph: peak RSS within 30 MB (reading the file
+    whole and featurizing it at once cost +276 MB here: 76 -> 352 MB); same transcript as --stream."""
     rng = np.random.default_rng(1)
     one = (0.05 * rng.standard_normal(16000 * 60)).astype(np.float32)
     peaks = {}
@@ -383,7 +385,7 @@ def test_d6_offline_peak_memory_does_not_grow_with_the_file(w, tmp_path):
         assert p.returncode == 0, p.stderr[-2000:]
         peaks[minutes] = int(p.stdout.split()[-1])
     print(f"peak RSS MB: {peaks}")
-    assert peaks[20] - peaks[1] < 60, peaks
+    assert peaks[20] - peaks[1] < 30, peaks
     offline = cli(["transcribe", w / "step.onnx", tmp_path / "1.wav"])
     streamed = cli(["transcribe", w / "step.onnx", tmp_path / "1.wav", "--stream"])
     assert offline.exit_code == streamed.exit_code == 0 and offline.stdout == streamed.stdout
