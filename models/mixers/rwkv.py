@@ -239,16 +239,19 @@ class RWKV6TimeMix(nn.Module):
         ``[B, H, T, K]`` for ``wkv_block``. r, k, v, g stay four 2-D MatMuls: their inputs differ, and a stacked
         3-D weight could not be quantized per output channel. Returns r, k, v, logw (head-major), g ``[B, T, D]``."""
         xx = prev - x
-        B, T, D = x.shape
-        m = torch.tanh((x + xx * self.time_maa_x) @ self.time_maa_w1)  # [B,T,5*lora]
-        m = m.view(B, T, 5, -1).permute(2, 0, 1, 3) @ self.time_maa_w2.unsqueeze(1)  # [5,B,T,D]: w, k, v, r, g
+        D, H, K = self.d_model, self.n_head, self.head_size
+        # weights re-laid per branch / per head (constant-folded at export) so that no activation needs a reshape
+        # with a dynamic shape: each costs a chain of shape ops per call in the graph
+        w1 = self.time_maa_w1.view(D, 5, -1).transpose(0, 1).unsqueeze(1)  # [5,1,D,lora]
+        m = torch.tanh((x + xx * self.time_maa_x).unsqueeze(0) @ w1)  # [5,B,T,lora]
+        m = m @ self.time_maa_w2.unsqueeze(1)  # [5,B,T,D]: w, k, v, r, g
         maa = torch.stack([self.time_maa_w, self.time_maa_k, self.time_maa_v, self.time_maa_r, self.time_maa_g])
         xs = x + xx * (maa.view(5, 1, 1, D) + m)  # [5,B,T,D]
         xw, xk, xv, xr, xg = xs.unbind(0)
-        d = self.time_decay + torch.tanh(xw @ self.time_decay_w1) @ self.time_decay_w2
+        w2 = self.time_decay_w2.view(-1, H, K).transpose(0, 1)  # [H,lora,K]
+        d = self.time_decay.view(H, 1, K) + torch.tanh(xw @ self.time_decay_w1).unsqueeze(1) @ w2  # [B,H,T,K]
         logw = -torch.exp(d.to(_wkv_dtype(d)))
-        r, k, v, logw = (self._heads(t).transpose(1, 2) for t in (self.receptance(xr), self.key(xk), self.value(xv),
-                                                                   logw))
+        r, k, v = (self._heads(t).transpose(1, 2) for t in (self.receptance(xr), self.key(xk), self.value(xv)))
         return r, k, v, logw, F.silu(self.gate(xg))
 
     def step(self, x: torch.Tensor, shift: torch.Tensor | None, wkv: torch.Tensor | None):
