@@ -42,7 +42,8 @@ def stream_file(rec: Recognizer, path, chunked: bool = False, on_partial: OnPart
     stream: (final result, seconds each piece took, partials, seconds of audio). ``chunked``: feed chunk-sized
     pieces and time each (``--stream``); else whole blocks (offline). On a step graph both give the same result,
     in memory bounded by a block. A full or chunk graph's stream keeps the features (~32 KB per second of audio)
-    and decodes them in one call at the end, whose memory grows with the file: long files want a step graph."""
+    and decodes them in one call at the end, whose memory grows with the file (~36 MB a minute for the shipped
+    default's full graph, see ``runtimes.recognizer``): long files want a step graph."""
     from edgeasr.runtimes.audio import read_blocks
 
     s = rec.create_stream()
