@@ -13,7 +13,7 @@ stream. Full and strict-chunk graphs cannot stream: their streams buffer feature
 second of audio, not the samples) and decode them in one call at ``finish()``, whose working memory grows with the
 utterance (every layer's activations of the whole utterance; attention is quadratic in it) — the limit is that
 call, not the reading. Measured on the shipped default's full graph (ORT, 1 thread): 414 MB peak for 5 minutes,
-595 MB for 10, so ~36 MB a minute and about 30 minutes in 1.5 GB; its step graph ran 2 hours in 126 MB (ORT) and
+595 MB for 10, so ~36 MB a minute and about 35 minutes in 1.5 GB; its step graph ran 2 hours in 126 MB (ORT) and
 321 MB (OpenVINO). Transcribe hours of audio with a step graph. ``rec.decode_streams(streams)`` runs the chunks
 that several streams have buffered (fed with ``accept_waveform(..., decode=False)``) as one batch.
 
