@@ -118,15 +118,15 @@ def weight_macs(path, frames: int) -> int:
     return int(macs)
 
 
-def features(n_frames: int, test: Path) -> tuple[np.ndarray, list[np.ndarray], float]:
-    """Fbank of consecutive test utterances (>= n_frames), the audio itself and its duration."""
+def features(n_frames: int, test: Path, min_s: float = 20.0) -> tuple[np.ndarray, list[np.ndarray], float]:
+    """Fbank of consecutive test utterances (>= n_frames), and the audio (>= min_s seconds, for pocketsphinx)."""
     feats, audio, dur = [], [], 0.0
     for e in read_manifest(test):
         a = load_audio(e.audio_filepath)[0]
         audio.append(a)
         dur += len(a) / 16000
         feats.append(compute_fbank(a))
-        if sum(len(f) for f in feats) >= n_frames:
+        if sum(len(f) for f in feats) >= n_frames and dur >= min_s:
             break
     return np.concatenate(feats)[:n_frames], audio, dur
 
