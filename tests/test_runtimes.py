@@ -207,6 +207,34 @@ def test_openvino_stateful_equals_explicit_state(models, audio):
     assert last == stream_file(b_explicit, audio[1])[0]
 
 
+def test_openvino_static_shapes_hand_the_state_over_exactly(models):
+    """A chunk length used twice gets a static-shape compiled model; switching lengths mid-stream (an utterance's
+    shorter last chunk) hands the state between compiled models without changing a number."""
+    if not available("openvino")[0]:
+        pytest.skip(available("openvino")[1])
+    step = models["rwkv"]["step"]
+    x = np.random.default_rng(0).standard_normal((1, 32 * 4 + 12 * 3, 80)).astype(np.float32)
+    chunks = [32, 32, 12, 32, 12, 32, 12]
+
+    def run(b):
+        h, out, s = b.init_state(1), [], 0
+        for c in chunks:
+            lp, h = b.step(x[:, s:s + c], h)
+            out.append(lp)
+            s += c
+        return np.concatenate(out, 1), b.get_state(h)
+
+    static = get_backend("openvino", step).activate()
+    dynamic = get_backend("openvino", step, static_shapes=False).activate()
+    (lp1, st1), (lp2, st2) = run(static), run(dynamic)
+    assert static.mode == "stateful, static shapes" and dynamic.mode == "stateful, dynamic shapes"
+    assert {f for (_, f, _) in static._compiled} == {None, 32, 12}  # 32 and 12 were each used twice
+    assert np.abs(lp1 - lp2).max() < 1e-5 and all(np.abs(st1[k] - st2[k]).max() < 1e-4 for k in st1)
+    # set_state / get_state round trip through the pending state
+    h = static.set_state(st1)
+    assert all(np.array_equal(static.get_state(h)[k], st1[k]) for k in st1)
+
+
 @needs_wav
 @pytest.mark.parametrize("kind", ["step", "full", "chunk"])
 def test_ort_and_openvino_agree(models, audio, kind):
