@@ -170,8 +170,33 @@ def ort_nodes(path) -> dict:
     return {"nodes": len(m.graph.node), "top": dict(sorted(hist.items(), key=lambda kv: -kv[1])[:12])}
 
 
+SHAPE_OPS = {"Reshape", "Transpose", "Concat", "Slice", "Gather", "Unsqueeze", "Squeeze", "Shape", "Split", "Cast",
+             "Range", "ConstantOfShape", "Expand", "Pad", "Tile"}
+QUANT_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
+
+
+def _category(op: str, node: str, weighted: set) -> str:
+    if op in QUANT_OPS:
+        return "Q/DQ"
+    if op in SHAPE_OPS:
+        return "shape/copy"
+    if op in ("MatMul", "FusedMatMul", "Gemm", "Conv", "Einsum") or "Integer" in op or op.startswith("QLinear") \
+            or op == "DynamicQuantizeMatMul":
+        return "weight MatMul/Conv" if node in weighted or op != "MatMul" else "activation MatMul"
+    if "Norm" in op:
+        return "norms"
+    return "elementwise"
+
+
 def ort_profile(path, x: np.ndarray, chunk: int = 32, calls: int = 60) -> dict:
-    """Share of ORT kernel time per op type over ``calls`` 320 ms calls (the states fed back)."""
+    """Share of ORT kernel time per op type and per category over ``calls`` 320 ms calls (the states fed back)."""
+    import onnx
+
+    with tempfile.TemporaryDirectory() as d:  # which MatMuls of the optimized graph have a constant weight
+        ort_session(path, optimized=str(Path(d) / "opt.onnx"))
+        m = onnx.load(str(Path(d) / "opt.onnx"))
+    inits = {t.name for t in m.graph.initializer}
+    weighted = {n.name for n in m.graph.node if len(n.input) > 1 and n.input[1] in inits}
     s = ort_session(path, profile=True)
     meta = read_metadata(path)
     names = [o.name for o in s.get_outputs()]
@@ -182,14 +207,18 @@ def ort_profile(path, x: np.ndarray, chunk: int = 32, calls: int = 60) -> dict:
         state = {f"in.{st['name']}": out[f"out.{st['name']}"] for st in meta["states"]}
     prof = Path(s.end_profiling())
     by_op: dict[str, float] = {}
+    by_cat: dict[str, float] = {}
     for ev in json.loads(prof.read_text()):
         if ev.get("cat") == "Node" and ev["name"].endswith("_kernel_time"):
             op = ev["args"].get("op_name", "?")
             by_op[op] = by_op.get(op, 0.0) + ev["dur"]
+            cat = _category(op, ev["name"][:-len("_kernel_time")], weighted)
+            by_cat[cat] = by_cat.get(cat, 0.0) + ev["dur"]
     prof.unlink()
     total = sum(by_op.values())
     return {"kernel_ms_per_call": total / calls / 1e3,
-            "share": {k: round(v / total, 3) for k, v in sorted(by_op.items(), key=lambda kv: -kv[1])[:10]}}
+            "share": {k: round(v / total, 3) for k, v in sorted(by_op.items(), key=lambda kv: -kv[1])[:8]},
+            "category": {k: round(v / total, 3) for k, v in sorted(by_cat.items(), key=lambda kv: -kv[1])}}
 
 
 def fit(frames: list[int], times: list[float]) -> tuple[float, float]:
@@ -259,7 +288,8 @@ def main():
     if a.profile:
         for label, path in models:
             p = ort_profile(path, x)
-            print(f"# ORT profile {label} @320ms: kernels {p['kernel_ms_per_call']:.2f} ms/call  {p['share']}")
+            print(f"# ORT profile {label} @320ms (profiler on): kernels {p['kernel_ms_per_call']:.2f} ms/call  "
+                  f"by category {p['category']}  top ops {p['share']}")
 
 
 if __name__ == "__main__":
