@@ -247,6 +247,8 @@ def main():
     for bname in backends:
         for label, path in models:
             b = get_backend(bname, path, threads=1).activate()
+            for c in CHUNKS:  # what StreamingSession does for its chunk (OpenVINO: static-shape models)
+                getattr(b, "prepare_chunk", lambda frames: None)(c)
             h = b.init_state(1)
             for c in CHUNKS:  # warm-up: first-call allocations, lazily compiled shapes
                 time_calls(b, h, x, c, 3)

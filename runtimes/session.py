@@ -226,6 +226,9 @@ class StreamingSession:
         if self.chunk_frames <= 0 or self.chunk_frames % self.multiple:
             raise UserError(f"chunk of {self.chunk_frames} fbank frames is not a positive multiple of "
                             f"{self.multiple} (edgeasr.chunk_multiple)")
+        prepare = getattr(backend, "prepare_chunk", None)
+        if prepare is not None:  # e.g. OpenVINO compiles this chunk length with static shapes, before any audio
+            prepare(self.chunk_frames)
         self.keep_logprobs = keep_logprobs
         self._decoder_factory = decoder or CtcStreamDecoder
         self.logprobs: dict[int, list[np.ndarray]] = {}

@@ -208,8 +208,8 @@ def test_openvino_stateful_equals_explicit_state(models, audio):
 
 
 def test_openvino_static_shapes_hand_the_state_over_exactly(models):
-    """A chunk length used twice gets a static-shape compiled model; switching lengths mid-stream (an utterance's
-    shorter last chunk) hands the state between compiled models without changing a number."""
+    """A prepared chunk length runs a static-shape compiled model; switching lengths mid-stream (an utterance's
+    shorter last chunk, on the dynamic-length model) hands the state over without changing a number."""
     if not available("openvino")[0]:
         pytest.skip(available("openvino")[1])
     step = models["rwkv"]["step"]
@@ -225,10 +225,13 @@ def test_openvino_static_shapes_hand_the_state_over_exactly(models):
         return np.concatenate(out, 1), b.get_state(h)
 
     static = get_backend("openvino", step).activate()
+    static.prepare_chunk(32)
     dynamic = get_backend("openvino", step, static_shapes=False).activate()
+    dynamic.prepare_chunk(32)  # ignored: static_shapes=False
     (lp1, st1), (lp2, st2) = run(static), run(dynamic)
     assert static.mode == "stateful, static shapes" and dynamic.mode == "stateful, dynamic shapes"
-    assert {f for (_, f, _) in static._compiled} == {None, 32, 12}  # 32 and 12 were each used twice
+    assert {f for (_, f, _) in static._compiled} == {None, 32}  # the 12-frame chunks ran the dynamic model
+    assert StreamingSession(get_backend("openvino", step), 16).backend.mode == "stateful, static shapes"
     assert np.abs(lp1 - lp2).max() < 1e-5 and all(np.abs(st1[k] - st2[k]).max() < 1e-4 for k in st1)
     # set_state / get_state round trip through the pending state
     h = static.set_state(st1)

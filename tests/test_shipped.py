@@ -61,7 +61,7 @@ def test_int8_within_wer_budget_on_ort_and_openvino(heldout, tmp_path, name, dir
     from edgeasr.exporters.onnx_export import export
     from edgeasr.runtimes.audio import load_audio
     from edgeasr.runtimes.backends import get_backend
-    from edgeasr.runtimes.session import OfflineSession
+    from edgeasr.runtimes.session import OfflineSession, StreamingSession
     from edgeasr.pretrained import load_model
     from edgeasr.evaluation.metrics import wer
 
@@ -85,7 +85,7 @@ def test_int8_within_wer_budget_on_ort_and_openvino(heldout, tmp_path, name, dir
         print(f"{name} {direction} {backend}: WER fp32 {base:.3f} -> int8 {got:.3f}")
         assert abs(got - base) <= INT8_WER_BUDGET, backend
     # OpenVINO streams the shipped int8 step graph stateful, as fp32 (issue 32)
-    assert get_backend("openvino", int8).activate().mode == "stateful, static shapes"
+    assert StreamingSession(get_backend("openvino", int8), chunk).backend.mode == "stateful, static shapes"
     # the CPU-only dynamic format (edgeasr quantize --format dynamic) within the same budget on ORT
     dyn = tmp_path / "step.dyn.int8.onnx"
     quantize_model(fp32, [e.audio_filepath for e in calib], dyn, fmt="dynamic")

@@ -13,11 +13,12 @@ Two streaming modes, both with static input shapes where the stream allows:
   inference silently returns empty outputs (measured with OpenVINO 2026.4).
 - explicit state (``stateful=False``): states are graph inputs/outputs, carried as numpy arrays.
 
-Static shapes: a chunk length (fbank frames) seen a second time gets its own model compiled with ``x`` fixed to
-``[batch, frames, F]`` (the CPU plugin then folds every shape computation; DESIGN.md §5 measured x1.28-1.34 for
-fp32), at most ``MAX_STATIC`` lengths per batch size; other calls (the first of a length, an utterance's shorter last
-chunk) run the dynamic-length model. A stateful stream keeps one infer request per compiled model and hands its
-state to the next one when the length changes (a copy of the small state tensors), so results stay exact.
+Static shapes: ``prepare_chunk(frames)`` (called by ``StreamingSession`` with its chunk length) compiles a model with
+``x`` fixed to ``[batch, frames, F]`` up front: the CPU plugin then folds every shape computation (DESIGN.md §5
+measured x1.28-1.34 for fp32). Other lengths (an utterance's shorter last chunk) run the dynamic-length model: never
+a compile inside a stream (a lazy one showed as 0.5-1.8 s p99 chunk latencies in the parity report). A stateful
+stream keeps one infer request per compiled model and hands its state to the next one when the length changes (a
+copy of the small state tensors), so results stay exact.
 
 int8 (QDQ) step graphs run stateful too when the CPU plugin compiles their MakeStateful form (OpenVINO 2026.4's
 low-precision pipeline threw ``[AssignAndReadValueTransformation] index out of range`` on the earlier int8 recipe,
@@ -34,10 +35,6 @@ from edgeasr.runtimes.backends.base import Backend
 from edgeasr.runtimes.errors import UserError
 
 PRECISIONS = {"fp32": "f32", "f32": "f32", None: "f32", "bf16": "bf16", "fp16": "f16", "f16": "f16"}
-
-
-MAX_STATIC = 4  # chunk lengths per batch size with their own static-shape compiled model
-STATIC_AFTER = 2  # a length gets one on its second use (a one-off length runs the dynamic model)
 
 
 class _OvState:
@@ -62,7 +59,7 @@ class OpenVinoBackend(Backend):
         self.stateful, self.static_shapes = stateful, static_shapes
         self.notices: list[str] = []
         self._compiled: dict[tuple, tuple] = {}  # (batch, frames or None, stateful) -> (compiled, {var id: name})
-        self._uses: dict[tuple, int] = {}  # (batch, frames) -> calls seen
+        self._static: set[int] = set()  # chunk lengths (fbank frames) with a static-shape model: prepare_chunk
         self._requests: dict[tuple, object] = {}  # explicit-state mode: one request per compiled model
 
     @property
@@ -71,7 +68,16 @@ class OpenVinoBackend(Backend):
         if not self.active or self.meta.get("graph_kind") != "step":
             return "infer"
         state = "stateful" if self.stateful else "explicit state I/O"
-        return f"{state}, {'static' if self.static_shapes else 'dynamic'} shapes"
+        return f"{state}, {'static' if self.static_shapes and self._static else 'dynamic'} shapes"
+
+    def prepare_chunk(self, frames: int) -> None:
+        """Compile the step graph for chunks of ``frames`` fbank frames with static shapes (single stream now, other
+        batch sizes on first use); other lengths keep running the dynamic-length model."""
+        if not self.static_shapes or frames in self._static:
+            return
+        self._static.add(int(frames))
+        if self.active and self.meta.get("graph_kind") == "step":
+            self._step_compiled(1, int(frames))
 
     @classmethod
     def available(cls) -> tuple[bool, str]:
@@ -132,6 +138,9 @@ class OpenVinoBackend(Backend):
                 self.stateful = False
                 self._notice(f"{self.model_path}: step graph runs with explicit state I/O on OpenVINO (the CPU "
                              f"plugin cannot compile its MakeStateful form: {e})")
+        if meta["graph_kind"] == "step":
+            for frames in sorted(self._static):  # chunk lengths prepared before activation
+                self._step_compiled(1, frames)
 
     def _notice(self, msg: str) -> None:
         self.notices.append(msg)
@@ -141,7 +150,6 @@ class OpenVinoBackend(Backend):
         self.request = self.compiled = None
         self._compiled.clear()
         self._requests.clear()
-        self._uses.clear()
 
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self._infer(self.request, feeds)
@@ -154,15 +162,9 @@ class OpenVinoBackend(Backend):
         return {o.get_any_name(): np.array(v) for o, v in res.items()}
 
     # --- compiled step models ------------------------------------------------------------------------------
-    def _frames_key(self, batch: int, frames: int):
-        """``frames`` when this length runs a static-shape model, None for the dynamic-length one."""
-        if not self.static_shapes:
-            return None
-        n = self._uses[batch, frames] = self._uses.get((batch, frames), 0) + 1
-        static = {f for (b, f, _) in self._compiled if b == batch and f is not None}
-        if frames in static or (n >= STATIC_AFTER and len(static) < MAX_STATIC):
-            return frames
-        return None
+    def _frames_key(self, frames: int):
+        """``frames`` when this length runs a static-shape model (``prepare_chunk``), None for the dynamic one."""
+        return frames if self.static_shapes and frames in self._static else None
 
     def _step_compiled(self, batch: int, frames: int | None):
         """(compiled model, {variable id: state name}) of the step graph with batch fixed to ``batch``, ``x``'s
@@ -231,7 +233,7 @@ class OpenVinoBackend(Backend):
 
     def step(self, x: np.ndarray, handle):
         x = np.ascontiguousarray(x, np.float32)
-        key = self._frames_key(x.shape[0], x.shape[1])
+        key = self._frames_key(x.shape[1])
         if not self.stateful:  # explicit state: the base class's numpy states, on the model for this length
             if (x.shape[0], key) not in self._requests:
                 self._requests[x.shape[0], key] = self._step_compiled(x.shape[0], key)[0].create_infer_request()
