@@ -22,7 +22,7 @@ import torch
 from edgeasr.exporters import graph_clean, verify as verify_mod, wrappers
 from edgeasr.models.config import CHUNK_BI, DIRECTIONS as MODEL_DIRECTIONS
 from edgeasr.models.conformer import Encoder
-from edgeasr.models.mixers.chunk_scan import grouped_hand_over
+from edgeasr.models.mixers.chunk_scan import grouped_hand_over, shared_step_masks
 from edgeasr.runtimes.features import FbankOptions
 from edgeasr.runtimes.files import atomic_write, output_path_problem
 from edgeasr.runtimes.metadata import (FORMAT_VERSION, STATE_INPUT_PREFIX, STATE_OUTPUT_PREFIX, encode_metadata)
@@ -159,8 +159,10 @@ def build_onnx(encoder: Encoder, config: dict, kind: str, direction: str, chunk_
         raise ExportError("every state must be float32 (DESIGN.md §3)")
     buf = io.BytesIO()
     # a full graph meets inputs of any length: trace the recurrent mixers' two-level chunk-state hand-over, which
-    # keeps long files near-linear (models/mixers/chunk_scan.py); step and chunk graphs see a few chunks at a time
-    grouping = grouped_hand_over() if kind == "full" else contextlib.nullcontext()
+    # keeps long files near-linear (models/mixers/chunk_scan.py); step and chunk graphs see a few chunks at a time.
+    # A step graph's layers all see one length: their one-block recurrences share one set of masks
+    grouping = grouped_hand_over() if kind == "full" else shared_step_masks() if kind == "step" \
+        else contextlib.nullcontext()
     with warnings.catch_warnings(), grouping:
         warnings.simplefilter("ignore")
         torch.onnx.export(wrapper, _trace_inputs(encoder, kind), buf, dynamo=False, opset_version=opset,

@@ -34,9 +34,33 @@ def grouped_hand_over():
         _always_group = before
 
 
+_step_masks: dict | None = None  # set while tracing a step graph: see shared_step_masks
+
+
+@contextmanager
+def shared_step_masks():
+    """Trace a step graph with one set of masks for every layer: all layers of one call see the same number of
+    encoder frames (the one-block step forms' only mask size), so the graph builds them once instead of a dozen
+    shape and compare nodes per layer and direction (export uses this for step graphs)."""
+    global _step_masks
+    before, _step_masks = _step_masks, {}
+    try:
+        yield
+    finally:
+        _step_masks = before
+
+
 def masks(n, device, dt):
     """Triangular 0/1 matrices over ``n`` positions (n may be a traced size): lower incl., strictly lower,
     strictly upper. Segment sums are matmuls with these (never CumSum, never a difference of cumulative sums)."""
+    if _step_masks is not None:
+        if (device, dt) not in _step_masks:
+            _step_masks[device, dt] = _masks(n, device, dt)
+        return _step_masks[device, dt]
+    return _masks(n, device, dt)
+
+
+def _masks(n, device, dt):
     idx = torch.arange(n, device=device)
     row, col = idx.view(-1, 1), idx.view(1, -1)
     return (row >= col).to(dt), (row > col).to(dt), (row < col).to(dt)
