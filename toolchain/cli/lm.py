@@ -60,8 +60,8 @@ def build(out: Path, texts: tuple[Path, ...], excludes: tuple[Path, ...], order:
 @click.option("--model", required=True,
               help="Whose log-probs to decode: RUN_DIR or shipped name (torch), or an exported MODEL.onnx.")
 @click.option("--dev", "dev_manifest", required=True, type=click.Path(path_type=Path), help="Dev manifest.")
-@click.option("--direction", type=click.Choice(["l2r", "bi", "alt"]),
-              help="Inference mode (default: the model's; an ONNX file decodes only in the mode it was exported in).")
+@click.option("--direction", help="Inference mode: l2r, bi, alt or chunk-bi:<ms>ms (default: the model's; an ONNX "
+                                  "file decodes only in the mode it was exported in).")
 @click.option("--backend", type=click.Choice(ONNX_BACKENDS),
               help="Backend for an ONNX model (default: ort).")
 @click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True, help="Intra-op threads.")
