@@ -128,7 +128,7 @@ class OpenVinoBackend(Backend):
         self._meta = meta
         if '"format":"dynamic"' in str(meta.get("quant_recipe", "")).replace(" ", ""):
             self._notice(f"{self.model_path}: dynamic int8 (edgeasr quantize --format dynamic) is an ONNX Runtime "
-                         "format: OpenVINO runs it slower than fp32 (measured x0.55 at 320 ms); use the QDQ file")
+                         "format: OpenVINO runs it slower than fp32 (measured x0.4-0.6 at 320 ms); use the QDQ file")
         if meta["graph_kind"] != "step":
             self.stateful = False
         if self.stateful:  # compile the single-stream stateful model now, not inside the first chunk
