@@ -52,7 +52,7 @@ def test_pretrained_table_never_cuts_names_in_a_narrow_terminal(monkeypatch):
     assert "(default)" in cells
 
 
-STREAMING_MODEL = "default"  # the shipped model `transcribe --stream` picks for chunk-bi
+STREAMING_MODEL = pretrained.STREAMING  # the shipped model `transcribe default --stream` runs, in chunk-bi
 
 
 @pytest.mark.parametrize("name,direction,chunk", [("default", "l2r", 32), (STREAMING_MODEL, "chunk-bi", 64)])
@@ -154,3 +154,24 @@ def test_fine_tune_card_describes_an_unshipped_run_it_started_from(tmp_path):
     recorded = "rwkv-dirdrop-both as shipped before (model.safetensors sha256 e2dcf1a525c0…, 499 steps)"
     (run / "config.json").write_text(json.dumps({"train": {"init": "default"}, "init_from": recorded}))
     assert describe_init(str(run)) == f"{run} (436 steps on CPU, dev WER 27.00 %; itself fine-tuned from {recorded})"
+
+
+def test_streaming_default_runs_its_chunk_bi_sibling(tmp_path):
+    """`transcribe default --stream` streams the sibling fine-tuned for chunk-bi, in its 640 ms mode, and says so."""
+    import shutil
+    import subprocess
+    import sys
+
+    assert pretrained.streaming_choice("default") == (pretrained.STREAMING, pretrained.STREAMING_MODE)
+    assert pretrained.streaming_choice(pretrained.STREAMING) == (pretrained.STREAMING, pretrained.STREAMING_MODE)
+    assert pretrained.streaming_choice("mha") == ("mha", None)
+    if not shutil.which("espeak-ng"):
+        pytest.skip("espeak-ng not installed")
+    wav = tmp_path / "s.wav"
+    subprocess.run(["espeak-ng", "-w", str(wav), "in the beginning god created the heaven and the earth"], check=True)
+    p = subprocess.run([sys.executable, "-m", "edgeasr.cli", "transcribe", "default", str(wav), "--stream", "--json"],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    row = json.loads(p.stdout)
+    assert f"as {pretrained.STREAMING} in chunk-bi:640ms mode" in p.stderr and row["chunk_frames"] == 64
+    assert "beginning" in row["text"]

@@ -40,8 +40,24 @@ def _open(model, backend, stream, threads, precision, explicit_state, direction,
                 raise UserError(f"--precision {precision} is not offered by the {backend or 'ort'} backend")
         return Recognizer(model, backend or "ort", threads, lm=lm_dir, chunk_ms=chunk_ms,
                           precision=None if precision == "fp32" else precision, **opts)
-    b = open_backend(model, backend, stream, threads, precision, stateful=not explicit_state, direction=direction)
+    if stream and direction is None:
+        from edgeasr import pretrained
+
+        chosen, mode = pretrained.streaming_choice(model)
+        if mode:
+            _notice(f"streaming {model} as {chosen} in {mode} mode" if chosen != model else
+                    f"streaming {model} in {mode} mode (trained for it)")
+            model, direction = chosen, mode
+    b = open_backend(model, backend, stream, threads, precision, stateful=not explicit_state, direction=direction,
+                     chunk_frames=_mode_chunk(direction))
     return Recognizer.from_backend(b, lm=lm_dir, chunk_ms=chunk_ms)
+
+
+def _mode_chunk(direction: str | None) -> int | None:
+    """fbank frames of a chunk-bi:<ms>ms mode (10 ms frames), else None."""
+    if direction and direction.startswith("chunk-bi:"):
+        return int(float(direction.split(":")[1].removesuffix("ms")) // 10)
+    return None
 
 
 class _LivePartial:
@@ -76,8 +92,9 @@ class _LivePartial:
 @click.option("--explicit-state", is_flag=True, help="OpenVINO: states as graph I/O instead of MakeStateful.")
 @click.option("--stdin", "use_stdin", is_flag=True, help="Read raw 16-bit little-endian mono PCM from stdin (live).")
 @click.option("--rate", type=int, help="Sample rate of --stdin PCM in Hz (default: the model's).")
-@click.option("--direction", type=click.Choice(["l2r", "bi", "alt"]),
-              help="torch backend, offline: inference mode (ONNX files carry theirs; streaming is l2r).")
+@click.option("--direction", help="Mode of a checkpoint on the torch backend: l2r, bi or alt offline; l2r or "
+                                  "chunk-bi:<ms>ms streaming (ONNX files carry theirs; streaming `default` runs its "
+                                  "chunk-bi sibling).")
 @click.option("--lm", "lm_dir", type=click.Path(path_type=Path),
               help="Beam search with this word LM (edgeasr lm build) instead of greedy CTC; streams too.")
 @click.option("--json", "as_json", is_flag=True, help="JSON lines (with token timestamps) instead of text.")
@@ -106,10 +123,20 @@ def transcribe(model, audio, backend, stream, chunk_ms, threads, precision, expl
     if direction and is_onnx(model):
         from edgeasr.runtimes.metadata import read_metadata
 
-        exported = read_metadata(model).get("direction", "l2r")
+        meta = read_metadata(model)
+        exported = meta.get("direction", "l2r")
+        if exported == "chunk-bi":
+            exported = f"chunk-bi:{int(meta['chunk_frames']) * 10}ms"
         if direction != exported:
             raise exported_mode_error(model, exported, [direction])
         direction = None  # the file's own mode: nothing to switch
+    elif direction:
+        from edgeasr.models.dirdrop import parse_mode
+
+        try:
+            parse_mode(direction)
+        except ValueError as e:
+            raise UserError(f"--direction: {e}") from None
     if audio:  # the first file is checked before any model loads: a bad file fails fast, in one line
         check_audio_file(audio[0])
     if lm_dir:

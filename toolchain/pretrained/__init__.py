@@ -11,11 +11,28 @@ from edgeasr.runtimes.errors import UserError
 
 HERE = Path(__file__).parent
 DEFAULT = "rwkv-dirdrop-both"
+# the flagship's sibling fine-tuned to stream in chunk-bi (it lost more than a point of offline bi WER, so it is not
+# the default): what streaming ``default`` runs, in its 640 ms chunk-bi mode
+STREAMING = "rwkv-chunk-bi"
+STREAMING_MODE = "chunk-bi:640ms"
 
 
 def shipped() -> dict[str, Path]:
     return {p.name: p for p in sorted(HERE.iterdir())
             if not p.name.startswith(".") and (p / "config.json").is_file()}  # .NAME.tmp: a ship in progress
+
+
+def streaming_choice(name_or_dir: str) -> tuple[str, str | None]:
+    """(model, mode) to stream a checkpoint with: ``default`` streams as its chunk-bi sibling; a model trained for
+    chunk-bi (``chunk_bi_p`` > 0) in chunk-bi at 640 ms; anything else as named, in its own step mode (None)."""
+    if name_or_dir == "default" and STREAMING in shipped():
+        return STREAMING, STREAMING_MODE
+    path = resolve_model_dir(name_or_dir)
+    if path is not None:
+        model_cfg = json.loads((path / "config.json").read_text()).get("model", {})
+        if model_cfg.get("chunk_bi_p"):
+            return name_or_dir, STREAMING_MODE
+    return name_or_dir, None
 
 
 def card(path: Path) -> dict:
