@@ -87,7 +87,8 @@ def rows(report: dict, reason_width: int | None = None) -> list[list[str]]:
         else:
             vals = [_fmt(m, k, f) for k, _, f in cols]
         size = c.get("file_mb")
-        out.append([c["model"], c["backend"], c["precision"], c["mode"], status, *vals,
+        mode = c["mode"] + (" chunk-bi" if c.get("direction") == "chunk-bi" else "")  # its own reference row
+        out.append([c["model"], c["backend"], c["precision"], mode, status, *vals,
                     "–" if size is None else f"{size:.2f}"])
     return out
 
