@@ -134,6 +134,20 @@ def test_threshold_failure_exits_nonzero_naming_the_cell(setup, tmp_path):
     assert "FAIL" in (tmp_path / "r" / "report.md").read_text()
 
 
+def test_verdict_says_nothing_was_checked_without_thresholds(full_report, setup, tmp_path):
+    """No thresholds: the report measures but does not judge, so it must not say PASS (issue 35)."""
+    out, rep, _ = full_report
+    assert rep["thresholds"] == {"max_wer_delta": None, "max_err": None}
+    assert "result: **no thresholds set**" in (out / "report.md").read_text()
+    html = (out / "report.html").read_text()
+    assert '<span class="none">no thresholds set</span>' in html and ">PASS<" not in html
+    res = parity(["--model", setup["step"], "--test", setup["test"], "--reference", setup["run"], "--out",
+                  tmp_path / "p", "--backends", "ort", "--modes", "step", "--no-peer", "--max-utterances", 2,
+                  "--max-err", 1e-3, "--in-process"])
+    assert res.exit_code == 0, res.output
+    assert "result: **PASS**" in (tmp_path / "p" / "report.md").read_text()
+
+
 def test_word_lm_columns_for_every_cell(setup, tmp_path):
     """--lm decodes every cell's log-probs with the word LM too: WER LM and its delta, in json, md and the table;
     an fp32 export decodes exactly like the reference, so its ΔWER LM is 0."""

@@ -109,6 +109,17 @@ def summary_table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def verdict(report: dict) -> str:
+    """FAIL when a cell crossed a threshold; PASS only when there was a threshold to pass; else say nothing was
+    checked (a report without thresholds measures, it does not judge)."""
+    if not report["passed"]:
+        return "FAIL"
+    t = report["thresholds"]
+    if t.get("max_wer_delta") is None and t.get("max_err") is None:
+        return "no thresholds set"
+    return "PASS"
+
+
 def render_markdown(report: dict) -> str:
     t = report["test"]
     ref = report["reference"]
@@ -123,7 +134,7 @@ def render_markdown(report: dict) -> str:
              *([f"- word LM `{report['lm']['path']}` ({report['lm']['order']}-gram, {report['lm']['words']} words; "
                 f"lm_weight {report['lm']['weights']['lm_weight']:g}, word_score "
                 f"{report['lm']['weights']['word_score']:g}): WER LM columns"] if report.get("lm") else []),
-             f"- result: **{'PASS' if report['passed'] else 'FAIL'}**", ""]
+             f"- result: **{verdict(report)}**", ""]
     if report["failures"]:
         lines += ["## Failures", ""] + [f"- `{f}`" for f in report["failures"]] + [""]
     if report.get("warnings"):
@@ -273,7 +284,7 @@ def plot_wer_delta(report: dict) -> str:
 _CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#222;max-width:1600px}
 table{border-collapse:collapse;font-size:12px}th,td{border:1px solid #ccc;padding:3px 6px;text-align:right}
 th{background:#f3f3f3}td.l{text-align:left}tr.skipped td,tr.error td{color:#888}tr.FAIL td{background:#fdecea}
-tr.reference td{background:#f5f5f5}.pass{color:#1e8449;font-weight:bold}.fail{color:#c0392b;font-weight:bold}
+tr.reference td{background:#f5f5f5}.pass{color:#1e8449;font-weight:bold}.fail{color:#c0392b;font-weight:bold}.none{color:#777;font-weight:normal;font-size:60%}
 .plots{display:flex;flex-wrap:wrap;gap:16px}.plots svg{border:1px solid #ddd}code{background:#f6f6f6;padding:1px 3px}
 #page-errors{color:#c0392b}"""
 
@@ -305,7 +316,8 @@ def render_html(report: dict) -> str:
         trs.append(f'<tr class="{cls}" title="{_esc(c["id"])}">{tds}</tr>')
         status_of[c["id"]] = cls
     head = "".join(f"<th>{_esc(h)}</th>" for h in rs[0])
-    verdict = ('<span class="pass">PASS</span>' if report["passed"] else '<span class="fail">FAIL</span>')
+    word = verdict(report)
+    badge = f'<span class="{ {"PASS": "pass", "FAIL": "fail"}.get(word, "none") }">{_esc(word)}</span>'
     fails = "".join(f"<li><code>{_esc(f)}</code></li>" for f in report["failures"])
     warns = "".join(f"<li>{_esc(w)}</li>" for w in report.get("warnings", []))
     notes = "".join(f"<li><code>{_esc(c['id'])}</code>: {_esc(n)}</li>" for c in report["cells"]
@@ -320,7 +332,7 @@ def render_html(report: dict) -> str:
 <html lang="en"><head><meta charset="utf-8"><title>edgeasr parity report</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">{_GUARD}<style>{_CSS}</style></head>
 <body data-plots="0">
-<h1>edgeasr parity report {verdict}</h1>
+<h1>edgeasr parity report {badge}</h1>
 <p>Test set <code>{_esc(t['manifest'])}</code>: {t['utterances']} utterances, {t['audio_seconds']:.1f} s of audio.
 Reference: torch fp32 <code>{_esc(ref.get('model'))}</code> ({_esc(ref.get('how'))}). Host: {_esc(report['host']['cpu'])},
 {report['threads']} thread(s). Schema <code>{_esc(report['schema'])}</code>, created {_esc(report['created'])}.
