@@ -189,3 +189,21 @@ def test_device_commands_run_without_torch(step_graph, tmp_path):
         assert p.returncode == 0, (args, p.stderr[-1500:])
     p = _cli_without_torch("inspect", step_graph)
     assert "op histogram: needs the onnx package" in p.stdout
+
+
+def test_every_option_of_every_command_has_help_text():
+    """A user reads --help, not the source: every option says what it does (issue 35)."""
+    import click
+
+    from edgeasr.cli import main
+
+    def walk(cmd, path):
+        if isinstance(cmd, click.Group):
+            for name, sub in cmd.commands.items():
+                yield from walk(sub, [*path, name])
+        else:
+            yield " ".join(path), cmd
+
+    missing = [f"{name} {p.opts[0]}" for name, cmd in walk(main, []) for p in cmd.params
+               if isinstance(p, click.Option) and not p.hidden and not (p.help or "").strip()]
+    assert missing == []

@@ -18,8 +18,9 @@ console = Console(stderr=True)
 @click.option("--lengths", default="10s,60s,10m,60m", show_default=True, help="Audio lengths (s, m, h units).")
 @click.option("--backends", default="ort,openvino", show_default=True, help="Comma-separated: ort, openvino, torch...")
 @click.option("--kinds", default="full,step", show_default=True, help="Graph kinds: full, step.")
-@click.option("--out", "out", default="work/bench", show_default=True, type=click.Path(path_type=Path))
-@click.option("--threads", default=1, show_default=True, type=int)
+@click.option("--out", "out", default="work/bench", show_default=True, type=click.Path(path_type=Path),
+              help="Output directory (bench.json, bench.md, bench.html).")
+@click.option("--threads", default=1, show_default=True, type=int, help="Intra-op threads of every backend.")
 @click.option("--cap-s", default=120.0, show_default=True, type=float,
               help="Per-cell time cap: longer lengths are skipped once a length took longer (or would).")
 @click.option("--mem-cap-mb", default=6000.0, show_default=True, type=float,
@@ -29,7 +30,8 @@ console = Console(stderr=True)
               help="Direction mode of full graphs (bi: full attention for mha, both directions for RA).")
 @click.option("--test", type=click.Path(path_type=Path), help="Test manifest: also run the chunk-size sweep.")
 @click.option("--chunks-ms", default="160,320,640,1280", show_default=True, help="Sweep chunk sizes (ms).")
-@click.option("--sweep-mixers", default="mha,none,deformable", show_default=True)
+@click.option("--sweep-mixers", default="mha,none,deformable", show_default=True,
+              help="Mixers the chunk-size sweep (--test) runs.")
 @click.option("--sweep-limit", default=100, show_default=True, type=int, help="Test utterances in the sweep.")
 @click.option("--sweep-backends", default=None, help="Sweep backends (default: the first of --backends).")
 @click.option("--no-longform", is_flag=True, help="Only the chunk-size sweep.")
@@ -70,9 +72,10 @@ def experiment():
 @click.option("--model", "models", multiple=True, required=True, metavar="RUN_DIR|NAME",
               help="Bidirectional checkpoints (no DirDrop, DirDrop-R2L, DirDrop-Both); variant read from config.json.")
 @click.option("--test", required=True, type=click.Path(path_type=Path), help="Test manifest.")
-@click.option("--out", "out", default="work/experiment", show_default=True, type=click.Path(path_type=Path))
+@click.option("--out", "out", default="work/experiment", show_default=True, type=click.Path(path_type=Path),
+              help="Output directory (dirdrop.json, dirdrop.md).")
 @click.option("--limit", default=100, show_default=True, type=int, help="Test utterances (spread evenly).")
-@click.option("--threads", default=1, show_default=True, type=int)
+@click.option("--threads", default=1, show_default=True, type=int, help="torch threads.")
 @click.option("--chunks-ms", default="", help="Also decode chunk-bi at these chunk sizes, e.g. 320,640 (ms).")
 def dirdrop_cmd(models, test, out, limit, threads, chunks_ms):
     """Seed 000's DirDrop table: each model decoded l2r / alt / bi (torch reference, greedy CTC)."""

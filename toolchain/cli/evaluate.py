@@ -14,7 +14,8 @@ from edgeasr.runtimes.errors import UserError
 
 @click.command(name="eval")
 @click.argument("model")
-@click.option("--test", "manifests", required=True, multiple=True, type=click.Path(path_type=Path))
+@click.option("--test", "manifests", required=True, multiple=True, type=click.Path(path_type=Path),
+              help="Test manifest (repeat for several).")
 @click.option("--direction", "directions",
               help="Comma-separated inference modes (default: l2r,alt,bi for a checkpoint, its own for an ONNX file).")
 @click.option("--by", "by", help="Also break WER down by this manifest field (e.g. voice, speaker); 'engine' is "
@@ -25,7 +26,7 @@ from edgeasr.runtimes.errors import UserError
 @click.option("--backend", type=click.Choice(ONNX_BACKENDS), help="Backend for an ONNX model (default: ort).")
 @click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True,
               help="Intra-op threads of an ONNX backend.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON instead of tables.")
 def evaluate(model, manifests, directions, by, skip_bad_rows, lm_dir, backend, threads, as_json):
     """WER/CER of MODEL per manifest x direction mode [x group] [x decoder], the WER with its 95 % bootstrap
     interval over utterances. MODEL: a RUN_DIR or shipped name (torch reference) or an exported MODEL.onnx, fp32 or

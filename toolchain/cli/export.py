@@ -23,7 +23,7 @@ console = Console(stderr=True)
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="Output .onnx file.")
 @click.option("--chunk-frames", type=int, default=32, show_default=True,
               help="Recommended fbank frames per chunk (metadata; multiple of 4; 32 = 320 ms).")
-@click.option("--opset", type=int, default=17, show_default=True)
+@click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset of the written graph.")
 @click.option("--verify/--no-verify", default=True, show_default=True,
               help="Check the graph on ONNX Runtime against torch before writing it.")
 @click.option("--tolerance", type=float, default=1e-4, show_default=True, help="Max abs error allowed.")
@@ -73,7 +73,7 @@ def export(model, kind, direction, out, chunk_frames, opset, verify, tolerance, 
 
 @click.command()
 @click.argument("onnx_file", type=click.Path(path_type=Path))
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print everything as JSON.")
 def inspect(onnx_file, as_json):
     """Show what an exported model promises: graph kind, I/O, states, features, vocabulary, ops."""
     from edgeasr.model_info import describe

@@ -11,7 +11,7 @@ from edgeasr import pretrained
 
 
 @click.command(name="pretrained")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the models and their cards as JSON.")
 def list_pretrained(as_json):
     """Models shipped with edgeasr and their measured WER."""
     rows = []

@@ -30,7 +30,8 @@ console = Console(stderr=True)
               help="Accuracy-aware mode: fall back the most sensitive nodes to fp32 until ΔWER (absolute, "
                    "0.005 = 0.5 points) on --dev is within this budget.")
 @click.option("--dev", "dev", type=click.Path(path_type=Path), help="Dev manifest for --max-wer-drop.")
-@click.option("--max-dev-utterances", type=int, default=100, show_default=True)
+@click.option("--max-dev-utterances", type=int, default=100, show_default=True,
+              help="Dev utterances the accuracy-aware fallback decodes.")
 @click.option("--max-fallback", type=float, default=0.5, show_default=True,
               help="Largest fraction of the quantizable nodes that may fall back to fp32.")
 @click.option("--keep-fp32", "keep_fp32", multiple=True, metavar="GLOB",
@@ -38,7 +39,7 @@ console = Console(stderr=True)
                    "e.g. --keep-fp32 '/conv*/Conv' --keep-fp32 '/out/MatMul' for the subsampling.")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the quantization report (JSON) here.")
-@click.option("--threads", type=int, default=1, show_default=True)
+@click.option("--threads", type=int, default=1, show_default=True, help="Intra-op threads of ONNX Runtime.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--all-nodes", is_flag=True, help="Print every node's precision, SQNR and reason, not a summary.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")

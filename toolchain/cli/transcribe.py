@@ -197,7 +197,7 @@ def _stdin(rec, rate: int, as_json: bool) -> None:
 
 
 @click.command(name="backends")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
 def backends(as_json):
     """List every runtime backend: available here or not, and why."""
     from edgeasr.runtimes.backends import list_backends
