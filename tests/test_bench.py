@@ -184,8 +184,9 @@ def test_experiment_dirdrop_table(tmp_path, manifest):
 def test_cli_experiment_dirdrop(tmp_path, manifest):
     ck = _tiny_checkpoint(tmp_path / "r2l", "mamba2", "r2l", 0.3)
     r = _run("experiment", "dirdrop", "--model", str(ck), "--test", str(manifest), "--out", str(tmp_path / "o"),
-             "--limit", "1")
+             "--limit", "1")  # the old spelling of --max-utterances: still works, says it is deprecated
     assert r.returncode == 0, r.stderr
+    assert "notice: --limit is deprecated; use --max-utterances" in r.stderr
     assert "DirDrop-R2L" in r.stdout and "not trained" in r.stdout
     assert (tmp_path / "o" / "dirdrop.json").is_file()
 

@@ -103,7 +103,7 @@ def test_parity_reference_runs_chunk_bi(setup, corpus, tmp_path):
 
 def test_streaming_table(setup, corpus, tmp_path):
     res = CliRunner().invoke(main, ["experiment", "streaming", "--model", str(setup["run"]), "--test",
-                                    str(corpus / "test.jsonl"), "--chunks-ms", "320,640", "--limit", "2",
+                                    str(corpus / "test.jsonl"), "--chunks-ms", "320,640", "--max-utterances", "2",
                                     "--timing-utterances", "1", "--threads", "1", "--out", str(tmp_path / "e")])
     assert res.exit_code == 0, res.output
     report = json.loads((tmp_path / "e" / "streaming.json").read_text())

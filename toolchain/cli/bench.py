@@ -6,6 +6,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
+from edgeasr.cli.options import renamed
 from edgeasr.runtimes.errors import UserError
 
 console = Console(stderr=True)
@@ -32,17 +33,20 @@ console = Console(stderr=True)
 @click.option("--chunks-ms", default="160,320,640,1280", show_default=True, help="Sweep chunk sizes (ms).")
 @click.option("--sweep-mixers", default="mha,none,deformable", show_default=True,
               help="Mixers the chunk-size sweep (--test) runs.")
-@click.option("--sweep-limit", default=100, show_default=True, type=int, help="Test utterances in the sweep.")
+@click.option("--max-utterances", "sweep_limit", default=100, show_default=True, type=int,
+              help="Test utterances in the chunk-size sweep.")
+@renamed("--sweep-limit", "--max-utterances", "old_sweep_limit")
 @click.option("--sweep-backends", default=None, help="Sweep backends (default: the first of --backends).")
 @click.option("--no-longform", is_flag=True, help="Only the chunk-size sweep.")
 def bench(models, mixers, lengths, backends, kinds, out, threads, cap_s, mem_cap_mb, chunk_frames, direction, test,
-          chunks_ms, sweep_mixers, sweep_limit, sweep_backends, no_longform):
+          chunks_ms, sweep_mixers, sweep_limit, old_sweep_limit, sweep_backends, no_longform):
     """Cost vs audio length per mixer x graph kind x backend (time, MPS, peak RSS, fitted exponent), and the
     seed-001 chunk-size sweep (WER, RTF) with --test."""
     from edgeasr.models.mixers import mixer_names
     from edgeasr.runtimes.backends import NAMES
     from edgeasr.evaluation import bench as B
 
+    sweep_limit = sweep_limit if old_sweep_limit is None else old_sweep_limit
     mixer_list = B.parse_choices(mixers, mixer_names(), "mixer")
     length_list = B.parse_lengths(lengths)
     backend_list = B.parse_choices(backends, NAMES, "backend")
@@ -74,12 +78,16 @@ def experiment():
 @click.option("--test", required=True, type=click.Path(path_type=Path), help="Test manifest.")
 @click.option("--out", "out", default="work/experiment", show_default=True, type=click.Path(path_type=Path),
               help="Output directory (dirdrop.json, dirdrop.md).")
-@click.option("--limit", default=100, show_default=True, type=int, help="Test utterances (spread evenly).")
+@click.option("--max-utterances", "limit", default=100, show_default=True, type=int,
+              help="Test utterances (spread evenly over the manifest).")
+@renamed("--limit", "--max-utterances", "old_limit")
 @click.option("--threads", default=1, show_default=True, type=int, help="torch threads.")
 @click.option("--chunks-ms", default="", help="Also decode chunk-bi at these chunk sizes, e.g. 320,640 (ms).")
-def dirdrop_cmd(models, test, out, limit, threads, chunks_ms):
+def dirdrop_cmd(models, test, out, limit, old_limit, threads, chunks_ms):
     """Seed 000's DirDrop table: each model decoded l2r / alt / bi (torch reference, greedy CTC)."""
     from edgeasr.evaluation.experiment import dirdrop
+
+    limit = limit if old_limit is None else old_limit
 
     report, paths = dirdrop(list(models), test, out, limit, threads,
                             say=lambda s: console.print(s, highlight=False), chunks_ms=_ms_list(chunks_ms))
@@ -103,16 +111,20 @@ def _ms_list(value: str) -> list[int]:
 @click.option("--lm", "lm_dir", type=click.Path(path_type=Path), help="Also WER with this word LM (edgeasr lm build).")
 @click.option("--chunks-ms", default="160,320,640,1280", show_default=True, callback=lambda c, p, v: _ms_list(v),
               help="chunk-bi chunk sizes in ms (multiples of 40).")
-@click.option("--limit", default=0, show_default=True, type=int, help="Utterances per test set (0: all).")
+@click.option("--max-utterances", "limit", default=0, show_default=True, type=int,
+              help="Utterances per test set (0: all).")
+@renamed("--limit", "--max-utterances", "old_limit")
 @click.option("--timing-utterances", default=20, show_default=True, type=int,
               help="Test utterances streamed on ONNX Runtime for RTF and first-partial latency.")
-@click.option("--threads", default=2, show_default=True, type=int, help="torch threads for the WER decoding.")
+@click.option("--threads", default=1, show_default=True, type=int, help="torch threads for the WER decoding.")
 @click.option("--out", "out", default="work/experiment", show_default=True, type=click.Path(path_type=Path),
               help="Output directory (streaming.json, streaming.md).")
-def streaming_cmd(models, test, real, lm_dir, chunks_ms, limit, timing_utterances, threads, out):
+def streaming_cmd(models, test, real, lm_dir, chunks_ms, limit, old_limit, timing_utterances, threads, out):
     """The streaming table: per model x mode (l2r, chunk-bi per chunk size, alt, bi) x test set, greedy WER
     (and with --lm), plus RTF and first-partial latency of each streamable mode's step graph on ORT, 1 thread."""
     from edgeasr.evaluation.streaming import streaming_table
+
+    limit = limit if old_limit is None else old_limit
 
     report, paths = streaming_table(list(models), test, real, lm_dir, chunks_ms, limit=limit,
                                     timing_utts=timing_utterances, threads=threads, out=out,

@@ -24,7 +24,7 @@ from edgeasr.runtimes.errors import UserError
 @click.option("--lm", "lm_dir", type=click.Path(path_type=Path),
               help="Also decode with this word LM (edgeasr lm build): rows for decoder greedy and lm.")
 @click.option("--backend", type=click.Choice(ONNX_BACKENDS), help="Backend for an ONNX model (default: ort).")
-@click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True,
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
               help="Intra-op threads of an ONNX backend.")
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON instead of tables.")
 def evaluate(model, manifests, directions, by, skip_bad_rows, lm_dir, backend, threads, as_json):

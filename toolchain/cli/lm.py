@@ -64,7 +64,7 @@ def build(out: Path, texts: tuple[Path, ...], excludes: tuple[Path, ...], order:
                                   "file decodes only in the mode it was exported in).")
 @click.option("--backend", type=click.Choice(ONNX_BACKENDS),
               help="Backend for an ONNX model (default: ort).")
-@click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True, help="Intra-op threads.")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="Intra-op threads.")
 @click.option("--skip-bad-rows", is_flag=True, help="Skip (and list) bad manifest rows instead of failing.")
 def tune(lm_dir: Path, model: str, dev_manifest: Path, direction: str | None, backend: str | None, threads: int,
          skip_bad_rows: bool):
