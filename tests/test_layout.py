@@ -197,14 +197,7 @@ def test_every_option_of_every_command_has_help_text():
 
     from edgeasr.cli import main
 
-    def walk(cmd, path):
-        if isinstance(cmd, click.Group):
-            for name, sub in cmd.commands.items():
-                yield from walk(sub, [*path, name])
-        else:
-            yield " ".join(path), cmd
-
-    missing = [f"{name} {p.opts[0]}" for name, cmd in walk(main, []) for p in cmd.params
+    missing = [f"{name} {p.opts[0]}" for name, cmd in _commands(main) for p in cmd.params
                if isinstance(p, click.Option) and not p.hidden and not (p.help or "").strip()]
     assert missing == []
 
@@ -216,18 +209,22 @@ def test_shared_options_agree_across_commands():
 
     from edgeasr.cli import main
 
-    def walk(cmd, path):
-        if isinstance(cmd, click.Group):
-            for name, sub in cmd.commands.items():
-                yield from walk(sub, [*path, name])
-        else:
-            yield " ".join(path), cmd
-
     visible = {name: {o: p for p in cmd.params if isinstance(p, click.Option) and not p.hidden for o in p.opts}
-               for name, cmd in walk(main, [])}
+               for name, cmd in _commands(main)}
     for name, opts in visible.items():
         assert not {"--limit", "--sweep-limit"} & set(opts), name
         if "--threads" in opts and name != "train":
             assert opts["--threads"].default == 1, name
         if "--json" in opts:
             assert opts["--json"].is_flag, name
+
+
+def _commands(group, path=()):
+    """(command path, command) for every leaf command under ``group``."""
+    import click
+
+    for name, sub in group.commands.items():
+        if isinstance(sub, click.Group):
+            yield from _commands(sub, (*path, name))
+        else:
+            yield " ".join((*path, name)), sub
