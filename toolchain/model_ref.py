@@ -3,7 +3,6 @@
 with the same one-line messages."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from edgeasr.runtimes.errors import UserError
@@ -20,24 +19,18 @@ def exported_mode_error(model: str, exported: str, wanted: list[str]) -> UserErr
                      f"(edgeasr export RUN --direction {wanted[0]})")
 
 
-def model_sample_rate(model: str) -> int | None:
-    """The model's sample rate, cheaply (ONNX metadata or checkpoint config), before any backend loads."""
+def check_model_exists(model: str) -> None:
+    """A one-line UserError for a missing ONNX file or an unknown checkpoint, before anything loads (the load that
+    follows reads the file once, and reports what is wrong inside it)."""
     if is_onnx(model):
-        from edgeasr.runtimes.metadata import read_metadata
-
         if not Path(model).is_file():
             raise UserError(f"{model}: no such ONNX file")
-        return int(read_metadata(model)["sample_rate"])
+        return
     from edgeasr import pretrained
 
-    d = pretrained.resolve_model_dir(model)
-    if d is None:  # same words as edgeasr.pretrained.load_model
+    if pretrained.resolve_model_dir(model) is None:  # same words as edgeasr.pretrained.load_model
         names = ", ".join(["default", *pretrained.shipped()])
         raise UserError(f"{model}: not a checkpoint directory nor a shipped model ({names})")
-    try:
-        return int(json.loads((d / "config.json").read_text())["features"]["sample_rate"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
 
 
 def open_backend(model: str, backend: str | None, stream: bool, threads: int, precision: str | None,

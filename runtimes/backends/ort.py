@@ -63,8 +63,8 @@ class OrtBackend(Backend):
         try:
             self.sess = ort.InferenceSession(str(self.model_path), so, providers=self._providers())
         except Exception as e:
-            raise UserError(f"{self.model_path}: onnxruntime cannot load it ({' '.join(str(e).split())[:300]})") \
-                from None
+            raise UserError(f"{self.model_path}: not a readable ONNX file for onnxruntime "
+                            f"({' '.join(str(e).split())[:300]})") from None
         # the metadata of the session just loaded: one read of the file, not a second one only for its keys
         meta = self._meta or metadata_from_session(self.sess, str(self.model_path))
         if self.provider not in self.sess.get_providers():

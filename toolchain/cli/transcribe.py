@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from edgeasr.model_ref import exported_mode_error, is_onnx, model_sample_rate, open_backend
+from edgeasr.model_ref import check_model_exists, exported_mode_error, is_onnx, open_backend
 from edgeasr.runtimes.errors import UserError
 
 BACKENDS = ["ort", "openvino", "tensorrt", "torch", "ort-cuda"]
@@ -119,7 +119,7 @@ def transcribe(model, audio, backend, stream, chunk_ms, threads, precision, expl
     if rate is not None and not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
         raise UserError(f"--rate {rate} Hz is outside {MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz")
     stream = stream or use_stdin
-    model_sample_rate(model)  # a missing ONNX file or checkpoint fails here, in one line, before any load
+    check_model_exists(model)  # in one line, before any audio is read or model loaded
     if direction and is_onnx(model):
         from edgeasr.runtimes.metadata import read_metadata
 
