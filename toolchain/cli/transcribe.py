@@ -30,17 +30,12 @@ def _percentiles(xs: list[float]) -> dict:
 
 
 def _open(model, backend, stream, threads, precision, explicit_state, direction, lm_dir, chunk_ms):
+    """A Recognizer over MODEL: an ONNX file on its backend, or a checkpoint on the torch reference (streaming
+    ``default`` runs its chunk-bi sibling)."""
+    from edgeasr.models.dirdrop import parse_mode
     from edgeasr.runtimes.recognizer import Recognizer
 
-    if is_onnx(model) and (backend or "ort") != "torch":
-        opts = {"stateful": not explicit_state} if backend == "openvino" else {}
-        if precision and precision != "fp32":
-            supported = {"openvino": ("bf16", "fp16"), "tensorrt": ("fp16",)}
-            if precision not in supported.get(backend or "ort", ()):
-                raise UserError(f"--precision {precision} is not offered by the {backend or 'ort'} backend")
-        return Recognizer(model, backend or "ort", threads, lm=lm_dir, chunk_ms=chunk_ms,
-                          precision=None if precision == "fp32" else precision, **opts)
-    if stream and direction is None:
+    if stream and direction is None and not is_onnx(model):
         from edgeasr import pretrained
 
         chosen, mode = pretrained.streaming_choice(model)
@@ -48,16 +43,10 @@ def _open(model, backend, stream, threads, precision, explicit_state, direction,
             _notice(f"streaming {model} as {chosen} in {mode} mode" if chosen != model else
                     f"streaming {model} in {mode} mode (trained for it)")
             model, direction = chosen, mode
+    chunk_frames = parse_mode(direction)[1] if direction else None
     b = open_backend(model, backend, stream, threads, precision, stateful=not explicit_state, direction=direction,
-                     chunk_frames=_mode_chunk(direction))
+                     chunk_frames=chunk_frames)
     return Recognizer.from_backend(b, lm=lm_dir, chunk_ms=chunk_ms)
-
-
-def _mode_chunk(direction: str | None) -> int | None:
-    """fbank frames of a chunk-bi:<ms>ms mode (10 ms frames), else None."""
-    if direction and direction.startswith("chunk-bi:"):
-        return int(float(direction.split(":")[1].removesuffix("ms")) // 10)
-    return None
 
 
 class _LivePartial:
