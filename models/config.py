@@ -31,6 +31,9 @@ class EncoderConfig:
     # (models.dirdrop.draw_chunk_bi); DirDrop still applies within such a step (models.dirdrop.chunked)
     chunk_bi_p: float = 0.0
     chunk_bi_ms: list = field(default_factory=lambda: [160, 320, 640, 1280])
+    # strict-chunk training (seed 001): every training pass cuts the fbank into chunks of a size drawn from this
+    # list (ms) and runs the encoder on each chunk alone, no state or context across chunks; empty: off
+    strict_chunk_ms: list = field(default_factory=list)
     # a noise floor under the fbank, as if white noise at this level (dB re full scale) were in the audio: digital
     # silence (log of the fbank's energy floor, -23) is far outside speech with noise; None: no floor (old models)
     input_floor_dbfs: float | None = None
@@ -47,6 +50,8 @@ class EncoderConfig:
         if self.chunk_bi_p > 0 and (not self.chunk_bi_ms or any(
                 isinstance(m, bool) or not isinstance(m, (int, float)) or m <= 0 for m in self.chunk_bi_ms)):
             raise ValueError(f"chunk_bi_ms must be a non-empty list of positive milliseconds, got {self.chunk_bi_ms}")
+        if any(isinstance(m, bool) or not isinstance(m, (int, float)) or m <= 0 for m in self.strict_chunk_ms):
+            raise ValueError(f"strict_chunk_ms must be positive milliseconds, got {self.strict_chunk_ms}")
         if self.subsampling != SUBSAMPLING:
             raise ValueError("only subsampling=4 is supported")
 

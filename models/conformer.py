@@ -9,6 +9,11 @@ In ``chunk-bi`` mode (bidirectional mixers) ``step`` also runs each layer's R2L 
 from its initial state, so it equals ``forward`` in ``chunk-bi`` when fed exactly ``chunk_frames`` fbank frames per
 call, the last chunk of an utterance zero-padded only up to a multiple of 4 (encoder frame k reads fbank frames
 <= 4k, so that padding adds no encoder frame).
+
+Strict chunks (seed 001): with ``strict_chunk_frames`` set (or, in training, drawn from ``cfg.strict_chunk_ms``)
+``forward`` runs every chunk of that many fbank frames alone, as a batch of short utterances, and joins their
+outputs: no state and no context crosses a chunk boundary. This is the torch form of running the full ONNX graph
+on each chunk (``edgeasr bench --test``'s ``chunk`` mode).
 """
 from __future__ import annotations
 
@@ -18,11 +23,27 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgeasr.models.config import CHUNK_BI, EncoderConfig
+from edgeasr.models.config import CHUNK_BI, SUBSAMPLING, EncoderConfig
 from edgeasr.models.dirdrop import (DEFAULT_FRAME_SHIFT_MS, check_chunk_frames, chunked, draw_chunk_bi,
                                     inference_directions, parse_mode, training_directions)
 from edgeasr.models.mixers import build_mixer
 from edgeasr.models.state import State, StateSpec, initial_state
+
+
+def strict_chunk_frames(ms: float, frame_shift_ms: float = DEFAULT_FRAME_SHIFT_MS) -> int:
+    """A strict chunk of ``ms`` in fbank frames: whole encoder frames (a multiple of 4), at least one."""
+    return max(1, round(ms / (frame_shift_ms * SUBSAMPLING))) * SUBSAMPLING
+
+
+def split_chunks(x: torch.Tensor, x_lens: torch.Tensor, c: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """[B, T, F] -> [B * n, c, F] chunks of ``c`` frames (zero-padded to n * c) and each chunk's valid length.
+    A chunk past an utterance's end gets length ``c``: its outputs lie beyond the utterance's output length and
+    are dropped, and a zero length would only make masks empty."""
+    B, T, Fd = x.shape
+    n = max(1, -(-T // c))
+    x = F.pad(x, (0, 0, 0, n * c - T)).reshape(B * n, c, Fd)
+    lens = (x_lens[:, None] - torch.arange(n, device=x.device)[None, :] * c).clamp(0, c)
+    return x, torch.where(lens > 0, lens, torch.full_like(lens, c)).reshape(B * n)
 
 
 def time_mask(lengths: torch.Tensor, T: int) -> torch.Tensor:
@@ -187,6 +208,7 @@ class Encoder(nn.Module):
         self.direction = cfg.direction
         self.chunk_frames: int | None = None  # fbank frames per chunk in chunk-bi mode
         self.frame_shift_ms = DEFAULT_FRAME_SHIFT_MS  # of the training features; load_checkpoint sets it
+        self.strict_chunk_frames: int | None = None  # inference in strict chunks of this many fbank frames
         self._rng = random.Random(0)
 
     def set_direction(self, mode: str, chunk_frames: int | None = None) -> None:
@@ -224,8 +246,22 @@ class Encoder(nn.Module):
             x = torch.maximum(x, self.feat_floor) + F.softplus(-(x - self.feat_floor).abs())
         return (x - self.feat_mean) / self.feat_std
 
+    def _strict_chunk(self) -> int | None:
+        if self.training and self.cfg.strict_chunk_ms:
+            return strict_chunk_frames(self._rng.choice(list(self.cfg.strict_chunk_ms)), self.frame_shift_ms)
+        return self.strict_chunk_frames
+
     def forward(self, x: torch.Tensor, x_lens: torch.Tensor):
         """Returns (logprobs [B,T',V], out_lens [B], encoder_out [B,T',D])."""
+        c = self._strict_chunk()
+        if c is None:
+            return self._forward(x, x_lens)
+        B = x.shape[0]
+        logprobs, _, h = self._forward(*split_chunks(x, x_lens, c))
+        join = lambda t: t.reshape(B, -1, t.shape[-1])  # noqa: E731  chunk outputs back to back per utterance
+        return join(logprobs), Subsampling.out_lengths(x_lens), join(h)
+
+    def _forward(self, x: torch.Tensor, x_lens: torch.Tensor):
         h = self.subsampling(self.normalize(x), x_lens)
         lens = Subsampling.out_lengths(x_lens)
         mask = time_mask(lens, h.shape[1])

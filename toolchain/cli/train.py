@@ -64,6 +64,10 @@ def _ms_list(value: str | None):
 @click.option("--chunk-bi-p", type=float, help="Share of training steps run in chunk-bi (bidirectional mixers, bi).")
 @click.option("--chunk-bi-ms", callback=lambda c, p, v: _ms_list(v), metavar="MS,MS,...",
               help="Chunk sizes a chunk-bi training step draws from (default 160,320,640,1280).")
+@click.option("--strict-chunk-ms", callback=lambda c, p, v: _ms_list(v), metavar="MS,MS,...",
+              help="Train for strict-chunk streaming: each step cuts the audio into chunks of a size drawn from "
+                   "this list and encodes every chunk alone (no context across chunks). Defaults the model to "
+                   "--direction bi --no-causal: inside a chunk everything is visible.")
 @click.option("--causal/--no-causal", default=None, help="Stream-capable subsampling and conv module.")
 @click.option("--seed", type=int, help="Random seed (weights, batches, augmentation).")
 @click.option("--threads", type=int, help="torch threads (default: every core).")
@@ -83,7 +87,8 @@ def _ms_list(value: str | None):
               help="Minutes for this invocation: stop early with a resumable checkpoint (LR schedule unchanged).")
 @click.option("--skip-bad-rows", is_flag=True, help="Skip (and list) bad manifest rows instead of failing.")
 def train(mixer, config_file, train_manifests, dev_manifest, run_dir, epochs, max_minutes, max_steps, batch_frames,
-          lr, d_model, layers, dirdrop, dirdrop_p, direction, dev_direction, chunk_bi_p, chunk_bi_ms, causal, seed, threads, resume,
+          lr, d_model, layers, dirdrop, dirdrop_p, direction, dev_direction, chunk_bi_p, chunk_bi_ms, strict_chunk_ms,
+          causal, seed, threads, resume,
           init, vtlp, noise_snr, input_floor, ema_decay, time_limit, skip_bad_rows):
     """Train a CTC encoder; checkpoints (safetensors + config.json) land in RUN_DIR."""
     from edgeasr.extras import require
@@ -99,7 +104,7 @@ def train(mixer, config_file, train_manifests, dev_manifest, run_dir, epochs, ma
     overrides = {
         "model.mixer": mixer, "model.d_model": d_model, "model.n_layers": layers, "model.dirdrop": dirdrop,
         "model.dirdrop_p": dirdrop_p, "model.direction": direction, "model.causal": causal,
-        "model.chunk_bi_p": chunk_bi_p, "model.chunk_bi_ms": chunk_bi_ms, "train.dev_direction": dev_direction,
+        "model.chunk_bi_p": chunk_bi_p, "model.chunk_bi_ms": chunk_bi_ms, "model.strict_chunk_ms": strict_chunk_ms, "train.dev_direction": dev_direction,
         "model.input_floor_dbfs": input_floor,
         "train.epochs": epochs, "train.max_minutes": max_minutes, "train.max_steps": max_steps,
         "train.batch_frames": batch_frames,
@@ -119,7 +124,10 @@ def train(mixer, config_file, train_manifests, dev_manifest, run_dir, epochs, ma
         base_model = pretrained.load_model(init)[1]["model"] if init else {}
         if mixer is None and config_file is None and not init:
             raise UserError("--mixer or --config (or --init) is required")
-        if direction is None and not init and mixer in ("mha", "none", "deformable"):
+        if strict_chunk_ms:  # a strict chunk is the model's whole context: bidirectional within it
+            overrides["model.direction"] = direction or "bi"
+            overrides["model.causal"] = False if causal is None else causal
+        elif direction is None and not init and mixer in ("mha", "none", "deformable"):
             overrides["model.direction"] = "l2r"  # streaming baselines (seed 001) train causally
         model_cfg, tc = resolve_config(config_file, base_model=base_model, overrides=overrides)
     command = "edgeasr " + " ".join(shlex.quote(a) for a in sys.argv[1:])

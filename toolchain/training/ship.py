@@ -13,6 +13,7 @@ import click
 import torch
 
 from edgeasr.models.checkpoint import WEIGHTS, load_checkpoint, save_checkpoint
+from edgeasr.models.conformer import strict_chunk_frames
 from edgeasr.runtimes.features import FbankOptions
 from edgeasr.training.dataset import load_utterances
 from edgeasr.data.manifest import read_manifest
@@ -32,14 +33,20 @@ def wer_table(model, config: dict, manifests: dict[str, Path]) -> dict:
     modes = ("l2r", "alt", "bi") if model.bidirectional else (config["model"]["direction"],)
     if model.bidirectional and config["model"].get("chunk_bi_p"):  # trained to stream chunk-bi: its chunk sizes too
         modes = ("l2r", *(f"chunk-bi:{c}ms" for c in STREAMING_CHUNKS_MS), "alt", "bi")
+    strict = sorted(config["model"].get("strict_chunk_ms") or [])  # trained for strict chunks: those sizes
     table = {}
     for name, path in manifests.items():
         utts = load_utterances(read_manifest(path), opts)
         table[name] = {}
         for mode in modes:
             model.set_direction(mode)
-            table[name][mode] = round(evaluate(model, utts, "cpu")[0] * 100, 2)
+            if not strict:
+                table[name][mode] = round(evaluate(model, utts, "cpu")[0] * 100, 2)
+            for ms in strict:
+                model.strict_chunk_frames = strict_chunk_frames(ms, opts.frame_shift_ms)
+                table[name][f"strict:{ms:g}ms"] = round(evaluate(model, utts, "cpu")[0] * 100, 2)
     model.set_direction(config["model"]["direction"])
+    model.strict_chunk_frames = None
     return table
 
 

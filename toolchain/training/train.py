@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 
 from edgeasr.models.checkpoint import atomic_save_tensors, atomic_write_json, load_checkpoint, read_config, save_checkpoint
 from edgeasr.models.config import EncoderConfig
-from edgeasr.models.conformer import Encoder, count_parameters
+from edgeasr.models.conformer import Encoder, count_parameters, strict_chunk_frames
 from edgeasr.models.specaugment import freq_warp, spec_augment
 from edgeasr.runtimes.errors import UserError
 from edgeasr.runtimes.features import FbankOptions
@@ -75,6 +75,13 @@ class TrainConfig:
         if unknown:
             raise UserError(f"unknown train config keys: {', '.join(sorted(unknown))}")
         return cls(**d)
+
+
+def dev_strict_chunk_frames(cfg: EncoderConfig, frame_shift_ms: float) -> int | None:
+    """Dev WER of a strict-chunk model is measured at the middle of its sorted training sizes (640 ms of
+    160-1280): one number to pick the best checkpoint by; ship's card has every size."""
+    sizes = sorted(cfg.strict_chunk_ms)
+    return strict_chunk_frames(sizes[len(sizes) // 2], frame_shift_ms) if sizes else None
 
 
 def lr_at(step: int, progress: float, tc: TrainConfig) -> float:
@@ -289,8 +296,11 @@ def train(run_dir: Path, model_cfg: EncoderConfig, tc: TrainConfig, train_manife
         before = scored.direction
         if tc.dev_direction:  # e.g. a streaming fine-tune keeps the checkpoint that streams best
             scored.set_direction(tc.dev_direction)
+        # a strict-chunk model is scored as it will run: in strict chunks of its middle training size
+        scored.strict_chunk_frames = dev_strict_chunk_frames(model_cfg, feature_opts.frame_shift_ms)
         dev_wer, _ = evaluate(scored, dev_utts, device) if dev_utts else (float("nan"), [])
         scored.set_direction(before)
+        scored.strict_chunk_frames = None
         history.append({"step": step, "epoch": epoch, "dev_wer": dev_wer,
                         "elapsed_s": round(elapsed_before + time.time() - start, 1)})
         say(f"step {step} epoch {epoch}: dev WER {dev_wer * 100:.2f}%")
