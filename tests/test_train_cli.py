@@ -229,11 +229,11 @@ def test_weight_average_follows_the_ramped_decay():
         WeightAverage(net, decay=1.0)
 
 
-def test_time_limit_stops_early_and_resume_finishes_the_schedule(corpus, tmp_path):
+def test_stop_after_minutes_stops_early_and_resume_finishes_the_schedule(corpus, tmp_path):
     run_dir = tmp_path / "run"
     common = ["--train", str(corpus / "train.jsonl"), "--dev", str(corpus / "dev.jsonl"), "--out", str(run_dir)]
     p = run(EDGEASR + ["train", "--mixer", "none", *common, "--epochs", "50", "--max-steps", "6",
-                       "--time-limit", "0.0001", *TINY])
+                       "--stop-after-minutes", "0.0001", *TINY])
     first = json.loads(p.stdout.strip().splitlines()[-1])
     assert first["stopped"] == "time-limit" and 1 <= first["steps"] < 6
     p = run(EDGEASR + ["train", *common, "--resume"])
@@ -244,10 +244,11 @@ def test_time_limit_stops_early_and_resume_finishes_the_schedule(corpus, tmp_pat
     assert json.loads((run_dir / "last.json").read_text())["hardware"]
 
 
-def test_time_limit_must_not_be_negative(corpus, tmp_path):
+def test_stop_after_minutes_must_not_be_negative_and_its_old_spelling_still_works(corpus, tmp_path):
     p = run(EDGEASR + ["train", "--mixer", "none", "--train", str(corpus / "train.jsonl"), "--dev",
                        str(corpus / "dev.jsonl"), "--out", str(tmp_path / "r"), "--time-limit", "-1"], check=False)
-    assert p.returncode == 2 and "--time-limit must be >= 0" in p.stderr and "Traceback" not in p.stderr
+    assert p.returncode == 2 and "--stop-after-minutes must be >= 0" in p.stderr and "Traceback" not in p.stderr
+    assert "notice: --time-limit is deprecated; use --stop-after-minutes" in p.stderr
 
 
 @pytest.mark.parametrize("sig", ["SIGKILL", "SIGINT"])

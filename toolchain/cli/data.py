@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from edgeasr.cli import options
 from edgeasr.runtimes.errors import UserError
 from edgeasr.runtimes.vocab import normalize_text
 
@@ -30,7 +31,7 @@ def data():
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Output folder (manifests, wavs/, corpus.json).")
 @click.option("--hours", default=6.0, show_default=True, type=float,
-              help="Hours of training audio; dev/test scale with it (5%%), capped at 0.3 h each.")
+              help="Hours of training audio; dev/test scale with it (5 %), capped at 0.3 h each.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Same seed, same corpus (byte for byte).")
 @click.option("--jobs", default=2, show_default=True, type=int, help="Synthesis worker processes.")
 @click.option("--recipe", default=2, show_default=True, type=click.IntRange(1, 6),
@@ -43,7 +44,7 @@ def data():
 @click.option("--splits", default="train,dev,test", show_default=True,
               help="Comma-separated splits to synthesise; e.g. 'test' for a held-out evaluation set alone (the same "
                    "utterances as the full corpus's test split).")
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@options.no_progress()
 def synth(out: Path, hours: float, seed: int, jobs: int, recipe: int, splits: str, no_progress: bool):
     """Synthesise the default corpus with espeak-ng, flite, festival (Piper from recipe 3, Kokoro from 5); whole voices are held
     out for dev/test."""
@@ -91,15 +92,13 @@ def _print_synth_summary(out: Path, stats: dict) -> None:
 @click.option("--jobs", default=2, show_default=True, type=int, help="Encoder worker processes.")
 def transcode(manifest: Path, out: Path, codec: str, kbps: float, jobs: int):
     """Copy a manifest with its audio re-encoded compactly, to move a corpus to a remote (GPU) trainer."""
-    from rich.console import Console
-    from rich.progress import Progress
-
     from edgeasr.data.transcode import transcode_manifest
+    from edgeasr.progress import progress_bar
 
     if not manifest.is_file():
         raise UserError(f"manifest not found: {manifest}")
-    with Progress(console=Console(stderr=True), transient=True) as prog:
-        task = prog.add_task("transcode", total=sum(1 for line in manifest.open() if line.strip()))
+    with progress_bar() as prog:
+        task = prog.add_task("transcoding", total=sum(1 for line in manifest.open() if line.strip()), unit="files")
         stats = transcode_manifest(manifest, out, codec=codec, kbps=kbps, jobs=jobs,
                                    progress=lambda n: prog.advance(task, n))
     click.echo(f"{stats['manifest']}: {stats['utterances']} utterances, {stats['hours']:.2f} h, {codec} "

@@ -11,6 +11,7 @@ import click
 from rich.console import Console
 
 from edgeasr import pretrained
+from edgeasr.cli.options import renamed
 from edgeasr.models.config import MIXERS
 from edgeasr.runtimes.errors import UserError
 
@@ -48,17 +49,22 @@ def _ms_list(value: str | None):
 @click.option("--train", "train_manifests", required=True, multiple=True, type=click.Path(path_type=Path),
               help="Train manifest; repeat it to pool several corpora (e.g. two synth seeds, or synth + your own).")
 @click.option("--dev", "dev_manifest", required=True, type=click.Path(path_type=Path), help="Dev manifest.")
-@click.option("--out", "run_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run dir.")
+@click.option("--out", "run_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Output directory of the run: the best checkpoint (model.safetensors, config.json), the last one "
+                   "for --resume, summary.json.")
 @click.option("--epochs", type=int, help="Passes over the training data (the first budget to end stops training).")
-@click.option("--max-minutes", type=float, help="Wall-clock budget; the LR schedule ends with it.")
+@click.option("--max-minutes", type=float,
+              help="Training budget in minutes, summed over --resume runs; the learning-rate schedule is planned to "
+                   "end with it.")
 @click.option("--max-steps", type=int, help="Step budget; the LR schedule ends with it (equal-step comparisons).")
-@click.option("--batch-frames", type=int, help="Padded fbank frames per batch.")
+@click.option("--batch-frames", type=int, help="Batch size in feature frames (10 ms each), padding included.")
 @click.option("--lr", type=float, help="Peak learning rate of the warmup + cosine schedule.")
 @click.option("--d-model", type=int, help="Model width (144 in the shipped models).")
 @click.option("--layers", type=int, help="Conformer blocks (6 in the shipped models).")
 @click.option("--dirdrop", type=click.Choice(["none", "r2l", "both"]), help="Direction Dropout of a bidirectional mixer: drop R2L only, either direction, or none.")
 @click.option("--dirdrop-p", type=float, help="Probability that a layer drops a direction in a training step.")
-@click.option("--direction", type=click.Choice(["l2r", "bi"]), help="Training/inference mode (bi for RA mixers).")
+@click.option("--direction", type=click.Choice(["l2r", "bi"]),
+              help="What the model sees: l2r (the past only, so it streams) or bi (past and future).")
 @click.option("--dev-direction", help="Score dev WER (and keep the best checkpoint) in this mode, e.g. "
                                       "chunk-bi:640ms for a streaming fine-tune (default: the model's own mode).")
 @click.option("--chunk-bi-p", type=float, help="Share of training steps run in chunk-bi (bidirectional mixers, bi).")
@@ -70,7 +76,7 @@ def _ms_list(value: str | None):
                    "--direction bi --no-causal: inside a chunk everything is visible.")
 @click.option("--causal/--no-causal", default=None, help="Stream-capable subsampling and conv module.")
 @click.option("--seed", type=int, help="Random seed (weights, batches, augmentation).")
-@click.option("--threads", type=int, help="torch threads (default: every core).")
+@click.option("--threads", type=click.IntRange(min=1), help="CPU threads torch may use (default: every core).")
 @click.option("--resume", is_flag=True, help="Continue from RUN_DIR's last checkpoint.")
 @click.option("--init", "init", help="Fine-tune: start from this RUN_DIR or shipped name (its model config too).")
 @click.option("--vtlp", type=float, help="Frequency-warp augmentation: max relative warp per utterance (e.g. 0.15).")
@@ -83,21 +89,25 @@ def _ms_list(value: str | None):
 @click.option("--ema", "ema_decay", type=float, metavar="DECAY",
               help="Keep an exponential moving average of the weights (e.g. 0.995): dev WER scores it and "
                    "model.safetensors holds it; last.safetensors keeps the raw weights.")
-@click.option("--time-limit", type=float, default=0.0,
-              help="Minutes for this invocation: stop early with a resumable checkpoint (LR schedule unchanged).")
+@click.option("--stop-after-minutes", type=float, default=0.0, show_default=True,
+              help="Stop this invocation after this many minutes with a checkpoint --resume continues from; unlike "
+                   "--max-minutes the learning-rate schedule is not shortened (0: no stop).")
+@renamed("--time-limit", "--stop-after-minutes", "old_time_limit", type=float)
 @click.option("--skip-bad-rows", is_flag=True, help="Skip (and list) bad manifest rows instead of failing.")
 def train(mixer, config_file, train_manifests, dev_manifest, run_dir, epochs, max_minutes, max_steps, batch_frames,
           lr, d_model, layers, dirdrop, dirdrop_p, direction, dev_direction, chunk_bi_p, chunk_bi_ms, strict_chunk_ms,
           causal, seed, threads, resume,
-          init, vtlp, noise_snr, input_floor, ema_decay, time_limit, skip_bad_rows):
+          init, vtlp, noise_snr, input_floor, ema_decay, stop_after_minutes, old_time_limit,
+          skip_bad_rows):
     """Train a CTC encoder; checkpoints (safetensors + config.json) land in RUN_DIR."""
     from edgeasr.extras import require
 
     require("torch", "safetensors")
     from edgeasr.training.train import resolve_config, resume_config, train as run_training
 
-    if time_limit < 0:
-        raise UserError(f"--time-limit must be >= 0 minutes, got {time_limit:g}")
+    stop_after = stop_after_minutes if old_time_limit is None else old_time_limit
+    if stop_after < 0:
+        raise UserError(f"--stop-after-minutes must be >= 0, got {stop_after:g}")
     for m in (*train_manifests, dev_manifest):
         if not m.is_file():
             raise UserError(f"{m}: manifest not found")
@@ -133,7 +143,7 @@ def train(mixer, config_file, train_manifests, dev_manifest, run_dir, epochs, ma
     command = "edgeasr " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     summary = run_training(run_dir, model_cfg, tc, list(train_manifests), dev_manifest, resume=resume,
                            console=console, command=command, on_bad_row="skip" if skip_bad_rows else "fail",
-                           time_limit_s=time_limit * 60)
+                           time_limit_s=stop_after * 60)
     click.echo(json.dumps({k: v for k, v in summary.items() if k != "history"}))
 
 

@@ -120,6 +120,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from edgeasr.progress import progress_bar
 from edgeasr.runtimes.audio import write_wav
 from edgeasr.runtimes.errors import UserError
 
@@ -636,22 +637,20 @@ def synthesize_corpus(out_dir, hours: float = DEFAULT_TRAIN_HOURS, seed: int = 0
     chunks = _chunks(plan)
     results: dict[str, tuple[float | None, str | None]] = {}
     t_synth = time.perf_counter()
-    with _progress(progress) as bar:
-        task = bar.add_task("synthesising", total=len(plan)) if bar else None
+    with progress_bar(quiet=not progress, transient=False) as bar:
+        task = bar.add_task("synthesising", total=len(plan), unit="utts")
         if jobs == 1:
             for c in chunks:
                 for uid, dur, why in _work(c, str(out)):
                     results[uid] = (dur, why)
-                if bar:
-                    bar.advance(task, len(c))
+                bar.advance(task, len(c))
         else:
             with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as ex:
                 futs = {ex.submit(_work, c, str(out)): len(c) for c in chunks}
                 for f in as_completed(futs):
                     for uid, dur, why in f.result():
                         results[uid] = (dur, why)
-                    if bar:
-                        bar.advance(task, futs[f])
+                    bar.advance(task, futs[f])
     synth_s = time.perf_counter() - t_synth
     shutil.rmtree(out / ".tmp", ignore_errors=True)
 
@@ -698,26 +697,6 @@ def _atomic_json(path: Path, obj) -> None:
         json.dump(obj, f, indent=2, sort_keys=True)
         f.write("\n")
     os.replace(tmp, path)
-
-
-class _NoBar:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *a):
-        return False
-
-
-def _progress(enabled: bool):
-    if not enabled:
-        return _NoBar()
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
-        TimeRemainingColumn
-
-    from rich.console import Console
-
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True))
 
 
 __all__ = ["synthesize_corpus", "plan_corpus", "split_voices", "all_voices", "sentence_pool_of", "Utt"]

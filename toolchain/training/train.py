@@ -15,13 +15,13 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from safetensors.torch import load_file
 
 from edgeasr.models.checkpoint import atomic_save_tensors, atomic_write_json, load_checkpoint, read_config, save_checkpoint
 from edgeasr.models.config import EncoderConfig
 from edgeasr.models.conformer import Encoder, count_parameters, strict_chunk_frames
 from edgeasr.models.specaugment import freq_warp, spec_augment
+from edgeasr.progress import progress_bar
 from edgeasr.runtimes.errors import UserError
 from edgeasr.runtimes.features import FbankOptions
 from edgeasr.runtimes.vocab import BLANK_ID, VOCAB, ctc_greedy
@@ -190,8 +190,8 @@ def train(run_dir: Path, model_cfg: EncoderConfig, tc: TrainConfig, train_manife
         train_sets.append({"manifest": str(m), "utterances": len(rows),
                            "hours": round(sum(r.duration for r in rows) / 3600, 3)})
     dev_entries = read_manifest(dev_manifest, on_error=on_bad_row, validate_audio=True)[: tc.dev_limit]
-    with _progress(console, env.main) as prog:
-        task = prog.add_task("features", total=len(train_entries) + len(dev_entries))
+    with progress_bar(quiet=not env.main, console=console, transient=False) as prog:
+        task = prog.add_task("features", total=len(train_entries) + len(dev_entries), unit="utts")
         adv = lambda n: prog.advance(task, n)  # noqa: E731
         jobs = max(1, (os.cpu_count() or 1) // env.world)
         train_utts = load_utterances(train_entries, feature_opts, jobs=jobs, progress=adv)
@@ -275,6 +275,16 @@ def train(run_dir: Path, model_cfg: EncoderConfig, tc: TrainConfig, train_manife
     def progress_frac() -> float:
         return max(step / total_steps, (elapsed_before + time.time() - start) / budget_s)
 
+    def seconds_left() -> float:
+        """Time to whichever ends first: the step budget at this invocation's pace, the minute budget, or
+        --stop-after-minutes (the bar's own estimate knows only steps)."""
+        ran = time.time() - start
+        left = [(total_steps - step) * ran / max(1, step - start_step),
+                budget_s - (elapsed_before + ran)]
+        if time_limit_s > 0:
+            left.append(time_limit_s - ran)
+        return max(0.0, min(left))
+
     def checkpoint(dev_wer: float):
         nonlocal best
         if not env.main:
@@ -310,8 +320,8 @@ def train(run_dir: Path, model_cfg: EncoderConfig, tc: TrainConfig, train_manife
     done = progress_frac() >= 1.0
     start_step = step
     stopped = None  # "time-limit" when this invocation ended early (resume to continue)
-    with _progress(console, env.main) as prog:
-        task = prog.add_task("train", total=total_steps, completed=step)
+    with progress_bar(quiet=not env.main, console=console, transient=False) as prog:
+        task = prog.add_task("train", total=total_steps, completed=step, unit="steps")
         while not done and epoch < tc.epochs:
             rng = random.Random(tc.seed * 1000 + epoch)
             batches = make_batches(train_utts, tc.batch_frames, rng)
@@ -341,7 +351,8 @@ def train(run_dir: Path, model_cfg: EncoderConfig, tc: TrainConfig, train_manife
                         ema.update(model)
                 step += 1
                 epoch_pos = bi + 1
-                prog.update(task, completed=step, description=f"train loss {loss.item():.3f}")
+                prog.update(task, completed=step, description=f"train loss {loss.item():.3f}",
+                            seconds_left=seconds_left())
                 if step % 50 == 0 and not console.is_terminal:  # logs and pipes get a line, not a bar
                     say(f"step {step}: loss {loss.item():.3f}, lr {optimizer.param_groups[0]['lr']:.2e}, "
                         f"{(time.time() - start) / max(1, step - start_step):.2f} s/step")
@@ -396,11 +407,6 @@ def describe_hardware(device: torch.device, world: int, threads: int) -> str:
         from edgeasr.machine import cpu_name
         what = f"{cpu_name()}, CPU, {threads or torch.get_num_threads()} torch thread(s)"
     return f"{world} x {what}" if world > 1 else what
-
-
-def _progress(console: Console, enabled: bool) -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=console, disable=not enabled, transient=False)
 
 
 def resolve_config(config_file: Path | None, overrides: dict, base_model: dict | None = None
