@@ -33,6 +33,7 @@ def evaluate(model, manifests, directions, by, skip_bad_rows, lm_dir, backend, t
     int8, on an ONNX backend (its own direction mode)."""
     from edgeasr.evaluation.evaluate import evaluate_model
     from edgeasr.models.dirdrop import parse_mode
+    from edgeasr.progress import progress_bar
 
     modes = [d.strip() for d in (directions or "").split(",") if d.strip()]
     if directions is not None and not modes:
@@ -42,7 +43,9 @@ def evaluate(model, manifests, directions, by, skip_bad_rows, lm_dir, backend, t
             parse_mode(d)
         except ValueError as e:
             raise UserError(f"--direction: {e}") from None
-    rows = evaluate_model(model, list(manifests), modes or None, by, lm_dir, backend, threads, skip_bad_rows)
+    with progress_bar(quiet=as_json) as bar:
+        rows = evaluate_model(model, list(manifests), modes or None, by, lm_dir, backend, threads, skip_bad_rows,
+                              bar=bar)
     word_lm = lm_dir is not None
     if as_json:
         click.echo(json.dumps(rows, indent=2))

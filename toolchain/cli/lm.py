@@ -80,18 +80,23 @@ def tune(lm_dir: Path, model: str, dev_manifest: Path, direction: str | None, ba
     from edgeasr.data.manifest import read_manifest
     from edgeasr.evaluation.metrics import wer
     from edgeasr.evaluation.model_logprobs import ModelLogprobs
+    from edgeasr.progress import progress_bar
 
     read_lm_info(lm_dir)  # a wrong directory fails before the model runs
-    with ModelLogprobs(model, backend, threads, direction) as source:
-        entries = read_manifest(dev_manifest, on_error="skip" if skip_bad_rows else "fail")
-        utts = source.utterances(entries)
-        logprobs, mode = source.logprobs(utts), source.default_mode
-        vocab, blank_id = source.vocab, source.blank_id
-    refs = [u.text for u in utts]
-    greedy = 100 * wer(refs, [ctc_greedy(lp, blank_id, vocab) for lp in logprobs])
-    with click.progressbar(length=len(TUNE_LM_WEIGHTS) * len(TUNE_WORD_SCORES), label="grid",
-                           file=click.get_text_stream("stderr")) as bar:
-        best, table = tune_weights(lm_dir, logprobs, refs, vocab, blank_id, progress=lambda: bar.update(1))
+    with progress_bar(console=console) as bar:
+        task = bar.add_task("features", total=None, unit="utts")
+        with ModelLogprobs(model, backend, threads, direction) as source:
+            entries = read_manifest(dev_manifest, on_error="skip" if skip_bad_rows else "fail")
+            bar.update(task, total=len(entries))
+            utts = source.utterances(entries, progress=lambda n: bar.advance(task, n))
+            bar.reset(task, total=len(utts), description="log-probs")
+            logprobs, mode = source.logprobs(utts, progress=lambda n: bar.advance(task, n)), source.default_mode
+            vocab, blank_id = source.vocab, source.blank_id
+        refs = [u.text for u in utts]
+        greedy = 100 * wer(refs, [ctc_greedy(lp, blank_id, vocab) for lp in logprobs])
+        grid = len(TUNE_LM_WEIGHTS) * len(TUNE_WORD_SCORES)  # each point decodes every utterance with the LM
+        bar.reset(task, total=grid * len(utts), description=f"LM weight grid ({grid} settings)")
+        best, table = tune_weights(lm_dir, logprobs, refs, vocab, blank_id, progress=lambda: bar.advance(task))
     save_weights(lm_dir, best, f"{dev_manifest} ({model}, {mode})", greedy)
     t = Table("lm_weight", "word_score", "WER %")
     for r in table:

@@ -22,14 +22,17 @@ def group_key(row: dict, by: str) -> str | None:
 
 def evaluate_model(model: str, manifests: list[Path], modes: list[str] | None = None, by: str | None = None,
                    lm_dir: Path | None = None, backend: str | None = None, threads: int = 1,
-                   skip_bad_rows: bool = False) -> list[dict]:
+                   skip_bad_rows: bool = False, bar=None) -> list[dict]:
     """One row per manifest x mode [x group] [x decoder]: ``{manifest, direction, [group], [decoder], wer, cer,
-    utterances, ci95}`` (percentages; ``ci95``: the WER's 95 % bootstrap interval over utterances). ``modes`` None: every mode of a checkpoint, the exported one of an ONNX file."""
+    utterances, ci95}`` (percentages; ``ci95``: the WER's 95 % bootstrap interval over utterances). ``modes`` None:
+    every mode of a checkpoint, the exported one of an ONNX file. ``bar``: an ``edgeasr.progress`` bar, advanced
+    per utterance of each stage (features, log-probs per mode, LM decoding)."""
     from edgeasr.data.manifest import read_manifest
     from edgeasr.evaluation.bootstrap import summary, word_errors
     from edgeasr.evaluation.metrics import cer
     from edgeasr.evaluation.model_logprobs import ModelLogprobs
     from edgeasr.model_ref import exported_mode_error
+    from edgeasr.progress import progress_bar
     from edgeasr.runtimes.vocab import ctc_greedy
 
     if lm_dir:
@@ -38,6 +41,12 @@ def evaluate_model(model: str, manifests: list[Path], modes: list[str] | None = 
         read_lm_info(lm_dir)  # a bad LM directory fails before the model loads or any audio is read
     modes = list(modes or [])
     rows = []
+    bar = bar or progress_bar(quiet=True)
+    task = bar.add_task(f"loading {model}", total=None, unit="utts")
+
+    def advance(n: int = 1) -> None:
+        bar.advance(task, n)
+
     with ModelLogprobs(model, backend, threads) as source:
         wrong = [d for d in modes if not source.supports(d)]
         if source.onnx and wrong:
@@ -54,7 +63,8 @@ def evaluate_model(model: str, manifests: list[Path], modes: list[str] | None = 
         for m in manifests:
             entries = read_manifest(m, on_error="skip" if skip_bad_rows else "fail")
             bad = [] if skip_bad_rows else None
-            utts = source.utterances(entries, bad)
+            bar.reset(task, total=len(entries), description=f"features {Path(m).name}")
+            utts = source.utterances(entries, bad, progress=advance)
             if bad:  # unreadable audio rows are skipped like malformed ones, and listed the same way
                 _list_skipped(m, bad)
                 skipped = {id(e) for e, _ in bad}
@@ -70,10 +80,15 @@ def evaluate_model(model: str, manifests: list[Path], modes: list[str] | None = 
                 for i, k in enumerate(keys):
                     groups.setdefault("(none)" if k is None else k, []).append(i)
             for d in modes:
-                logprobs = source.logprobs(utts, d)
+                bar.reset(task, total=len(utts), description=f"{d} {Path(m).name}")
+                logprobs = source.logprobs(utts, d, progress=advance)
                 decoded = {"greedy": [ctc_greedy(lp, source.blank_id, source.vocab) for lp in logprobs]}
                 if word_lm:
-                    decoded["lm"] = [word_lm.decode(lp) for lp in logprobs]
+                    bar.reset(task, total=len(utts), description=f"{d} LM beam search {Path(m).name}")
+                    decoded["lm"] = []
+                    for lp in logprobs:
+                        decoded["lm"].append(word_lm.decode(lp))
+                        advance()
                 for g, idx in sorted(groups.items(), key=lambda kv: (kv[0] != "all", kv[0])):
                     for dec, hyps in decoded.items():
                         refs, hs = [utts[i].text for i in idx], [hyps[i] for i in idx]

@@ -135,7 +135,8 @@ def _replace_dir(new: Path, out: Path) -> None:
 
 def tune_weights(lm_dir: Path, logprobs: list[np.ndarray], refs: list[str], vocab, blank_id: int,
                  lm_weights=TUNE_LM_WEIGHTS, word_scores=TUNE_WORD_SCORES, progress=None) -> tuple[dict, list[dict]]:
-    """Grid-search (lm_weight, word_score) for the lowest WER on ``logprobs``/``refs``. Returns (best, table)."""
+    """Grid-search (lm_weight, word_score) for the lowest WER on ``logprobs``/``refs``. Returns (best, table).
+    ``progress()`` is called per utterance decoded (grid points x utterances in all)."""
     from edgeasr.evaluation.metrics import wer
 
     if not logprobs:
@@ -145,10 +146,12 @@ def tune_weights(lm_dir: Path, logprobs: list[np.ndarray], refs: list[str], voca
     for a in lm_weights:
         for b in word_scores:
             base.weights = DecodeWeights(**{**base.weights.to_dict(), "lm_weight": a, "word_score": b})
-            hyps = [base.decode(lp) for lp in logprobs]
+            hyps = []
+            for lp in logprobs:
+                hyps.append(base.decode(lp))
+                if progress:
+                    progress()
             table.append({"lm_weight": a, "word_score": b, "wer": round(100 * wer(refs, hyps), 2)})
-            if progress:
-                progress()
     best = min(table, key=lambda r: (r["wer"], r["lm_weight"], abs(r["word_score"])))
     return best, table
 

@@ -71,15 +71,19 @@ class ModelLogprobs:
     def default_mode(self) -> str:
         return self.modes[0] if self.onnx else self.net.direction
 
-    def utterances(self, entries, bad: list | None = None) -> list:
+    def utterances(self, entries, bad: list | None = None, progress=None) -> list:
         """Features of manifest entries with this model's fbank options (``edgeasr.training.dataset.Utterance``);
-        ``bad``: collect unreadable rows there and leave them out (``load_utterances``)."""
+        ``bad``: collect unreadable rows there and leave them out (``load_utterances``); ``progress(n)`` as they
+        finish."""
         from edgeasr.training.dataset import load_utterances
 
-        return load_utterances(entries, self.fbank, bad=bad)
+        return load_utterances(entries, self.fbank, bad=bad, progress=progress)
 
-    def logprobs(self, utts, mode: str | None = None) -> list[np.ndarray]:
-        """``[T', V]`` log-probs per utterance, decoded in ``mode`` (default: the model's own)."""
+    def logprobs(self, utts, mode: str | None = None, progress=None) -> list[np.ndarray]:
+        """``[T', V]`` log-probs per utterance, decoded in ``mode`` (default: the model's own); ``progress(n)``
+        after each batch of n utterances."""
+        from edgeasr.training.dataset import make_batches
+
         mode = mode or self.default_mode
         if not self.supports(mode):
             raise UserError(f"{self.model}: cannot decode in {mode} mode (modes: {', '.join(self.modes)})")
@@ -87,13 +91,15 @@ class ModelLogprobs:
             from edgeasr.training.train import utterance_logprobs
 
             self.net.set_direction(mode)
-            return utterance_logprobs(self.net, utts, "cpu")
-        from edgeasr.training.dataset import make_batches
-
         out: list = [None] * len(utts)
         for idx in make_batches(utts, BATCH_FRAMES):  # similar lengths together: little padding
-            for i, lp in zip(idx, self.session.logprobs_batch([utts[i].feats for i in idx])):
+            batch = [utts[i] for i in idx]
+            lps = self.session.logprobs_batch([u.feats for u in batch]) if self.onnx else \
+                utterance_logprobs(self.net, batch, "cpu", BATCH_FRAMES)  # one batch: the same padding as before
+            for i, lp in zip(idx, lps):
                 out[i] = lp
+            if progress:
+                progress(len(idx))
         return out
 
     def close(self) -> None:
