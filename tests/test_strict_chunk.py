@@ -97,3 +97,55 @@ def test_train_cli_strict_chunks_end_to_end(corpus, tmp_path):
                                     "--dev", str(corpus / "dev.jsonl"), "--out", str(tmp_path / "bad"),
                                     "--strict-chunk-ms", "160,x"])
     assert res.exit_code != 0 and "milliseconds" in res.output
+
+
+@pytest.fixture(scope="module")
+def strict_runs(corpus, tmp_path_factory):
+    """Two tiny strict-chunk models (mha, none), 2 steps each: real checkpoints for the chunk sweep."""
+    root = tmp_path_factory.mktemp("strict")
+    for mixer in ("mha", "none"):
+        res = CliRunner().invoke(main, [
+            "train", "--mixer", mixer, "--train", str(corpus / "train.jsonl"), "--dev", str(corpus / "dev.jsonl"),
+            "--out", str(root / mixer), "--max-steps", "2", "--strict-chunk-ms", "160,640", "--d-model", "32",
+            "--layers", "2", "--batch-frames", "4000", "--threads", "1"])
+        assert res.exit_code == 0, res.output
+    return root
+
+
+def test_experiment_chunk_sweep_writes_the_table_with_intervals(strict_runs, corpus, tmp_path):
+    out = tmp_path / "sweep"
+    res = CliRunner().invoke(main, ["experiment", "chunk-sweep", "--model", str(strict_runs / "mha"),
+                                    "--model", str(strict_runs / "none"), "--test", str(corpus / "dev.jsonl"),
+                                    "--chunks-ms", "160,640", "--max-utterances", "3", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    report = json.loads((out / "chunk_sweep.json").read_text())
+    assert [m["trained"] for m in report["models"]] == ["strict chunks 160,640 ms"] * 2
+    rows = report["rows"]
+    assert [(r["mixer"], r["chunk_ms"], r["mode"]) for r in rows] == [
+        ("mha", 160, "chunk"), ("mha", 640, "chunk"), ("none", 160, "chunk"), ("none", 640, "chunk")]
+    for r in rows:
+        assert r["status"] == "ok" and r["ci95"][0] <= r["wer"] <= r["ci95"][1] and r["rtf_median"] > 0
+    assert all(r["delta_vs"] == str(strict_runs / "mha") and "significant" in r for r in rows[2:])
+    assert "| ΔWER (95 % CI) |" in (out / "chunk_sweep.md").read_text()
+    assert (out / "chunk_sweep.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--chunks-ms", "0"], "--chunks-ms"),
+    (["--chunks-ms", "16x"], "milliseconds"),
+    (["--model", "no-such-model"], "no-such-model"),
+])
+def test_chunk_sweep_bad_input_is_one_line_and_writes_nothing(corpus, tmp_path, args, needle):
+    out = tmp_path / "sweep"
+    res = CliRunner().invoke(main, ["experiment", "chunk-sweep", "--test", str(corpus / "dev.jsonl"),
+                                    "--out", str(out), *args])
+    assert res.exit_code != 0 and needle in res.output and "Traceback" not in res.output
+    assert not out.exists()
+
+
+def test_chunk_sweep_empty_manifest_is_one_line(strict_runs, tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    res = CliRunner().invoke(main, ["experiment", "chunk-sweep", "--model", str(strict_runs / "none"),
+                                    "--test", str(empty), "--out", str(tmp_path / "o")])
+    assert res.exit_code != 0 and "empty" in res.output and "Traceback" not in res.output

@@ -133,4 +133,30 @@ def streaming_cmd(models, test, real, lm_dir, chunks_ms, limit, old_limit, timin
     click.echo(f"reports: {paths['json']} {paths['md']}")
 
 
+@experiment.command(name="chunk-sweep")
+@click.option("--model", "models", multiple=True, metavar="RUN_DIR|NAME",
+              help="Models to compare, the baseline first (default: mha-strict, none-strict, deformable-strict).")
+@click.option("--test", required=True, type=click.Path(path_type=Path), help="Held-out test manifest.")
+@click.option("--chunks-ms", default="160,320,640,1280", show_default=True, callback=lambda c, p, v: _ms_list(v),
+              help="Chunk sizes in ms; each chunk is encoded alone.")
+@click.option("--max-utterances", "limit", default=0, show_default=True, type=int,
+              help="Test utterances, spread evenly over the manifest (0: all).")
+@click.option("--threads", default=1, show_default=True, type=int, help="ONNX Runtime intra-op threads.")
+@click.option("--out", "out", default="work/experiment", show_default=True, type=click.Path(path_type=Path),
+              help="Output directory (chunk_sweep.json, chunk_sweep.md, chunk_sweep.png).")
+def chunk_sweep_cmd(models, test, chunks_ms, limit, threads, out):
+    """Attention vs none vs deformable convolution in strict chunks: WER with 95 % intervals, paired ΔWER
+    against the first model, parameters and encoder RTF per chunk size, on ONNX Runtime CPU."""
+    from edgeasr.evaluation.chunk_sweep import chunk_sweep
+
+    if not chunks_ms or min(chunks_ms) <= 0:
+        raise UserError(f"--chunks-ms must list positive milliseconds, got {chunks_ms}")
+    if threads < 1:
+        raise UserError(f"--threads must be >= 1, got {threads}")
+    report, paths = chunk_sweep(list(models), test, out, chunks_ms, limit, threads,
+                                say=lambda s: console.print(s, highlight=False))
+    click.echo(paths["md"].read_text())
+    click.echo("reports: " + " ".join(str(p) for p in paths.values()))
+
+
 COMMANDS = [bench, experiment]

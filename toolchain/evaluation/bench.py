@@ -465,7 +465,9 @@ def load_test_features(manifest: Path, limit: int, fbank: dict) -> list[tuple[np
 
 
 def sweep(models: list[BenchModel], chunks_ms: list[int], backends: list[str], test: Path, limit: int,
-          workdir: Path, threads: int = 1, say=None) -> list[dict]:
+          workdir: Path, threads: int = 1, say=None, modes: tuple[str, ...] | None = None) -> list[dict]:
+    """``modes``: only these of ``chunk`` (strict chunks), ``step`` and ``chunk-bi`` (default: every one the
+    model's mixer has)."""
     from edgeasr.models.checkpoint import read_config
     from edgeasr.runtimes.backends import available, get_backend
     from edgeasr.evaluation.bootstrap import delta_summary, summary, word_errors
@@ -483,8 +485,8 @@ def sweep(models: list[BenchModel], chunks_ms: list[int], backends: list[str], t
         shift = float(config["features"].get("frame_shift_ms", 10.0))
         chunk_dir = bm.direction if bm.direction in ("l2r", "bi") else "l2r"
         # chunk-bi: stateful L2R + R2L within each chunk, a step graph exported per chunk size (bidirectional only)
-        modes = ("chunk", "step", "chunk-bi") if bm.mixer in BIDIRECTIONAL_MIXERS else ("chunk", "step")
-        for mode in modes:
+        own = ("chunk", "step", "chunk-bi") if bm.mixer in BIDIRECTIONAL_MIXERS else ("chunk", "step")
+        for mode in (m for m in own if modes is None or m in modes):
             direction = {"step": "l2r", "chunk-bi": "chunk-bi"}.get(mode, chunk_dir)
             for backend_name in backends:
                 base = {"model": bm.label, "mixer": bm.mixer, "trained": bm.trained, "mode": mode,
