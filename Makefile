@@ -11,7 +11,7 @@ DEMO_DIR ?= work/demo
 DEMO_MODEL ?= default
 DEMO_FULL_DIRECTION ?= bi
 
-.PHONY: setup system-deps demo test test-slow corpus train-flagship train-flagship-1590 train-streaming train-baselines clean
+.PHONY: setup system-deps demo test test-slow corpus train-flagship train-flagship-1590 train-streaming train-baselines train-strict chunk-sweep clean
 
 setup: system-deps $(VENV)/.installed
 
@@ -152,6 +152,20 @@ baseline-%: corpus
 	OMP_NUM_THREADS=1 $(EDGEASR) train --config configs/baseline.json --train work/corpus/train.jsonl \
 	  --dev work/corpus/dev.jsonl --max-steps $(BASELINE_STEPS) $(baseline_args_$*) --out work/runs/$*
 	$(PY) -m edgeasr.training.ship work/runs/$* --name $* --test work/corpus/test.jsonl --real work/real/real.jsonl
+
+# Seed 001's comparison in strict chunks (every chunk encoded alone): mha, none and deformable trained with chunk
+# sizes drawn from 160-1280 ms at the baselines' budget (same corpus, config and 1590 steps, one torch thread each;
+# `make -j3 train-strict` runs them side by side), then the chunk-sweep table on the held-out test set.
+STRICT = mha none deformable
+train-strict: $(addprefix strict-,$(STRICT))
+strict-%: corpus
+	OMP_NUM_THREADS=1 $(EDGEASR) train --config configs/baseline.json --train work/corpus/train.jsonl \
+	  --dev work/corpus/dev.jsonl --max-steps $(BASELINE_STEPS) --mixer $* --strict-chunk-ms 160,320,640,1280 \
+	  --threads 1 --out work/runs/$*-strict
+	$(PY) -m edgeasr.training.ship work/runs/$*-strict --name $*-strict --test work/corpus/test.jsonl \
+	  --real work/real/real.jsonl
+chunk-sweep: setup
+	$(EDGEASR) experiment chunk-sweep --test work/corpus/test.jsonl --out work/chunk-sweep
 
 clean:
 	rm -rf work .pytest_cache .hypothesis
