@@ -116,7 +116,7 @@ class StreamingCalibrationReader(CalibrationDataReader):
         """Lazily: one dict of graph inputs per calibration sample (fresh counts on every pass)."""
         self.stats = {"utterances": 0, "samples": 0, "frames": 0, "samples_with_nonzero_state": 0}
         names = state_io_names(self.meta)
-        for i, path in enumerate(self.paths):
+        for path in self.paths:
             f = utterance_features(path, self.meta)
             if len(f) == 0:
                 continue
@@ -134,9 +134,9 @@ class StreamingCalibrationReader(CalibrationDataReader):
                 self.stats["samples"] += 1
                 if any(np.any(v != 0) for k, v in feeds.items() if k not in ("x", "x_lens")):
                     self.stats["samples_with_nonzero_state"] += 1
+                if self.progress:  # in samples: a max_samples cap ends the pass mid-way through the utterances
+                    self.progress(self.stats["samples"], self.planned)
                 yield feeds
-            if self.progress:
-                self.progress(i + 1, len(self.paths))
 
     def _stream(self, f: np.ndarray, names) -> Iterator[dict]:
         sess = self._session()
@@ -150,12 +150,14 @@ class StreamingCalibrationReader(CalibrationDataReader):
             states = {iname: r for (iname, _), r in zip(names, res)}
 
 
-def check_calibration(reader: StreamingCalibrationReader) -> dict:
+def check_calibration(reader: StreamingCalibrationReader, progress: Callable[[int, int], None] | None = None) -> dict:
     """Validate the set up front without running the model: every file readable, enough samples.
-    Returns the sample count the reader will produce."""
+    Returns the sample count the reader will produce. ``progress(done, total)`` per file read."""
     samples = utts = 0
-    for path in reader.paths:
+    for i, path in enumerate(reader.paths):
         f = utterance_features(path, reader.meta)
+        if progress:
+            progress(i + 1, len(reader.paths))
         if len(f) == 0:
             continue
         utts += 1

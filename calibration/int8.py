@@ -18,15 +18,21 @@ from edgeasr.runtimes.metadata import read_metadata
 def quantize_model(model_path, calib_audio: list, out, method: str = "minmax", max_utterances: int | None = 64,
                    max_samples: int | None = 512, dev: list[tuple[str, str]] | None = None,
                    max_wer_drop: float | None = None, max_fallback: float = 0.5, threads: int = 1,
-                   progress: Callable[[int, int], None] | None = None,
+                   progress: Callable[[str, int, int, str], None] | None = None,
                    log: Callable[[str], None] | None = None, sqnr_samples: int = 16,
                    keep_fp32: list[str] | None = None, fmt: str = "qdq") -> dict:
     """Returns the report dict. ``dev``: [(audio path, reference text)] for ``max_wer_drop`` mode. ``keep_fp32``:
     glob patterns of node names kept in fp32 whatever the rule says (``quantize.keep_in_fp32``). ``fmt``: ``qdq``
     (the one static QDQ artifact for every backend) or ``dynamic`` (CPU-only: ORT/OpenVINO, int8 weights and
-    per-call activation ranges; the calibrated QDQ build still ranks the nodes for the fallback)."""
+    per-call activation ranges; the calibrated QDQ build still ranks the nodes for the fallback).
+    ``progress(stage, done, total, unit)`` reports each stage in its own units: calibration files read, samples
+    calibrated, samples of the sensitivity run, dev utterances decoded per candidate."""
     model_path, out = Path(model_path), Path(out)
     log = log or (lambda m: None)
+
+    def stage(name: str, unit: str):
+        return (lambda done, total: progress(name, done, total, unit)) if progress else None
+
     if method not in q.METHODS:
         raise q.QuantizeError(f"unknown calibration method {method!r}; choose {', '.join(q.METHODS)}")
     if fmt not in q.FORMATS:
@@ -53,9 +59,10 @@ def quantize_model(model_path, calib_audio: list, out, method: str = "minmax", m
     candidates = [c.name for c in choices if c.quantize]
     if not candidates:
         raise q.QuantizeError(f"{model_path}: no per-frame Linear/subsampling Conv found to quantize")
-    reader = cdata.StreamingCalibrationReader(model_path, calib_audio, max_utterances, max_samples, threads, progress,
+    reader = cdata.StreamingCalibrationReader(model_path, calib_audio, max_utterances, max_samples, threads,
+                                              stage("calibrating", "samples"),
                                               same_shape=method in q.HISTOGRAM_METHODS)
-    planned = cdata.check_calibration(reader)
+    planned = cdata.check_calibration(reader, stage("reading calibration audio", "files"))
     log(f"calibrating on {planned['samples']} {meta['graph_kind']} samples from {planned['utterances']} utterances")
 
     with tempfile.TemporaryDirectory(prefix="edgeasr-quant.") as tmp:
@@ -82,13 +89,14 @@ def quantize_model(model_path, calib_audio: list, out, method: str = "minmax", m
         calib = dict(reader.stats)
         if calib["samples"] < cdata.MIN_SAMPLES:
             raise cdata.CalibrationError(f"calibration set too small: {calib['samples']} sample(s)")
-        sensitivity = sens.node_sqnr(model_path, first_qdq, reader, candidates, sqnr_samples)
+        sensitivity = sens.node_sqnr(model_path, first_qdq, reader, candidates, sqnr_samples,
+                                     stage("node sensitivity", "samples"))
         first = first_qdq if fmt == "qdq" else build(candidates)
         quantized, kept_fb, dev_info, chosen = candidates, [], None, first
         if max_wer_drop is not None:
             utts = [(cdata.utterance_features(a, meta), t) for a, t in dev]
             log(f"dev set: {len(utts)} utterances")
-            wer_fp32 = sens.dev_wer(model_path, utts, threads)
+            wer_fp32 = sens.dev_wer(model_path, utts, threads, stage("dev WER, fp32", "utts"))
             paths = {}
 
             def build_tracked(nodes):
@@ -96,13 +104,14 @@ def quantize_model(model_path, calib_audio: list, out, method: str = "minmax", m
                 paths[p] = nodes
                 return p
 
-            wer_first = sens.dev_wer(first, utts, threads)
+            wer_first = sens.dev_wer(first, utts, threads, stage("dev WER, int8", "utts"))
             paths[first] = candidates
             last = {"p": first}
 
             def evaluate(p: Path) -> float:
                 last["p"] = p
-                return sens.dev_wer(p, utts, threads)
+                kept = len(candidates) - len(paths[p])
+                return sens.dev_wer(p, utts, threads, stage(f"dev WER, int8 with {kept} node(s) in fp32", "utts"))
 
             try:
                 res = sens.greedy_fallback(candidates, sensitivity, build_tracked, evaluate, wer_fp32, max_wer_drop,

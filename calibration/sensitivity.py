@@ -52,21 +52,28 @@ def corpus_wer(refs: list[str], hyps: list[str]) -> float:
     return errs / words if words else 0.0
 
 
-def transcribe_set(model_path, utterances: list[tuple[np.ndarray, str]], threads: int = 1) -> list[str]:
-    """Greedy CTC transcripts of ``[(features, ref)]`` with the model on ONNX Runtime CPU."""
+def transcribe_set(model_path, utterances: list[tuple[np.ndarray, str]], threads: int = 1,
+                   progress: Callable[[int, int], None] | None = None) -> list[str]:
+    """Greedy CTC transcripts of ``[(features, ref)]`` with the model on ONNX Runtime CPU; ``progress(done,
+    total)`` per utterance."""
     from edgeasr.runtimes.backends import get_backend
     from edgeasr.runtimes.session import OfflineSession
 
     backend = get_backend("ort", model_path, threads=threads)
     try:
         sess = OfflineSession(backend)
-        return [sess.decode(sess.logprobs(f)) for f, _ in utterances]
+        hyps = []
+        for f, _ in utterances:
+            hyps.append(sess.decode(sess.logprobs(f)))
+            if progress:
+                progress(len(hyps), len(utterances))
+        return hyps
     finally:
         backend.deactivate()
 
 
-def dev_wer(model_path, utterances, threads: int = 1) -> float:
-    return corpus_wer([t for _, t in utterances], transcribe_set(model_path, utterances, threads))
+def dev_wer(model_path, utterances, threads: int = 1, progress: Callable[[int, int], None] | None = None) -> float:
+    return corpus_wer([t for _, t in utterances], transcribe_set(model_path, utterances, threads, progress))
 
 
 # --- SQNR --------------------------------------------------------------------------------------------------------
@@ -75,8 +82,10 @@ def _combine(*snrs_db: float) -> float:
     return float("inf") if noise == 0 else -10 * math.log10(noise)
 
 
-def node_sqnr(fp32_path, qdq_path, reader, nodes: list[str], max_samples: int = 16) -> dict[str, dict]:
-    """{node: {"sqnr_db", "act_sqnr_db", "weight_sqnr_db"}} for the quantized ``nodes`` of ``qdq_path``."""
+def node_sqnr(fp32_path, qdq_path, reader, nodes: list[str], max_samples: int = 16,
+              progress: Callable[[int, int], None] | None = None) -> dict[str, dict]:
+    """{node: {"sqnr_db", "act_sqnr_db", "weight_sqnr_db"}} for the quantized ``nodes`` of ``qdq_path``;
+    ``progress(done, total)`` per calibration sample run."""
     from onnxruntime.quantization import qdq_loss_debug as dbg
 
     fp32, qdq = onnx.load(str(fp32_path)), onnx.load(str(qdq_path))
@@ -85,7 +94,7 @@ def node_sqnr(fp32_path, qdq_path, reader, nodes: list[str], max_samples: int = 
         aug = str(Path(tmp) / "aug.onnx")
         dbg.modify_model_output_intermediate_tensors(str(qdq_path), aug, ["QuantizeLinear", "DequantizeLinear"])
         reader.rewind()
-        limited = _Limited(reader, max_samples)
+        limited = _Limited(reader, max_samples, progress)
         acts = dbg.collect_activations(aug, limited)
         match = dbg.create_activation_matching(acts)  # pre/post Q/DQ pairs (no float model: local noise only)
         act_err = {k: {"qdq_err": dbg.compute_signal_to_quantization_noice_ratio(v["pre_qdq"], v["post_qdq"])}
@@ -108,14 +117,16 @@ def node_sqnr(fp32_path, qdq_path, reader, nodes: list[str], max_samples: int = 
 class _Limited:
     """The first ``n`` samples of a reader, as an iterable (collect_activations iterates its reader)."""
 
-    def __init__(self, reader, n: int):
-        self.reader, self.n = reader, n
+    def __init__(self, reader, n: int, progress: Callable[[int, int], None] | None = None):
+        self.reader, self.n, self.progress = reader, n, progress
 
     def __iter__(self):
         for i in range(self.n):
             s = self.reader.get_next()
             if s is None:
                 return
+            if self.progress:
+                self.progress(i, self.n)
             yield s
 
 

@@ -290,7 +290,7 @@ def test_d14_sigterm_during_quantize_cleans_up_like_sigint(w, tmp_path):
     tmpdir.mkdir()
     out = tmp_path / "q.onnx"
     p = subprocess.Popen(EDGEASR + ["quantize", str(w / "step.onnx"), "--calib", str(w / "calib.jsonl"), "--out",
-                                    str(out), "--no-progress"], env=_env(tmpdir), stdout=subprocess.PIPE,
+                                    str(out)], env=_env(tmpdir), stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
     try:
         assert _wait_for(lambda: any(tmpdir.glob("edgeasr-quant.*"))), "quantize never made its temp directory"

@@ -120,7 +120,7 @@ def test_test_split_alone_is_the_full_corpus_test_split(corpus, tmp_path):
     out, _ = corpus
     alone = tmp_path / "alone"
     r = CliRunner().invoke(data, ["synth", "--out", str(alone), "--hours", "0.01", "--seed", "3", "--jobs", "1",
-                                  "--splits", "test", "--no-progress"])
+                                  "--splits", "test"])
     assert r.exit_code == 0, r.output
     a, b = _tree_digest(out), _tree_digest(alone)
     keys = [k for k in a if k.startswith("wavs/test/")]
@@ -471,7 +471,7 @@ def test_synth_cli_small(tmp_path, monkeypatch, recipe):
 
     monkeypatch.setenv("COLUMNS", "80")  # rich's width in a pipe: the summary must not cut a header
     r = CliRunner().invoke(data, ["synth", "--out", str(tmp_path / "c"), "--hours", "0.005", "--jobs", "1",
-                                  "--recipe", str(recipe), "--no-progress"])
+                                  "--recipe", str(recipe)])
     assert r.exit_code == 0, r.output
     assert "…" not in r.output and f"recipe {recipe} corpus" in " ".join(r.output.split())  # the title may wrap
     header = next(line for line in r.output.splitlines() if line.lstrip().startswith("split"))

@@ -274,7 +274,7 @@ def test_dynamic_format_cpu_only_int8(models, tmp_path):
     out = tmp_path / "dyn.int8.onnx"
     res = CliRunner().invoke(main, ["quantize", str(models["rwkv"]["step"]), "--calib",
                                     str(manifest(tmp_path / "c.jsonl", WAVS[:3])), "--out", str(out),
-                                    "--format", "dynamic", "--max-samples", "40", "--no-progress", "--json"])
+                                    "--format", "dynamic", "--max-samples", "40", "--json"])
     assert res.exit_code == 0, res.output
     rep = json.loads(res.output[res.output.index("{"):])
     assert rep["format"] == "dynamic" and rep["nodes_quantized"] > 0
@@ -315,7 +315,7 @@ def test_cli_accuracy_aware_report(models, tmp_path):
     out, rep = tmp_path / "m.int8.onnx", tmp_path / "r.json"
     res = CliRunner().invoke(main, ["quantize", str(models["rwkv"]["step"]), "--calib", str(m), "--out", str(out),
                                     "--max-wer-drop", "0.5", "--dev", str(m), "--report", str(rep),
-                                    "--max-samples", "20", "--no-progress"])
+                                    "--max-samples", "20"])
     assert res.exit_code == 0, res.output
     r = json.loads(rep.read_text())
     assert r["dev"]["delta_wer"] <= 0.5 and r["nodes_quantized"] > 0
@@ -329,14 +329,13 @@ def test_cli_unreachable_budget_writes_nothing(models, tmp_path, monkeypatch):
     out = tmp_path / "m.int8.onnx"
     calls = {"n": 0}
 
-    def fake_wer(path, utts, threads=1):  # the fp32 model is perfect, every int8 candidate is worse
+    def fake_wer(path, utts, threads=1, progress=None):  # the fp32 model is perfect, every int8 candidate is worse
         calls["n"] += 1
         return 0.0 if calls["n"] == 1 else 0.5
 
     monkeypatch.setattr(sens, "dev_wer", fake_wer)
     res = CliRunner().invoke(main, ["quantize", str(models["rwkv"]["step"]), "--calib", str(m), "--out", str(out),
-                                    "--max-wer-drop", "0.01", "--dev", str(m), "--max-samples", "12",
-                                    "--no-progress"])
+                                    "--max-wer-drop", "0.01", "--dev", str(m), "--max-samples", "12"])
     assert res.exit_code == 2 and "unreachable" in res.output and "Traceback" not in res.output
     assert len(res.output.strip().splitlines()[-1]) > 0 and not out.exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
@@ -348,7 +347,7 @@ def test_keep_fp32_globs_keep_the_named_nodes_fp32(models, tmp_path):
     out, rep = tmp_path / "k.int8.onnx", tmp_path / "k.json"
     res = CliRunner().invoke(main, ["quantize", str(models["rwkv"]["step"]), "--calib", str(m), "--out", str(out),
                                     "--keep-fp32", "/conv*/Conv", "--keep-fp32", "/out/MatMul", "--max-samples", "20",
-                                    "--report", str(rep), "--no-progress"])
+                                    "--report", str(rep)])
     assert res.exit_code == 0, res.output
     r = json.loads(rep.read_text())
     kept = {n["node"]: n for n in r["nodes"] if "--keep-fp32" in n["reason"]}
@@ -377,7 +376,7 @@ def test_keep_fp32_bad_pattern_is_one_line_and_writes_nothing(models, tmp_path, 
 
 # --- bad input ---------------------------------------------------------------------------------------------------
 def _run(args):
-    res = CliRunner().invoke(main, ["quantize", *map(str, args), "--no-progress"])
+    res = CliRunner().invoke(main, ["quantize", *map(str, args)])
     return res.exit_code, res.output
 
 

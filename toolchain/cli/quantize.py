@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
+from edgeasr.cli import options
 from edgeasr.runtimes.errors import UserError
 
 console = Console(stderr=True)
@@ -40,7 +41,7 @@ console = Console(stderr=True)
 @click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the quantization report (JSON) here.")
 @click.option("--threads", type=int, default=1, show_default=True, help="Intra-op threads of ONNX Runtime.")
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@options.no_progress()
 @click.option("--all-nodes", is_flag=True, help="Print every node's precision, SQNR and reason, not a summary.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def quantize(model, calib, out, method, fmt, max_utterances, max_samples, max_wer_drop, dev, max_dev_utterances,
@@ -53,7 +54,7 @@ def quantize(model, calib, out, method, fmt, max_utterances, max_samples, max_we
     from edgeasr.calibration.int8 import quantize_model
     from edgeasr.calibration.report import format_report, write_report
     from edgeasr.data.manifest import read_manifest
-
+    from edgeasr.progress import progress_bar
     from edgeasr.runtimes.files import claim_output
     from edgeasr.runtimes.metadata import read_metadata
 
@@ -79,33 +80,20 @@ def quantize(model, calib, out, method, fmt, max_utterances, max_samples, max_we
     if dev is not None:
         dev_rows = [(e.audio_filepath, e.text) for e in read_manifest(dev)[:max_dev_utterances]]
 
-    bar = None
-    if not no_progress:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        bar = Progress(TextColumn("[bold]calibrating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                       console=console, transient=True)
-    task = {}
-
-    def progress(done, total):
-        if bar is None:
-            return
-        if "id" not in task:
-            task["id"] = bar.add_task("calibrating", total=total)
-        bar.update(task["id"], completed=done)
-
     def log(msg):
         console.print(msg, highlight=False, markup=False)
 
-    try:
-        if bar is not None:
-            bar.start()
+    with progress_bar(quiet=as_json or bool(no_progress), console=console) as bar:
+        task = bar.add_task("loading the model", total=None)
+
+        def progress(stage, done, total, unit):
+            if bar.tasks[0].description != stage:  # each stage counts in its own units from 0
+                bar.reset(task, total=total, description=stage, unit=unit)
+            bar.update(task, completed=done, total=total)
+
         report = quantize_model(model, [e.audio_filepath for e in calib_rows], out, method, max_utterances,
                                 max_samples, dev_rows, max_wer_drop, max_fallback, threads, progress, log,
                                 keep_fp32=list(keep_fp32), fmt=fmt)
-    finally:
-        if bar is not None:
-            bar.stop()
     if report_path is not None:
         write_report(report, report_path)
     if as_json:
