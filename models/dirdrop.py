@@ -42,6 +42,23 @@ def parse_mode(s: str, frame_shift_ms: float = DEFAULT_FRAME_SHIFT_MS) -> tuple[
     return mode, check_chunk_frames(int(round(frames)))
 
 
+STRICT = "strict"  # strict chunks (seed 001): "strict:640ms", every chunk encoded alone (torch reference only)
+
+
+def parse_strict(s: str, frame_shift_ms: float = DEFAULT_FRAME_SHIFT_MS) -> int | None:
+    """``"strict:640ms"`` -> 64 (fbank frames per chunk); None for any other mode string. ValueError for a
+    ``strict`` mode without a whole number of encoder frames."""
+    mode, _, size = s.strip().partition(":")
+    if mode != STRICT:
+        return None
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)ms", size.strip())
+    frames = float(m.group(1)) / frame_shift_ms if m else None
+    if frames is None or frames <= 0 or frames != round(frames) or round(frames) % SUBSAMPLING:
+        raise ValueError(f"bad strict chunk in {s!r}: expected a multiple of "
+                         f"{SUBSAMPLING * frame_shift_ms:g} ms, e.g. {STRICT}:640ms")
+    return int(round(frames))
+
+
 def check_chunk_frames(chunk_frames: int | None) -> int:
     """A chunk-bi chunk size in fbank frames: a positive multiple of the subsampling, else ValueError."""
     if chunk_frames is None:

@@ -149,3 +149,20 @@ def test_chunk_sweep_empty_manifest_is_one_line(strict_runs, tmp_path):
     res = CliRunner().invoke(main, ["experiment", "chunk-sweep", "--model", str(strict_runs / "none"),
                                     "--test", str(empty), "--out", str(tmp_path / "o")])
     assert res.exit_code != 0 and "empty" in res.output and "Traceback" not in res.output
+
+
+def test_eval_decodes_a_strict_model_at_its_training_sizes(strict_runs, corpus):
+    res = CliRunner().invoke(main, ["eval", str(strict_runs / "mha"), "--test", str(corpus / "dev.jsonl"), "--json"])
+    assert res.exit_code == 0, res.output
+    assert [r["direction"] for r in json.loads(res.output)] == ["strict:160ms", "strict:640ms"]
+    res = CliRunner().invoke(main, ["eval", str(strict_runs / "mha"), "--test", str(corpus / "dev.jsonl"), "--json",
+                                    "--direction", "strict:320ms,bi"])
+    assert res.exit_code == 0, res.output
+    assert [r["direction"] for r in json.loads(res.output)] == ["strict:320ms", "bi"]
+
+
+@pytest.mark.parametrize("mode", ["strict:30ms", "strict", "strict:-40ms"])
+def test_eval_bad_strict_chunk_is_one_line(strict_runs, corpus, mode):
+    res = CliRunner().invoke(main, ["eval", str(strict_runs / "mha"), "--test", str(corpus / "dev.jsonl"),
+                                    "--direction", mode])
+    assert res.exit_code != 0 and "strict" in res.output and "Traceback" not in res.output

@@ -17,7 +17,8 @@ from edgeasr.runtimes.errors import UserError
 @click.option("--test", "manifests", required=True, multiple=True, type=click.Path(path_type=Path),
               help="Test manifest (repeat for several).")
 @click.option("--direction", "directions",
-              help="Comma-separated inference modes (default: l2r,alt,bi for a checkpoint, its own for an ONNX file).")
+              help="Comma-separated inference modes (default: l2r,alt,bi for a checkpoint, its own for an ONNX file); "
+                   "a checkpoint also takes chunk-bi:<ms>ms and strict:<ms>ms (every chunk encoded alone).")
 @click.option("--by", "by", help="Also break WER down by this manifest field (e.g. voice, speaker); 'engine' is "
                                  "derived from voice ('espeak-ng:en-us+f3' -> espeak-ng) when rows have no such field.")
 @click.option("--skip-bad-rows", is_flag=True, help="Skip (and list) bad manifest rows instead of failing.")
@@ -32,7 +33,7 @@ def evaluate(model, manifests, directions, by, skip_bad_rows, lm_dir, backend, t
     interval over utterances. MODEL: a RUN_DIR or shipped name (torch reference) or an exported MODEL.onnx, fp32 or
     int8, on an ONNX backend (its own direction mode)."""
     from edgeasr.evaluation.evaluate import evaluate_model
-    from edgeasr.models.dirdrop import parse_mode
+    from edgeasr.models.dirdrop import parse_mode, parse_strict
     from edgeasr.progress import progress_bar
 
     modes = [d.strip() for d in (directions or "").split(",") if d.strip()]
@@ -40,7 +41,7 @@ def evaluate(model, manifests, directions, by, skip_bad_rows, lm_dir, backend, t
         raise UserError("--direction: no mode given")
     for d in modes:
         try:
-            parse_mode(d)
+            parse_strict(d) is not None or parse_mode(d)
         except ValueError as e:
             raise UserError(f"--direction: {e}") from None
     with progress_bar(quiet=as_json) as bar:

@@ -53,7 +53,7 @@ def evaluate_model(model: str, manifests: list[Path], modes: list[str] | None = 
             raise exported_mode_error(model, source.modes[0], wrong)
         if modes and len(wrong) == len(modes):
             raise UserError(f"{model}: cannot decode in {', '.join(wrong)} (its modes: {', '.join(source.modes)})")
-        modes = [d for d in (modes or (source.modes if source.onnx else ["l2r", "alt", "bi"]))
+        modes = [d for d in (modes or source.default_modes)
                  if source.supports(d)]  # alt/bi on a unidirectional mixer: not a mode of this model
         word_lm = None
         if lm_dir:

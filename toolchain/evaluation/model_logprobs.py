@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgeasr.models.dirdrop import STRICT
 from edgeasr.runtimes.errors import UserError
 
 BATCH_FRAMES = 40000  # padded fbank frames per call, as edgeasr.training.train.utterance_logprobs batches
@@ -17,6 +18,16 @@ def exported_mode(meta: dict) -> str:
         shift = float((meta.get("fbank") or {}).get("frame_shift_ms", 10.0))
         return f"chunk-bi:{int(meta['chunk_frames']) * shift:g}ms"
     return mode
+
+
+def strict_frames(mode: str, fbank) -> int | None:
+    """Fbank frames per chunk of a ``strict:<ms>ms`` mode, else None."""
+    from edgeasr.models.dirdrop import parse_strict
+
+    try:
+        return parse_strict(mode, fbank.frame_shift_ms)
+    except ValueError as e:
+        raise UserError(str(e)) from None
 
 
 class ModelLogprobs:
@@ -53,11 +64,14 @@ class ModelLogprobs:
             self.modes = [d for d in DIRECTIONS if self.supports(d)]
             if self.supports(f"{CHUNK_BI}:640ms"):
                 self.modes.append(CHUNK_BI)  # with any chunk: chunk-bi:<ms>ms
+            self.modes.append(STRICT)  # strict:<ms>ms, every chunk alone in the model's own mode
 
     def supports(self, mode: str) -> bool:
         """Whether this model decodes in ``mode`` (a plain mode or e.g. ``chunk-bi:640ms``)."""
         if self.onnx:
             return mode in self.modes
+        if strict_frames(mode, self.fbank) is not None:
+            return True  # any checkpoint runs in strict chunks (one trained for them is the fair comparison)
         before = self.net.direction
         try:
             self.net.set_direction(mode)
@@ -66,6 +80,15 @@ class ModelLogprobs:
             return False
         finally:
             self.net.set_direction(before)
+
+    @property
+    def default_modes(self) -> list[str]:
+        """What ``eval`` decodes without ``--direction``: an ONNX file's own mode; a checkpoint trained for strict
+        chunks at each of its training sizes; any other checkpoint in l2r, alt and bi (those its mixer has)."""
+        if self.onnx:
+            return list(self.modes)
+        strict = sorted(self.net.cfg.strict_chunk_ms)
+        return [f"{STRICT}:{ms:g}ms" for ms in strict] if strict else ["l2r", "alt", "bi"]
 
     @property
     def default_mode(self) -> str:
@@ -90,7 +113,10 @@ class ModelLogprobs:
         if not self.onnx:
             from edgeasr.training.train import utterance_logprobs
 
-            self.net.set_direction(mode)
+            strict = strict_frames(mode, self.fbank)
+            self.net.strict_chunk_frames = strict
+            if strict is None:
+                self.net.set_direction(mode)
         out: list = [None] * len(utts)
         for idx in make_batches(utts, BATCH_FRAMES):  # similar lengths together: little padding
             batch = [utts[i] for i in idx]
