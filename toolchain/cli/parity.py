@@ -52,6 +52,7 @@ def parity(models, test, reference, backends, modes, out, max_wer_delta, max_err
     from edgeasr.runtimes.files import check_out_dir
     from edgeasr.evaluation.parity import run_parity
     from edgeasr.evaluation.report_html import summary_table, write_reports
+    from edgeasr.progress import progress_bar
 
     if threads < 1:
         raise UserError(f"--threads must be >= 1, got {threads}")
@@ -67,8 +68,9 @@ def parity(models, test, reference, backends, modes, out, max_wer_delta, max_err
     def log(msg):
         console.print(msg, highlight=False, markup=False)
 
-    report = run_parity(list(models), test, reference, _csv(backends), _csv(modes), max_wer_delta, max_err,
-                        max_utterances, threads, peer, bf16, isolate, log, lm=lm_dir)
+    with progress_bar(quiet=as_json, console=console) as bar:
+        report = run_parity(list(models), test, reference, _csv(backends), _csv(modes), max_wer_delta, max_err,
+                            max_utterances, threads, peer, bf16, isolate, log, lm=lm_dir, bar=bar)
     paths = write_reports(report, out)
     if as_json:
         click.echo(json.dumps(report, indent=1, ensure_ascii=False))

@@ -55,6 +55,7 @@ from edgeasr.machine import cpu_name
 SCHEMA = "edgeasr-parity/1"
 ONNX_BACKENDS = ("ort", "openvino", "tensorrt", "ort-cuda")
 MODES = ("step", "full", "chunk")
+UTT_DONE = "edgeasr-parity: utterance done"  # a cell process's progress line on stderr
 
 
 @dataclass
@@ -148,7 +149,7 @@ def _make_backend(spec: CellSpec):
     return get_backend(spec.backend, spec.model, **opts)
 
 
-def _run_peer(spec: CellSpec, utts: list[dict], audio: list[np.ndarray]) -> dict:
+def _run_peer(spec: CellSpec, utts: list[dict], audio: list[np.ndarray], on_utt) -> dict:
     from pocketsphinx import Decoder
 
     t0 = time.perf_counter()
@@ -165,17 +166,20 @@ def _run_peer(spec: CellSpec, utts: list[dict], audio: list[np.ndarray]) -> dict
         h = dec.hyp()
         hyps.append(h.hypstr if h is not None else "")
         rtf.append((time.perf_counter() - t) / u["duration"])
+        on_utt()
     return {"hyps": hyps, "rtf": rtf, "rtf_encoder": [], "load_s": load_s, "base_rss_mb": base}
 
 
-def run_cell(spec: CellSpec, utts: list[dict]) -> dict:
-    """Decode every utterance; returns hyps, logprobs, final states and timings (see the module docstring)."""
+def run_cell(spec: CellSpec, utts: list[dict], on_utt=None) -> dict:
+    """Decode every utterance; returns hyps, logprobs, final states and timings (see the module docstring).
+    ``on_utt()`` after each utterance (outside the timed code)."""
     from edgeasr.runtimes.audio import load_audio
 
+    on_utt = on_utt or (lambda: None)
     audio = [load_audio(u["audio_filepath"])[0] for u in utts]  # loaded before timing and before the model
     notices: list[str] = []
     if spec.runner == "peer":
-        out = _run_peer(spec, utts, audio)
+        out = _run_peer(spec, utts, audio, on_utt)
         out.update(notices=notices, peak_rss_mb=_peak_rss_mb())
         return out
     from edgeasr.runtimes.session import OfflineSession, StreamingSession
@@ -235,6 +239,7 @@ def run_cell(spec: CellSpec, utts: list[dict]) -> dict:
             rtf_enc.append(enc[0] / u["duration"])
             if fp is not None:
                 first.append(fp)
+            on_utt()
     else:
         for u, a in zip(utts, audio):
             t = time.perf_counter()
@@ -247,25 +252,38 @@ def run_cell(spec: CellSpec, utts: list[dict]) -> dict:
             lps.append(np.asarray(lp, np.float32))
             rtf.append((t3 - t) / u["duration"])
             rtf_enc.append((t2 - t1) / u["duration"])
+            on_utt()
     b.deactivate()
     return {"hyps": hyps, "logprobs": lps, "states": states, "rtf": rtf, "rtf_encoder": rtf_enc,
             "latency_s": lat, "first_partial_s": first, "load_s": load_s, "base_rss_mb": base,
             "peak_rss_mb": _peak_rss_mb(), "notices": notices, "backend_mode": backend_mode}
 
 
-def _run_isolated(spec: CellSpec, utts: list[dict], tmp: Path, index: int = 0) -> dict:
-    """Run one cell in a fresh interpreter; a failure comes back as {"error": one line}."""
+def _run_isolated(spec: CellSpec, utts: list[dict], tmp: Path, index: int = 0, on_utt=None) -> dict:
+    """Run one cell in a fresh interpreter; a failure comes back as {"error": one line}. The child reports each
+    utterance done on stderr (``UTT_DONE`` lines), read as they come for ``on_utt()``."""
     req, res = tmp / f"cell{index}.json", tmp / f"cell{index}.npz"
     req.write_text(json.dumps({"spec": asdict(spec), "utts": utts}))
     env = dict(os.environ, OMP_NUM_THREADS=str(spec.threads), PYTHONPATH=os.pathsep.join(
         [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
-    p = subprocess.run([sys.executable, "-m", "edgeasr.evaluation.parity", "--cell", str(req), str(res)],
-                       capture_output=True, text=True, env=env)
+    stderr = []
+    with subprocess.Popen([sys.executable, "-m", "edgeasr.evaluation.parity", "--cell", str(req), str(res)],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env) as p:
+        try:
+            for line in p.stderr:
+                if line.rstrip("\n") == UTT_DONE:
+                    if on_utt:
+                        on_utt()
+                else:
+                    stderr.append(line.rstrip("\n"))
+        except BaseException:  # Ctrl-C, SIGTERM: the cell must not outlive the run
+            p.kill()
+            raise
     if p.returncode != 0 or not res.is_file():
-        lines = [ln for ln in (p.stderr or "").strip().splitlines() if ln.strip()]
+        lines = [ln for ln in stderr if ln.strip()]
         return {"error": (lines[-1] if lines else f"cell process exited {p.returncode}")[:400]}
     out = _load_cell(res)
-    out["notices"] = out.get("notices", []) + [ln[len("notice: "):] for ln in (p.stderr or "").splitlines()
+    out["notices"] = out.get("notices", []) + [ln[len("notice: "):] for ln in stderr
                                                if ln.startswith("notice: ") and ln[8:] not in out.get("notices", [])]
     return out
 
@@ -273,7 +291,7 @@ def _run_isolated(spec: CellSpec, utts: list[dict], tmp: Path, index: int = 0) -
 def _cell_main(req: str, res: str) -> int:
     d = json.loads(Path(req).read_text())
     try:
-        out = run_cell(CellSpec(**d["spec"]), d["utts"])
+        out = run_cell(CellSpec(**d["spec"]), d["utts"], on_utt=lambda: print(UTT_DONE, file=sys.stderr, flush=True))
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -518,8 +536,9 @@ def _intervals(cells: list[dict], refs_text: list[str]) -> None:
 
 def run_parity(models, test, reference=None, backends=("all",), modes=("step", "full"), max_wer_delta=None,
                max_err=None, max_utterances=None, threads=1, peer=None, bf16=True, isolate=True, log=None,
-               lm=None) -> dict:
-    """Plan, run every cell, compare with the reference, check thresholds; returns the report dict.
+               lm=None, bar=None) -> dict:
+    """Plan, run every cell, compare with the reference, check thresholds; returns the report dict. ``bar``: an
+    ``edgeasr.progress`` bar, advanced per utterance of every cell (when it shows, it replaces the per-cell log line).
 
     ``lm``: an LM directory (``edgeasr lm build``); every cell's log-probs are then also decoded with the word-LM
     beam search (``wer_lm``, ``wer_lm_delta``; ``max_wer_delta`` applies to both decoders)."""
@@ -555,15 +574,28 @@ def run_parity(models, test, reference=None, backends=("all",), modes=("step", "
         word_lm = WordLM(lm, meta["vocab"], int(meta["blank_id"]))
     results: dict[str, dict] = {}
     cells_out: list[dict] = []
+    from edgeasr.progress import progress_bar  # here: a cell process (``--cell``) has no bar
+
+    bar = bar or progress_bar(quiet=True)
+    overall = bar.add_task("parity", total=len(pl.cells) * len(utts), unit="utts")
+    current = bar.add_task("", total=len(utts), unit="utts")
+
+    def on_utt():
+        bar.advance(current)
+        bar.advance(overall)
+
     with tempfile.TemporaryDirectory(prefix="edgeasr-parity-") as tmp:
         for i, spec in enumerate(pl.cells, 1):
-            log(f"[{i}/{len(pl.cells)}] {spec.id}")
+            if bar.disable:  # a log gets the line the bar would have shown
+                log(f"[{i}/{len(pl.cells)}] {spec.id}")
+            bar.update(overall, description=f"parity, cell {i}/{len(pl.cells)}", completed=(i - 1) * len(utts))
+            bar.reset(current, total=len(utts), description=spec.id)
             t0 = time.perf_counter()
             if isolate:
-                res = _run_isolated(spec, utts, Path(tmp), i)
+                res = _run_isolated(spec, utts, Path(tmp), i, on_utt)
             else:
                 try:
-                    res = run_cell(spec, utts)
+                    res = run_cell(spec, utts, on_utt)
                 except UserError as e:
                     res = {"error": str(e)}
             cell = {"id": spec.id, "role": spec.role, "model": spec.label, "backend": spec.backend,
@@ -582,7 +614,11 @@ def run_parity(models, test, reference=None, backends=("all",), modes=("step", "
                 cell["status"] = "reference" if spec.role == "reference" else "ok"
                 cell["metrics"] = _metrics(cell, res, refs_text, isolate)
                 if word_lm is not None and res.get("logprobs"):  # the peer has no CTC log-probs to decode
-                    cell["hypotheses_lm"] = [word_lm.decode(lp) for lp in res["logprobs"]]
+                    bar.reset(current, total=len(utts), description=f"{spec.id}: LM beam search")
+                    cell["hypotheses_lm"] = []
+                    for lp in res["logprobs"]:
+                        cell["hypotheses_lm"].append(word_lm.decode(lp))
+                        bar.advance(current)
                     cell["metrics"]["wer_lm"] = wer(refs_text, cell["hypotheses_lm"])
                 cell["notices"] = res.get("notices", [])
                 if res.get("backend_mode"):
