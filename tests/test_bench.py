@@ -235,3 +235,17 @@ def test_chunk_sweep_runs_chunk_bi_for_bidirectional_mixers(tmp_path, manifest):
     assert all(r["status"] == "ok" and r["direction"] == "chunk-bi" for r in cb)
     assert sorted(p.name for p in (tmp_path / "onnx").glob("*chunk-bi*")) == [
         "rwkv.chunk-bi.chunk-bi.16f.onnx", "rwkv.chunk-bi.chunk-bi.32f.onnx"]
+
+
+def test_cli_json_report_and_old_cap_spellings(tmp_path):
+    """bench --json prints bench.json on stdout (the tables and bar stay away); --cap-s (seconds) and --mem-cap-mb
+    still work one release with a notice (issue 35)."""
+    r = _run("bench", "--mixers", "none", "--lengths", "1s", "--kinds", "step", "--backends", "ort", "--json",
+             "--cap-s", "30", "--mem-cap-mb", "4000", "--out", str(tmp_path / "o"))
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert report["schema"] == B.SCHEMA and report["longform"]["cells"][0]["points"][0]["status"] == "ok"
+    assert report["longform"]["cap_s"] == 30 and report["longform"]["mem_cap_mb"] == 4000
+    assert "notice: --cap-s is deprecated; use --max-minutes-per-cell (minutes, not seconds)" in r.stderr
+    assert "notice: --mem-cap-mb is deprecated; use --max-memory-mb" in r.stderr
+    assert json.loads((tmp_path / "o" / "bench.json").read_text()) == report

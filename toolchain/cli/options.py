@@ -5,9 +5,10 @@ from __future__ import annotations
 import click
 
 
-def renamed(old: str, new: str, dest: str, type=int):
-    """A hidden option for the old spelling ``old`` of ``new``: still works, says it is deprecated."""
-    return _deprecated(old, dest, f"use {new}", type=type)
+def renamed(old: str, new: str, dest: str, type=int, note: str = ""):
+    """A hidden option for the old spelling ``old`` of ``new``: still works, says it is deprecated (``note``:
+    what else changed, e.g. the unit)."""
+    return _deprecated(old, dest, f"use {new}{note}", type=type)
 
 
 def no_progress():

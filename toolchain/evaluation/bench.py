@@ -9,10 +9,10 @@ warm-up excluded. MPS = minutes of audio per second of processing (seed 000's un
 
 Bounds, so a benchmark never runs away on a shared machine:
 
-- per-cell time cap (``--cap-s``): once a length took longer than the cap, longer lengths of that cell are
-  ``skipped: cap``; a length whose time, extrapolated from the previous points, would exceed the cap is skipped
-  before it runs; a child still running after ``3 x cap + 120 s`` is killed.
-- memory cap (``--mem-cap-mb``): the parent watches the child's RSS and kills it above the cap (``killed: memory
+- per-cell time cap (``--max-minutes-per-cell``): once a length took longer than the cap, longer lengths of that
+  cell are ``skipped: cap``; a length whose time, extrapolated from the previous points, would exceed the cap is
+  skipped before it runs; a child still running after ``3 x cap + 120 s`` is killed.
+- memory cap (``--max-memory-mb``): the parent watches the child's RSS and kills it above the cap (``killed: memory
   cap``); a length whose extrapolated RSS would exceed the cap is ``skipped: memory cap`` before it runs
   (full attention at 10+ minutes is tens of GB).
 
@@ -344,12 +344,18 @@ class BenchOptions:
     chunk_frames: int = 32
     direction: str = "bi"
     say: object = None
+    bar: object = None  # an edgeasr.progress bar
 
 
 def longform(models: list[BenchModel], opts: BenchOptions, workdir: Path) -> list[dict]:
+    from edgeasr.progress import progress_bar
     from edgeasr.runtimes.backends import available
 
     say = opts.say or (lambda *_: None)
+    bar = opts.bar or progress_bar(quiet=True)
+    # in seconds of audio: a length's cost grows with it (a skipped length counts as done)
+    task = bar.add_task("long-form", total=len(models) * len(opts.kinds) * len(opts.backends) * sum(opts.lengths),
+                        unit="audio s")
     cells = []
     for bm in models:
         for kind in opts.kinds:
@@ -374,21 +380,26 @@ def longform(models: list[BenchModel], opts: BenchOptions, workdir: Path) -> lis
                 for seconds in opts.lengths:
                     point = {"seconds": seconds, "length": label_length(seconds)}
                     cell["points"].append(point)
+                    bar.update(task, description=f"{bm.mixer} {kind} {backend} {label_length(seconds)}")
                     if reason or stop:
                         point["status"] = reason or stop
+                        bar.advance(task, seconds)
                         continue
                     pred_t = _extrapolate(cell["points"][:-1], "time_s", seconds)
                     pred_m = _extrapolate(cell["points"][:-1], "peak_rss_mb", seconds, floor=0.0)
                     if pred_t is not None and pred_t > opts.cap_s:
                         point["status"] = stop = f"skipped: cap (predicted {pred_t:.0f} s > {opts.cap_s:g} s)"
+                        bar.advance(task, seconds)
                         continue
                     if pred_m is not None and pred_m > opts.mem_cap_mb:
                         point["status"] = stop = (f"skipped: memory cap (predicted {pred_m:.0f} MB > "
                                                   f"{opts.mem_cap_mb:.0f} MB)")
+                        bar.advance(task, seconds)
                         continue
                     spec = {"backend": backend, "model": model_ref, "kind": kind, "seconds": seconds,
                             "threads": opts.threads, "chunk_frames": opts.chunk_frames, "direction": direction}
                     res = measure(spec, opts.mem_cap_mb, 3 * opts.cap_s + 120)
+                    bar.advance(task, seconds)
                     point.update(res)
                     if res["status"] == "ok":
                         point["mps"] = (seconds / 60.0) / res["time_s"] if res["time_s"] > 0 else None
@@ -465,14 +476,23 @@ def load_test_features(manifest: Path, limit: int, fbank: dict) -> list[tuple[np
 
 
 def sweep(models: list[BenchModel], chunks_ms: list[int], backends: list[str], test: Path, limit: int,
-          workdir: Path, threads: int = 1, say=None, modes: tuple[str, ...] | None = None) -> list[dict]:
+          workdir: Path, threads: int = 1, say=None, modes: tuple[str, ...] | None = None, bar=None) -> list[dict]:
     """``modes``: only these of ``chunk`` (strict chunks), ``step`` and ``chunk-bi`` (default: every one the
-    model's mixer has)."""
+    model's mixer has). ``bar``: an ``edgeasr.progress`` bar, advanced per utterance decoded."""
     from edgeasr.models.checkpoint import read_config
+    from edgeasr.progress import progress_bar
     from edgeasr.runtimes.backends import available, get_backend
     from edgeasr.evaluation.bootstrap import delta_summary, summary, word_errors
 
+    def modes_of(bm: BenchModel) -> list[str]:
+        # chunk-bi: stateful L2R + R2L within each chunk, a step graph exported per chunk size (bidirectional only)
+        own = ("chunk", "step", "chunk-bi") if bm.mixer in BIDIRECTIONAL_MIXERS else ("chunk", "step")
+        return [m for m in own if modes is None or m in modes]
+
     say = say or (lambda *_: None)
+    bar = bar or progress_bar(quiet=True)
+    n_rows = sum(len(modes_of(bm)) for bm in models) * len(backends) * len(chunks_ms)
+    task = bar.add_task("chunk sweep: test features", total=None, unit="utts")
     rows = []
     pairs: dict[int, object] = {}  # id(row) -> per-utterance (errors, words), for the paired ΔWER
     feats_cache: dict[str, list] = {}
@@ -482,11 +502,10 @@ def sweep(models: list[BenchModel], chunks_ms: list[int], backends: list[str], t
         if key not in feats_cache:
             feats_cache[key] = load_test_features(test, limit, config["features"])
         utts = feats_cache[key]
+        bar.update(task, total=n_rows * len(utts))
         shift = float(config["features"].get("frame_shift_ms", 10.0))
         chunk_dir = bm.direction if bm.direction in ("l2r", "bi") else "l2r"
-        # chunk-bi: stateful L2R + R2L within each chunk, a step graph exported per chunk size (bidirectional only)
-        own = ("chunk", "step", "chunk-bi") if bm.mixer in BIDIRECTIONAL_MIXERS else ("chunk", "step")
-        for mode in (m for m in own if modes is None or m in modes):
+        for mode in modes_of(bm):
             direction = {"step": "l2r", "chunk-bi": "chunk-bi"}.get(mode, chunk_dir)
             for backend_name in backends:
                 base = {"model": bm.label, "mixer": bm.mixer, "trained": bm.trained, "mode": mode,
@@ -497,6 +516,7 @@ def sweep(models: list[BenchModel], chunks_ms: list[int], backends: list[str], t
                     reason = "skipped: not stream-capable (trained with causal=False)"
                 if reason:
                     rows += [{**base, "chunk_ms": ms, "status": reason} for ms in chunks_ms]
+                    bar.advance(task, len(chunks_ms) * len(utts))
                     continue
                 def open_backend(c: int):
                     kind = "step" if mode == "chunk-bi" else mode
@@ -511,6 +531,7 @@ def sweep(models: list[BenchModel], chunks_ms: list[int], backends: list[str], t
                 backend = None if mode == "chunk-bi" else open_backend(32)
                 for ms in chunks_ms:
                     c = max(4, int(round(ms / shift / 4)) * 4)
+                    bar.update(task, description=f"chunk sweep: {bm.mixer} {mode} {backend_name} {ms} ms")
                     if mode == "chunk-bi":
                         backend = open_backend(c)
                     meta = backend.meta
@@ -522,6 +543,7 @@ def sweep(models: list[BenchModel], chunks_ms: list[int], backends: list[str], t
                         lp = fn(backend, f, c)
                         rtfs.append((time.perf_counter() - t0) / dur)
                         hyps.append(_decode(lp, meta["vocab"], int(meta["blank_id"])))
+                        bar.advance(task)
                     p = word_errors([u[1] for u in utts], hyps)
                     w = summary(p)
                     row = {**base, "chunk_ms": ms, "chunk_frames": c, "status": "ok",
@@ -737,7 +759,8 @@ def bench(refs, mixers: list[str], lengths: list[float], backends: list[str], ki
           direction: str = "bi", test: Path | None = None, chunks_ms: list[int] | None = None,
           sweep_mixers: list[str] | None = None, sweep_limit: int = 100, sweep_backends: list[str] | None = None,
           longform_on: bool = True, d_model: int = SHIP_D_MODEL, n_layers: int = SHIP_LAYERS,
-          mixer_options: dict | None = None, say=None) -> tuple[dict, dict[str, Path]]:
+          mixer_options: dict | None = None, say=None, bar=None) -> tuple[dict, dict[str, Path]]:
+    """``bar``: an ``edgeasr.progress`` bar for the long-form lengths and the sweep's utterances."""
     from edgeasr.runtimes.files import check_out_dir
 
     out = check_out_dir(out, [*(refs or []), test])
@@ -759,7 +782,7 @@ def bench(refs, mixers: list[str], lengths: list[float], backends: list[str], ki
                              "warm-up excluded (inputs under ~2 s of compute: median of up to 5 runs); each length runs in its own subprocess (peak RSS = that process's "
                              "VmHWM; full graphs hold the whole utterance's features, 115 MB at 60 min, step graphs only a pool of 64 chunks)."}
     if longform_on:
-        opts = BenchOptions(lengths, kinds, backends, threads, cap_s, mem_cap_mb, chunk_frames, direction, say)
+        opts = BenchOptions(lengths, kinds, backends, threads, cap_s, mem_cap_mb, chunk_frames, direction, say, bar)
         report["longform"] = {"lengths": [label_length(s) for s in lengths], "lengths_s": lengths,
                               "cap_s": cap_s, "mem_cap_mb": mem_cap_mb, "chunk_frames": chunk_frames,
                               "cells": longform(models, opts, out)}
@@ -771,7 +794,7 @@ def bench(refs, mixers: list[str], lengths: list[float], backends: list[str], ki
                            "utterances": None, "rows": []}
         if chosen:
             rows = sweep(chosen, chunks_ms, sweep_backends or backends[:1], Path(test), sweep_limit, out, threads,
-                         say)
+                         say, bar=bar)
             report["sweep"]["rows"] = rows
             report["sweep"]["utterances"] = next((r["utterances"] for r in rows), None)
         missing = [mx for mx in sweep_mixers if mx not in {m.mixer for m in chosen}]
