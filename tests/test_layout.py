@@ -191,6 +191,14 @@ def test_device_commands_run_without_torch(step_graph, tmp_path):
     assert "op histogram: needs the onnx package" in p.stdout
 
 
+def test_one_progress_style():
+    """Every progress bar is edgeasr.progress's (issue 35): no other module builds a rich Progress or a click bar."""
+    others = {name: sorted(m for m in _imports(path) if m.startswith("rich.progress"))
+              for name, path in _modules().items() if name != "edgeasr.progress"}
+    assert {n: m for n, m in others.items() if m} == {}
+    assert [n for n, path in _modules().items() if "progressbar(" in path.read_text()] == []
+
+
 def test_every_option_of_every_command_has_help_text():
     """A user reads --help, not the source: every option says what it does (issue 35)."""
     import click
@@ -202,9 +210,14 @@ def test_every_option_of_every_command_has_help_text():
     assert missing == []
 
 
+OLD_SPELLINGS = {"--limit", "--sweep-limit", "--time-limit", "--cap-s", "--mem-cap-mb", "--no-progress"}
+
+
 def test_shared_options_agree_across_commands():
-    """One vocabulary: utterance limits are --max-utterances and intra-op threads default to 1 everywhere (training
-    may use every core); old spellings are hidden (issue 35)."""
+    """One vocabulary (issue 35): utterance limits are --max-utterances (an integer); threads are --threads, at
+    least 1, defaulting to 1 everywhere but training (every core); time caps count minutes (--max-minutes,
+    --stop-after-minutes, --max-minutes-per-cell); a written directory or file is --out; JSON on stdout is --json;
+    old spellings are hidden."""
     import click
 
     from edgeasr.cli import main
@@ -212,11 +225,42 @@ def test_shared_options_agree_across_commands():
     visible = {name: {o: p for p in cmd.params if isinstance(p, click.Option) and not p.hidden for o in p.opts}
                for name, cmd in _commands(main)}
     for name, opts in visible.items():
-        assert not {"--limit", "--sweep-limit"} & set(opts), name
-        if "--threads" in opts and name != "train":
-            assert opts["--threads"].default == 1, name
+        assert not OLD_SPELLINGS & set(opts), name
+        if "--max-utterances" in opts:
+            assert isinstance(opts["--max-utterances"].type, click.types.IntParamType), name
+        if "--threads" in opts:
+            t = opts["--threads"]
+            assert isinstance(t.type, click.IntRange) and t.type.min == 1, name
+            assert name == "train" or t.default == 1, name
+        for o, p in opts.items():
+            if "minutes" in o:
+                assert isinstance(p.type, click.types.FloatParamType) and "minutes" in p.help, (name, o)
+            assert not o.endswith(("-s", "-sec", "-seconds")), (name, o)  # time in minutes, chunks in ms
+        if "--out" in opts:
+            assert isinstance(opts["--out"].type, click.Path) and opts["--out"].help.startswith("Output"), name
         if "--json" in opts:
-            assert opts["--json"].is_flag, name
+            assert opts["--json"].is_flag and opts["--json"].help.startswith("Print"), name
+
+
+def test_old_spellings_still_parse_with_a_notice(capsys):
+    """Every hidden option is an old spelling that still parses for one release and says what replaces it."""
+    import click
+
+    from edgeasr.cli import main
+
+    seen = set()
+    for name, cmd in _commands(main):
+        for p in cmd.params:
+            if not (isinstance(p, click.Option) and p.hidden):
+                continue
+            old = p.opts[0]
+            seen.add(old)
+            try:  # parses only (the command does not run); a missing required option is fine
+                cmd.make_context(name, [old] if p.is_flag else [old, "1"])
+            except click.UsageError as e:
+                assert old not in str(e), (name, e)
+            assert f"notice: {old} is deprecated; " in capsys.readouterr().err, (name, old)
+    assert seen == OLD_SPELLINGS
 
 
 def _commands(group, path=()):
@@ -228,3 +272,62 @@ def _commands(group, path=()):
             yield from _commands(sub, (*path, name))
         else:
             yield " ".join((*path, name)), sub
+
+
+FLAG_TABLE = ("<!-- flag tables: generated from the CLI; tests/test_layout.py checks them "
+              "(EDGEASR_WRITE_DOCS=1 pytest tests/test_layout.py -k flag_table rewrites them) -->",
+              "<!-- end of flag tables -->")
+
+
+def _default(p) -> str:
+    """An option's default as the flag table shows it."""
+    if p.required:
+        return "required"
+    if p.is_flag and not p.secondary_opts:
+        return "off"
+    if p.is_flag:  # --x/--no-x: the spelling that is on by default, or none (decided at run time)
+        return {True: f"`{p.opts[0]}`", False: f"`{p.secondary_opts[0]}`"}.get(p.default, "-")
+    if p.default in (None, "", ()) or p.multiple or type(p.default).__name__ == "Sentinel":
+        return "-"
+    return f"`{p.default}`"
+
+
+def _flag_tables() -> str:
+    """Markdown: one table per command (option, default, what it does), then the old spellings still accepted."""
+    import click
+
+    from edgeasr.cli import main
+
+    def cell(text) -> str:  # one line, and nothing Markdown would take for a column, a tag or emphasis
+        text = " ".join(str(text).split())
+        return text.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;").replace("*", "\\*")
+
+    out, old = [], []
+    for name, cmd in _commands(main):
+        rows = []
+        for p in cmd.params:
+            if not isinstance(p, click.Option):
+                continue
+            if p.hidden:
+                old.append(f"| `{name}` | `{p.opts[0]}` | {cell(p.help.removeprefix('Deprecated: '))} |")
+            else:
+                rows.append(f"| `{'/'.join(p.opts + p.secondary_opts)}` | {_default(p)} | {cell(p.help)} |")
+        out += [f"### edgeasr {name}", "", "| option | default | what it does |", "|---|---|---|", *rows, ""]
+    out += ["### Old spellings", "", "Accepted until the next release, with a notice on stderr.", "",
+            "| command | old spelling | instead |", "|---|---|---|", *old]
+    return "\n".join(out)
+
+
+def test_docs_flag_table_matches_the_cli():
+    """docs/cli.md's flag tables are the CLI's own options, defaults and help: they cannot drift (issue 35)."""
+    doc = ROOT / "docs" / "cli.md"
+    text = doc.read_text()
+    begin, end = FLAG_TABLE
+    assert begin in text and end in text, f"{doc} lacks the flag-table markers"
+    head, rest = text.split(begin)
+    current, tail = rest.split(end)
+    want = f"\n{_flag_tables()}\n"
+    if os.environ.get("EDGEASR_WRITE_DOCS") == "1":
+        doc.write_text(head + begin + want + end + tail)
+        return
+    assert current == want, "docs/cli.md's flag tables are stale: EDGEASR_WRITE_DOCS=1 pytest tests/test_layout.py -k flag_table"

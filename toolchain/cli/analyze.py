@@ -1,4 +1,4 @@
-"""CLI: ``edgeasr analyze attention`` and ``edgeasr analyze band-mask`` (seed 001's evidence on an mha model)."""
+"""CLI: ``edgeasr analyze attention`` and ``edgeasr analyze band-mask`` (what an mha model's attention does)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,12 +23,12 @@ def _require(*modules: tuple[str, str]) -> None:
 
 def _common(f):
     f = click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1),
-                     help="torch threads.")(f)
+                     help="CPU threads torch may use.")(f)
     f = click.option("--max-utterances", type=int, help="Use this many test utterances, spread evenly "
                                                           "(default: all).")(f)
     f = click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="Output directory.")(f)
     f = click.option("--mode", type=click.Choice(["strict", "stream"]), default="strict", show_default=True,
-                     help="strict: every chunk alone (seed 001), positions relative to the chunk; stream: "
+                     help="strict: every chunk encoded alone, positions relative to the chunk; stream: "
                           "left-context streaming (K/V cache), key offsets relative to the chunk start.")(f)
     f = click.option("--chunk-ms", required=True, type=float, help="Chunk size in ms (a multiple of 40 ms: one "
                                                                    "encoder frame of 4 fbank frames).")(f)
@@ -38,7 +38,7 @@ def _common(f):
 
 @click.group()
 def analyze():
-    """What the attention of an mha model does (seed 001): mean attention maps and diagonal-band masking."""
+    """What the attention of an mha model does: mean attention maps and diagonal-band masking."""
 
 
 @analyze.command(name="attention")

@@ -26,8 +26,8 @@ console = Console(stderr=True)
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1),
               help="Intra-op threads of every backend.")
 @click.option("--max-minutes-per-cell", default=2.0, show_default=True, type=float,
-              help="Time cap of each mixer x graph kind x backend: once one audio length takes longer (or is "
-                   "predicted to), its longer lengths are skipped.")
+              help="Time cap of each mixer x graph kind x backend, in minutes: once one audio length takes longer "
+                   "(or is predicted to), its longer lengths are skipped.")
 @renamed("--cap-s", "--max-minutes-per-cell", "old_cap_s", type=float, note=" (minutes, not seconds)")
 @click.option("--max-memory-mb", default=6000.0, show_default=True, type=float,
               help="Memory cap of each measurement: one whose peak RSS passes it is stopped, and longer lengths "

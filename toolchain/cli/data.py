@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from edgeasr.cli import options
+from edgeasr.cli.options import deprecated_no_progress
 from edgeasr.runtimes.errors import UserError
 from edgeasr.runtimes.vocab import normalize_text
 
@@ -29,7 +29,7 @@ def data():
 
 @data.command("synth")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Output folder (manifests, wavs/, corpus.json).")
+              help="Output directory: the manifests, wavs/ and corpus.json.")
 @click.option("--hours", default=6.0, show_default=True, type=float,
               help="Hours of training audio; dev/test scale with it (5 %), capped at 0.3 h each.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Same seed, same corpus (byte for byte).")
@@ -44,7 +44,7 @@ def data():
 @click.option("--splits", default="train,dev,test", show_default=True,
               help="Comma-separated splits to synthesise; e.g. 'test' for a held-out evaluation set alone (the same "
                    "utterances as the full corpus's test split).")
-@options.no_progress()
+@deprecated_no_progress()
 def synth(out: Path, hours: float, seed: int, jobs: int, recipe: int, splits: str, no_progress: bool):
     """Synthesise the default corpus with espeak-ng, flite, festival (Piper from recipe 3, Kokoro from 5); whole voices are held
     out for dev/test."""
@@ -85,7 +85,7 @@ def _print_synth_summary(out: Path, stats: dict) -> None:
 @data.command("transcode")
 @click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Output folder: the manifest copy and audio/.")
+              help="Output directory: the manifest copy and audio/.")
 @click.option("--codec", type=click.Choice(["opus", "flac"]), default="opus", show_default=True,
               help="opus: lossy, ~13x smaller than wav at 18 kb/s; flac: lossless.")
 @click.option("--kbps", default=18.0, show_default=True, type=float, help="Opus target bit rate.")
@@ -108,7 +108,7 @@ def transcode(manifest: Path, out: Path, codec: str, kbps: float, jobs: int):
 
 @data.command("real")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Output folder for real.jsonl (and the wavs converted from raw PCM).")
+              help="Output directory: real.jsonl (and the wavs converted from raw PCM).")
 @click.option("--source", default=str(POCKETSPHINX_DATA), show_default=True,
               type=click.Path(path_type=Path), help="pocketsphinx-testdata folder.")
 def real(out: Path, source: Path):

@@ -26,7 +26,7 @@ console = Console(stderr=True)
 @click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset of the written graph.")
 @click.option("--verify/--no-verify", default=True, show_default=True,
               help="Check the graph on ONNX Runtime against torch before writing it.")
-@click.option("--tolerance", type=float, default=1e-4, show_default=True, help="Max abs error allowed.")
+@click.option("--tolerance", type=float, default=1e-4, show_default=True, help="Largest absolute log-prob difference from torch that the check accepts.")
 @click.option("--wav", type=click.Path(path_type=Path), help="Real audio for verification (default: a LibriVox clip).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def export(model, kind, direction, out, chunk_frames, opset, verify, tolerance, wav, as_json):

@@ -20,7 +20,8 @@ def lm():
 
 
 @lm.command("build")
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="LM directory to write.")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Output directory: the LM that --lm takes.")
 @click.option("--text", "texts", multiple=True, type=click.Path(path_type=Path),
               help="Plain-text file, one sentence per line (repeatable). Default: the embedded KJV sentences.")
 @click.option("--exclude", "excludes", multiple=True, type=click.Path(path_type=Path),
@@ -59,7 +60,8 @@ def build(out: Path, texts: tuple[Path, ...], excludes: tuple[Path, ...], order:
 @click.argument("lm_dir", type=click.Path(path_type=Path))
 @click.option("--model", required=True,
               help="Whose log-probs to decode: RUN_DIR or shipped name (torch), or an exported MODEL.onnx.")
-@click.option("--dev", "dev_manifest", required=True, type=click.Path(path_type=Path), help="Dev manifest.")
+@click.option("--dev", "dev_manifest", required=True, type=click.Path(path_type=Path),
+              help="Dev manifest the weights are tuned on.")
 @click.option("--direction", help="Inference mode: l2r, bi, alt or chunk-bi:<ms>ms (default: the model's; an ONNX "
                                   "file decodes only in the mode it was exported in).")
 @click.option("--backend", type=click.Choice(ONNX_BACKENDS),

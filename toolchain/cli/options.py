@@ -11,7 +11,7 @@ def renamed(old: str, new: str, dest: str, type=int, note: str = ""):
     return _deprecated(old, dest, f"use {new}{note}", type=type)
 
 
-def no_progress():
+def deprecated_no_progress():
     """The old ``--no-progress`` (data synth, quantize): still honoured, but no longer needed."""
     return _deprecated("--no-progress", "no_progress", "the progress bar shows only when stderr is a terminal",
                        is_flag=True)

@@ -33,8 +33,10 @@ def _csv(value: str) -> list[str]:
 @click.option("--max-err", type=float, help="Fail (exit 1) when a cell's max abs logprob (or final-state) error "
                                             "against the reference exceeds this.")
 @click.option("--max-utterances", type=int, help="Use only the first N utterances of the test set.")
-@click.option("--threads", type=int, default=1, show_default=True, help="Intra-op threads of every backend.")
-@click.option("--peer/--no-peer", default=None, help="pocketsphinx peer column (default: on when importable).")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Intra-op threads of every backend.")
+@click.option("--peer/--no-peer", default=None,
+              help="Also run pocketsphinx, an independent recognizer, as a yardstick (default: on when installed).")
 @click.option("--bf16/--no-bf16", default=True, show_default=True,
               help="Also run fp32 models on OpenVINO bf16 when the CPU offers it (its own precision row).")
 @click.option("--isolate/--in-process", default=True, show_default=True,
@@ -45,7 +47,8 @@ def _csv(value: str) -> list[str]:
 def parity(models, test, reference, backends, modes, out, max_wer_delta, max_err, max_utterances, threads, peer,
            bf16, isolate, lm_dir, as_json):
     """Parity report: WER/CER, ΔWER, agreement, logprob and state error, RTF, chunk latency, RSS, size and load
-    time of every model × backend × precision × mode against the torch fp32 reference, plus the pocketsphinx peer.
+    time of every model × backend × precision × mode (a cell) against the torch fp32 reference, plus the
+    pocketsphinx peer.
     Writes report.json (schema edgeasr-parity/1), report.md and a self-contained report.html."""
     import json
 
@@ -54,8 +57,6 @@ def parity(models, test, reference, backends, modes, out, max_wer_delta, max_err
     from edgeasr.evaluation.report_html import summary_table, write_reports
     from edgeasr.progress import progress_bar
 
-    if threads < 1:
-        raise UserError(f"--threads must be >= 1, got {threads}")
     if not Path(test).is_file():
         raise UserError(f"test manifest not found: {test}")
     # before any cell runs: an unwritable --out (or one of the inputs) fails in a second, not after the run

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from edgeasr.cli import options
+from edgeasr.cli.options import deprecated_no_progress
 from edgeasr.runtimes.errors import UserError
 
 console = Console(stderr=True)
@@ -19,7 +19,8 @@ console = Console(stderr=True)
               help="Calibration manifest (JSONL: audio_filepath, text, duration).")
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="Output .int8.onnx file.")
 @click.option("--method", type=click.Choice(["minmax", "percentile", "entropy"]), default="minmax",
-              show_default=True, help="Activation range calibration.")
+              show_default=True,
+              help="How activation ranges are set from the calibration samples.")
 @click.option("--format", "fmt", type=click.Choice(["qdq", "dynamic"]), default="qdq", show_default=True,
               help="qdq: the static QDQ artifact every backend reads (ORT, OpenVINO, TensorRT). dynamic: CPU-only "
                    "(ORT, OpenVINO), int8 weights with activations quantized per call; the calibration still ranks "
@@ -40,8 +41,9 @@ console = Console(stderr=True)
                    "e.g. --keep-fp32 '/conv*/Conv' --keep-fp32 '/out/MatMul' for the subsampling.")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the quantization report (JSON) here.")
-@click.option("--threads", type=int, default=1, show_default=True, help="Intra-op threads of ONNX Runtime.")
-@options.no_progress()
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Intra-op threads of ONNX Runtime.")
+@deprecated_no_progress()
 @click.option("--all-nodes", is_flag=True, help="Print every node's precision, SQNR and reason, not a summary.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def quantize(model, calib, out, method, fmt, max_utterances, max_samples, max_wer_drop, dev, max_dev_utterances,

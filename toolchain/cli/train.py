@@ -43,12 +43,14 @@ def _ms_list(value: str | None):
 
 
 @click.command()
-@click.option("--mixer", type=click.Choice(MIXERS), help="Mixer replacing self-attention.")
+@click.option("--mixer", type=click.Choice(MIXERS),
+              help="What mixes information across time in each block (mha is attention; none: nothing).")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
               help='JSON {"model": {...}, "train": {...}}; options given here override it.')
 @click.option("--train", "train_manifests", required=True, multiple=True, type=click.Path(path_type=Path),
               help="Train manifest; repeat it to pool several corpora (e.g. two synth seeds, or synth + your own).")
-@click.option("--dev", "dev_manifest", required=True, type=click.Path(path_type=Path), help="Dev manifest.")
+@click.option("--dev", "dev_manifest", required=True, type=click.Path(path_type=Path),
+              help="Dev manifest: its WER picks the best checkpoint.")
 @click.option("--out", "run_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Output directory of the run: the best checkpoint (model.safetensors, config.json), the last one "
                    "for --resume, summary.json.")
@@ -56,7 +58,9 @@ def _ms_list(value: str | None):
 @click.option("--max-minutes", type=float,
               help="Training budget in minutes, summed over --resume runs; the learning-rate schedule is planned to "
                    "end with it.")
-@click.option("--max-steps", type=int, help="Step budget; the LR schedule ends with it (equal-step comparisons).")
+@click.option("--max-steps", type=int,
+              help="Training budget in optimizer steps; the learning-rate schedule is planned to end with it "
+                   "(equal steps compare mixers fairly).")
 @click.option("--batch-frames", type=int, help="Batch size in feature frames (10 ms each), padding included.")
 @click.option("--lr", type=float, help="Peak learning rate of the warmup + cosine schedule.")
 @click.option("--d-model", type=int, help="Model width (144 in the shipped models).")
@@ -67,7 +71,9 @@ def _ms_list(value: str | None):
               help="What the model sees: l2r (the past only, so it streams) or bi (past and future).")
 @click.option("--dev-direction", help="Score dev WER (and keep the best checkpoint) in this mode, e.g. "
                                       "chunk-bi:640ms for a streaming fine-tune (default: the model's own mode).")
-@click.option("--chunk-bi-p", type=float, help="Share of training steps run in chunk-bi (bidirectional mixers, bi).")
+@click.option("--chunk-bi-p", type=float,
+              help="Share of training steps run in chunk-bi mode (a bidirectional model streaming with one chunk "
+                   "of look-ahead).")
 @click.option("--chunk-bi-ms", callback=lambda c, p, v: _ms_list(v), metavar="MS,MS,...",
               help="Chunk sizes a chunk-bi training step draws from (default 160,320,640,1280).")
 @click.option("--strict-chunk-ms", callback=lambda c, p, v: _ms_list(v), metavar="MS,MS,...",

@@ -75,7 +75,7 @@ class _LivePartial:
 @click.option("--stream", is_flag=True, help="Stream through the step graph chunk by chunk; on a terminal the "
                                              "partial transcript is shown as it grows.")
 @click.option("--chunk-ms", type=float, help="Streaming chunk in ms (default: the model's recommended chunk).")
-@click.option("--threads", type=int, default=1, show_default=True, help="Intra-op threads.")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="Intra-op threads.")
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]),
               help="Backend compute precision (OpenVINO: bf16 explicitly; TensorRT: fp16).")
 @click.option("--explicit-state", is_flag=True, help="OpenVINO: states as graph I/O instead of MakeStateful.")
@@ -86,7 +86,7 @@ class _LivePartial:
                                   "chunk-bi sibling).")
 @click.option("--lm", "lm_dir", type=click.Path(path_type=Path),
               help="Beam search with this word LM (edgeasr lm build) instead of greedy CTC; streams too.")
-@click.option("--json", "as_json", is_flag=True, help="JSON lines (with token timestamps) instead of text.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON lines (with token timestamps) instead of text.")
 def transcribe(model, audio, backend, stream, chunk_ms, threads, precision, explicit_state, use_stdin, rate,
                direction, lm_dir, as_json):
     """Transcribe AUDIO files (or live PCM on --stdin) with MODEL: an ONNX export (ort, openvino, tensorrt,
@@ -101,8 +101,6 @@ def transcribe(model, audio, backend, stream, chunk_ms, threads, precision, expl
         raise UserError("give AUDIO files or --stdin, not both")
     if not use_stdin and not audio:
         raise UserError("no audio: give AUDIO files or --stdin")
-    if threads < 1:
-        raise UserError("--threads must be >= 1")
     if chunk_ms is not None and not (math.isfinite(chunk_ms) and 0 < chunk_ms <= 60_000):
         raise UserError(f"--chunk-ms must be a positive number of milliseconds up to 60000, got {chunk_ms:g}")
     if rate is not None and not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
