@@ -32,7 +32,9 @@ Measured per cell (DESIGN.md §7):
 
 Cells whose backend is not available here are ``skipped`` with the reason; a cell that fails to run is ``error``
 with its one-line reason (both listed, never silently absent). Thresholds (``max_wer_delta``, ``max_err``) are
-checked on every measured non-reference cell; ``report["failures"]`` names each failing cell.
+checked on every measured non-reference cell; ``report["failures"]`` names each failing cell. Suspicious cells
+(transcripts that rarely agree with the reference, final states far off) carry ``flags`` with the reason
+(``flag_suspicious``; they do not fail the run).
 """
 from __future__ import annotations
 
@@ -534,6 +536,81 @@ def _intervals(cells: list[dict], refs_text: list[str]) -> None:
             m["significant"] = significant(ci)
 
 
+# Suspicious-cell levels: flags say "look at this cell"; they never change the verdict (only thresholds do).
+# A conversion of the same weights should give the same transcript nearly always: one utterance in ten differing
+# is where int8/bf16 drift starts to be more than rounding (fp32 on any backend agrees 100 %).
+FLAG_AGREEMENT_PCT = 90.0
+# The final states carry the whole utterance forward, so their error is the early sign of drift. It is judged
+# against the fp32 cell of the same reference (what the backend's own rounding costs) and, because WKV/SSM states
+# grow with the utterance, against the state's size rather than an absolute floor: fp32 sits near 1e-6 of it,
+# bf16 at 1-3 %, an int8 file that lost the states at 15 % and more.
+FLAG_STATE_RATIO = 100.0
+FLAG_STATE_REL = 0.05
+
+
+def check_thresholds(cells: list[dict], max_wer_delta: float | None, max_err: float | None) -> list[str]:
+    """Sets ``threshold_failures`` (one line each) and ``failed_metrics`` (their metric keys) on every measured
+    candidate; returns the report's ``failures``: every crossing and every cell that did not run, by cell id."""
+    failures = []
+    for c in cells:
+        if c["status"] == "error":
+            failures.append(f"{c['id']}: did not run ({c['reason']})")
+            continue
+        if c["status"] != "ok" or c["role"] != "candidate":
+            continue
+        m, why, keys = c["metrics"], [], []
+        checks = (("wer_delta", max_wer_delta, lambda v, t: f"ΔWER {100 * v:+.2f} points > {100 * t:g}"),
+                  ("wer_lm_delta", max_wer_delta,
+                   lambda v, t: f"ΔWER with the LM {100 * v:+.2f} points > {100 * t:g}"),
+                  ("err_max_abs", max_err, lambda v, t: f"max abs logprob error {v:.3g} > {t}"),
+                  ("state_err_max_abs", max_err, lambda v, t: f"max abs final-state error {v:.3g} > {t}"))
+        for key, limit, say in checks:
+            if limit is not None and m.get(key) is not None and m[key] > limit:
+                why.append(say(m[key], limit))
+                keys.append(key)
+        c["threshold_failures"] = why
+        c["failed_metrics"] = keys
+        failures += [f"{c['id']}: {w}" for w in why]
+    return failures
+
+
+def flag_suspicious(cells: list[dict]) -> None:
+    """Sets ``flags`` (``[{"metric", "reason"}]``) on every measured candidate: transcripts that agree with the
+    reference too rarely, final states far off where the fp32 cell is not, log-probs with a different frame count."""
+    ok = [c for c in cells if c["status"] == "ok" and c["role"] == "candidate"]
+    for c in ok:
+        m, flags = c["metrics"], []
+        if m.get("agreement_pct") is not None and m["agreement_pct"] < FLAG_AGREEMENT_PCT:
+            flags.append({"metric": "agreement_pct", "reason": f"transcript identical to the reference's on "
+                          f"{m['agreement_pct']:.0f} % of utterances (< {FLAG_AGREEMENT_PCT:.0f} %)"})
+        rel = m.get("state_err_rel")
+        if rel is not None and rel > FLAG_STATE_REL:
+            err, base = m["state_err_max_abs"], _fp32_state_err(c, ok)
+            size = f"final-state error {err:.2g} = {100 * rel:.0f} % of the largest reference state"
+            if base is None:  # an fp32 cell (or none to compare with): the state's size is the only measure
+                flags.append({"metric": "state_err_max_abs",
+                              "reason": f"{size} (> {100 * FLAG_STATE_REL:.0f} %)"})
+            elif err > FLAG_STATE_RATIO * base:
+                times = f"{err / base:,.0f}x the fp32 cell's {base:.2g}" if base else "the fp32 cell's is 0"
+                flags.append({"metric": "state_err_max_abs", "reason": f"{size}, {times} "
+                              f"(> {100 * FLAG_STATE_REL:.0f} % and > {FLAG_STATE_RATIO:.0f}x)"})
+        if m.get("frame_mismatch_utterances"):
+            flags.append({"metric": "err_max_abs", "reason": f"log-probs have a different frame count from the "
+                          f"reference on {m['frame_mismatch_utterances']} utterance(s)"})
+        c["flags"] = flags
+
+
+def _fp32_state_err(cell: dict, cells: list[dict]) -> float | None:
+    """The final-state error of the fp32 cell compared with the same reference (the same backend preferred): what
+    rounding alone costs there. None for an fp32 cell itself or when there is none."""
+    if cell["precision"] == "fp32":
+        return None
+    fp32 = [x for x in cells if x["precision"] == "fp32" and x["reference"] == cell["reference"]
+            and x["metrics"].get("state_err_max_abs") is not None]
+    best = min(fp32, key=lambda x: (x["backend"] != cell["backend"], x["metrics"]["state_err_max_abs"]), default=None)
+    return None if best is None else best["metrics"]["state_err_max_abs"]
+
+
 def run_parity(models, test, reference=None, backends=("all",), modes=("step", "full"), max_wer_delta=None,
                max_err=None, max_utterances=None, threads=1, peer=None, bf16=True, isolate=True, log=None,
                lm=None, bar=None) -> dict:
@@ -649,24 +726,8 @@ def run_parity(models, test, reference=None, backends=("all",), modes=("step", "
             if "wer_lm" in c["metrics"]:
                 c["metrics"]["wer_lm_delta"] = 0.0
     _intervals(cells_out, refs_text)
-    failures = []
-    for c in cells_out:
-        if c["status"] == "error":
-            failures.append(f"{c['id']}: did not run ({c['reason']})")
-            continue
-        if c["status"] != "ok" or c["role"] != "candidate":
-            continue
-        m, why = c["metrics"], []
-        if max_wer_delta is not None and m.get("wer_delta") is not None and m["wer_delta"] > max_wer_delta:
-            why.append(f"ΔWER {m['wer_delta']:+.4f} > {max_wer_delta}")
-        if max_wer_delta is not None and m.get("wer_lm_delta") is not None and m["wer_lm_delta"] > max_wer_delta:
-            why.append(f"ΔWER with the LM {m['wer_lm_delta']:+.4f} > {max_wer_delta}")
-        if max_err is not None and m.get("err_max_abs") is not None and m["err_max_abs"] > max_err:
-            why.append(f"max abs logprob error {m['err_max_abs']:.3g} > {max_err}")
-        if max_err is not None and m.get("state_err_max_abs") is not None and m["state_err_max_abs"] > max_err:
-            why.append(f"max abs final-state error {m['state_err_max_abs']:.3g} > {max_err}")
-        c["threshold_failures"] = why
-        failures += [f"{c['id']}: {w}" for w in why]
+    failures = check_thresholds(cells_out, max_wer_delta, max_err)
+    flag_suspicious(cells_out)
     for c in cells_out:
         if "metrics" in c:
             c["metrics"] = {k: (_r(v, 6) if isinstance(v, float) else v) for k, v in c["metrics"].items()}
