@@ -109,7 +109,35 @@ def test_bench_writes_every_cell_with_an_exponent(tiny_bench):
     md = paths["md"].read_text()
     assert "| mha | full | ort | bi |" in md and "| none | step | ort | l2r |" in md
     html = paths["html"].read_text()
-    assert html.count("<svg") >= 4 and "time vs length" in html and "<script src" not in html
+    assert html.count('<figure class="plot">') == 2 and "encoder time vs length" in html and "RTF vs length" in html
+    assert "b=" in html and "<script src" not in html and "<pre>" not in html  # tables are tables, not Markdown
+    assert "<th class=\"l\">b last</th>" in html
+
+
+def test_bench_html_in_headless_chromium(tiny_bench, tmp_path):
+    """At 1024 px the page draws both figures (time/RTF/RSS vs length; the sweep's WER and RTF vs chunk) and
+    nothing scrolls sideways."""
+    from page_check import check_page, screenshot
+
+    _, paths = tiny_bench
+    page = check_page(paths["html"], tmp_path, width=1024)
+    assert page["errors"] == "" and page["plots"] == page["plots_expected"] == 2, page
+    assert page["scroll_width"] <= page["view_width"] and page["table_overflow"] == 0, page
+    art_dir = ROOT / "work" / "artifacts" if (ROOT / ".git").exists() else tmp_path
+    art_dir.mkdir(parents=True, exist_ok=True)
+    screenshot(paths["html"], art_dir / "bench_report.png", tmp_path, width=1024)
+
+
+def test_bench_html_without_matplotlib(tiny_bench, monkeypatch):
+    import sys
+    from html import escape
+
+    from edgeasr.evaluation.plots import MISSING
+
+    report, _ = tiny_bench
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # a device install: base dependencies only
+    html = B.html(report)
+    assert escape(MISSING) in html and "<figure" not in html and "<table>" in html
 
 
 def test_chunk_sweep_rows(tiny_bench):

@@ -588,170 +588,119 @@ def _point_cell(p: dict) -> str:
     return p.get("status", "-")
 
 
-def markdown(report: dict) -> str:
-    lines = ["# edgeasr bench", "",
-             f"{report['created']} · {report['host']['cpus']} CPUs · threads {report['threads']} · "
-             f"load average at start {report['host']['loadavg_at_start']}", ""]
-    lines += [f"Models: {report['models_note']}", "", f"Inputs: {report['inputs_note']}", ""]
+def _time_cell(p: dict) -> str:
+    if p.get("status") == "ok":
+        return f"{p['time_s']:.3g} s · RTF {p['time_s'] / p['seconds']:.2g}"
+    return "-"
+
+
+def tables(report: dict) -> list[dict]:
+    """The report's tables as data (``title``, ``note``, ``head``, ``rows`` of strings, ``level`` 2 opens a
+    section): bench.md and bench.html show the same ones."""
+    out = []
     lf = report.get("longform")
     if lf:
         lengths = lf["lengths"]
-        lines += ["## Long-form: MPS (minutes of audio per second) and peak RSS per audio length", "",
-                  f"Per-cell time cap {lf['cap_s']:g} s, memory cap {lf['mem_cap_mb']:.0f} MB. "
-                  "b: fitted exponent of time ~ length^b (all measured lengths); b last: between the last two.", "",
-                  "| mixer | kind | backend | direction | " + " | ".join(lengths) + " | b | b last |",
-                  "|---|---|---|---|" + "---|" * len(lengths) + "---|---|"]
-        for c in lf["cells"]:
-            lines.append(f"| {c['mixer']} | {c['kind']} | {c['backend']} | {c['direction']} | " +
-                         " | ".join(_point_cell(p) for p in c["points"]) +
-                         f" | {_fmt(c['exponent'])} | {_fmt(c['exponent_last'])} |")
-        lines += ["", "Time (s) per length:", "", "| mixer | kind | backend | " + " | ".join(lengths) + " |",
-                  "|---|---|---|" + "---|" * len(lengths)]
-        for c in lf["cells"]:
-            lines.append(f"| {c['mixer']} | {c['kind']} | {c['backend']} | " + " | ".join(
-                f"{p['time_s']:.3g}" if p.get("status") == "ok" else "-" for p in c["points"]) + " |")
-        lines.append("")
+        out.append({"level": 2, "title": "Long-form: MPS (minutes of audio per second) and peak RSS per audio length",
+                    "note": f"Per-cell time cap {lf['cap_s']:g} s, memory cap {lf['mem_cap_mb']:.0f} MB. b: fitted "
+                            "exponent of time ~ length^b (all measured lengths); b last: between the last two.",
+                    "head": ["mixer", "kind", "backend", "direction", *lengths, "b", "b last"],
+                    "rows": [[c["mixer"], c["kind"], c["backend"], c["direction"],
+                              *[_point_cell(p) for p in c["points"]], _fmt(c["exponent"]),
+                              _fmt(c["exponent_last"])] for c in lf["cells"]]})
+        out.append({"level": 3, "title": "Time and RTF per length", "note": "Encoder time of the whole length "
+                    "(median of the runs) and RTF = time / audio length.",
+                    "head": ["mixer", "kind", "backend", *lengths],
+                    "rows": [[c["mixer"], c["kind"], c["backend"], *[_time_cell(p) for p in c["points"]]]
+                             for c in lf["cells"]]})
     sw = report.get("sweep")
     if sw:
-        lines += ["## Chunk-size sweep (seed 001): WER % [95 % CI] / encoder RTF (median)", "",
-                  f"Test set: {sw['test']} ({sw['utterances']} utterances). chunk = strict chunk graph (each chunk "
-                  "alone, no state); step = stateful streaming; chunk-bi = stateful L2R + R2L within each chunk (bidirectional mixers). Features precomputed, RTF = encoder time / audio. "
-                  "CI: bootstrap over utterances; ΔWER: paired bootstrap against the first model at the same mode, "
-                  "backend and chunk (* = significant: its 95 % interval excludes 0).",
-                  ""]
         chunks = sw["chunks_ms"]
-        lines += ["| model | mode | backend | " + " | ".join(f"{c} ms" for c in chunks) + " |",
-                  "|---|---|---|" + "---|" * len(chunks)]
         groups: dict[tuple, dict] = {}
         for r in sw["rows"]:
             groups.setdefault((r["model"], r["mode"], r["backend"]), {})[r["chunk_ms"]] = r
+        rows = []
         for (model, mode, backend), byc in groups.items():
             cells = []
             for c in chunks:
                 r = byc.get(c)
                 cells.append("-" if r is None else r["status"] if r["status"] != "ok"
                              else f"{r['wer']:.2f} [{_ci(r.get('ci95'))}] / {r['rtf_median']:.4f}")
-            lines.append(f"| {model} | {mode} | {backend} | " + " | ".join(cells) + " |")
+            rows.append([model, mode, backend, *cells])
+        note = (f"Test set: {sw['test']} ({sw['utterances']} utterances). chunk = strict chunk graph (each chunk "
+                "alone, no state); step = stateful streaming; chunk-bi = stateful L2R + R2L within each chunk "
+                "(bidirectional mixers). Features precomputed, RTF = encoder time / audio. CI: bootstrap over "
+                "utterances; ΔWER: paired bootstrap against the first model at the same mode, backend and chunk "
+                "(* = significant: its 95 % interval excludes 0).")
+        if any(not r.get("trained", True) for r in sw["rows"]):
+            note += " Random-init models: their WER is meaningless (only the RTF is informative)."
+        out.append({"level": 2, "title": "Chunk-size sweep (seed 001): WER % [95 % CI] / encoder RTF (median)",
+                    "note": note, "head": ["model", "mode", "backend", *[f"{c} ms" for c in chunks]], "rows": rows})
         deltas = [r for r in sw["rows"] if r.get("status") == "ok" and r.get("delta_ci95")]
         if deltas:
-            lines += ["", "ΔWER (points) against the first model, paired 95 % CI:", "",
-                      "| model | vs | mode | backend | " + " | ".join(f"{c} ms" for c in chunks) + " |",
-                      "|---|---|---|---|" + "---|" * len(chunks)]
             dgroups: dict[tuple, dict] = {}
             for r in deltas:
                 dgroups.setdefault((r["model"], r["delta_vs"], r["mode"], r["backend"]), {})[r["chunk_ms"]] = r
-            for (model, vs, mode, backend), byc in dgroups.items():
-                cells = ["-" if c not in byc else f"{byc[c]['delta']:+.2f} [{_ci(byc[c]['delta_ci95'], True)}]"
-                         + ("*" if byc[c]["significant"] else "") for c in chunks]
-                lines.append(f"| {model} | {vs} | {mode} | {backend} | " + " | ".join(cells) + " |")
-        if any(not r.get("trained", True) for r in sw["rows"]):
-            lines += ["", "Random-init models: their WER is meaningless (only the RTF is informative)."]
-        lines.append("")
+            out.append({"level": 3, "title": "ΔWER (points) against the first model, paired 95 % CI", "note": "",
+                        "head": ["model", "vs", "mode", "backend", *[f"{c} ms" for c in chunks]],
+                        "rows": [[*key, *["-" if c not in byc else f"{byc[c]['delta']:+.2f} "
+                                          f"[{_ci(byc[c]['delta_ci95'], True)}]" + ("*" if byc[c]["significant"]
+                                                                                   else "") for c in chunks]]
+                                 for key, byc in dgroups.items()]})
+    return out
+
+
+def markdown(report: dict) -> str:
+    lines = ["# edgeasr bench", "",
+             f"{report['created']} · {report['host']['cpus']} CPUs · threads {report['threads']} · "
+             f"load average at start {report['host']['loadavg_at_start']}", ""]
+    lines += [f"Models: {report['models_note']}", "", f"Inputs: {report['inputs_note']}", ""]
+    for t in tables(report):
+        lines += [f"{'#' * t['level']} {t['title']}", ""] + ([t["note"], ""] if t["note"] else [])
+        lines += ["| " + " | ".join(t["head"]) + " |", "|" + "---|" * len(t["head"])]
+        lines += ["| " + " | ".join(r) + " |" for r in t["rows"]] + [""]
     return "\n".join(lines) + "\n"
 
 
-_COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
+def html(report: dict) -> str:
+    from html import escape
 
+    from edgeasr.evaluation.plots import bench_figures
+    from edgeasr.evaluation.report_html import ERROR_GUARD, PAGE_CHECK, PAGE_CSS, plots_html
 
-def _svg_loglog(title: str, series: list[tuple[str, list[tuple[float, float]]]], ylabel: str,
-                guides: bool = True) -> str:
-    W, H, L, R, T, B = 560, 340, 64, 150, 30, 44
-    pts = [p for _, s in series for p in s if p[0] > 0 and p[1] > 0]
-    if not pts:
-        return f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="60"><text x="10" y="30">{title}: ' \
-               'no measured points</text></svg>'
-    lx = [math.log10(p[0]) for p in pts]
-    ly = [math.log10(p[1]) for p in pts]
-    x0, x1 = math.floor(min(lx)), math.ceil(max(lx))
-    y0, y1 = math.floor(min(ly)), math.ceil(max(ly))
-    x1 = x1 if x1 > x0 else x0 + 1
-    y1 = y1 if y1 > y0 else y0 + 1
-    sx = lambda v: L + (math.log10(v) - x0) / (x1 - x0) * (W - L - R)  # noqa: E731
-    sy = lambda v: H - B - (math.log10(v) - y0) / (y1 - y0) * (H - T - B)  # noqa: E731
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" '
-           f'font-size="11"><rect width="{W}" height="{H}" fill="white"/>',
-           f'<text x="{L}" y="18" font-size="13" font-weight="bold">{title}</text>']
-    for e in range(x0, x1 + 1):
-        x = L + (e - x0) / (x1 - x0) * (W - L - R)
-        out.append(f'<line x1="{x:.1f}" y1="{T}" x2="{x:.1f}" y2="{H - B}" stroke="#ddd"/>'
-                   f'<text x="{x:.1f}" y="{H - B + 14}" text-anchor="middle">{10 ** e:g}</text>')
-    for e in range(y0, y1 + 1):
-        y = H - B - (e - y0) / (y1 - y0) * (H - T - B)
-        out.append(f'<line x1="{L}" y1="{y:.1f}" x2="{W - R}" y2="{y:.1f}" stroke="#ddd"/>'
-                   f'<text x="{L - 4}" y="{y + 4:.1f}" text-anchor="end">{10 ** e:g}</text>')
-    out.append(f'<text x="{(L + W - R) / 2}" y="{H - 8}" text-anchor="middle">audio length (s)</text>'
-               f'<text x="14" y="{(T + H - B) / 2}" transform="rotate(-90 14 {(T + H - B) / 2})" '
-               f'text-anchor="middle">{ylabel}</text>')
-    if guides:  # slope-1 and slope-2 guides through the lowest first point
-        first = min((s[0] for _, s in series if s), key=lambda p: p[1])
-        for slope, dash in ((1, "4 3"), (2, "1 3")):
-            xe = 10 ** x1
-            ye = first[1] * (xe / first[0]) ** slope
-            if ye > 10 ** y1:
-                xe = first[0] * (10 ** y1 / first[1]) ** (1 / slope)
-                ye = 10 ** y1
-            out.append(f'<line x1="{sx(first[0]):.1f}" y1="{sy(first[1]):.1f}" x2="{sx(xe):.1f}" '
-                       f'y2="{sy(ye):.1f}" stroke="#888" stroke-dasharray="{dash}"/>')
-        out.append(f'<text x="{W - R + 8}" y="{H - B - 14}" fill="#888">dashed: slope 1</text>'
-                   f'<text x="{W - R + 8}" y="{H - B}" fill="#888">dotted: slope 2</text>')
-    for i, (name, s) in enumerate(series):
-        col = _COLORS[i % len(_COLORS)]
-        s = [p for p in s if p[0] > 0 and p[1] > 0]
-        if s:
-            path = " ".join(f"{'M' if j == 0 else 'L'}{sx(a):.1f},{sy(b):.1f}" for j, (a, b) in enumerate(s))
-            out.append(f'<path d="{path}" fill="none" stroke="{col}" stroke-width="2"/>')
-            out += [f'<circle cx="{sx(a):.1f}" cy="{sy(b):.1f}" r="3" fill="{col}"><title>{name}: {a:g} s -> '
-                    f'{b:.4g}</title></circle>' for a, b in s]
-        out.append(f'<rect x="{W - R + 8}" y="{T + 14 * i}" width="10" height="10" fill="{col}"/>'
-                   f'<text x="{W - R + 22}" y="{T + 9 + 14 * i}">{name}</text>')
-    out.append("</svg>")
-    return "".join(out)
-
-
-def _esc(s) -> str:
-    return str(s).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def html(report: dict, md_text: str) -> str:
-    figs = []
-    lf = report.get("longform")
-    if lf:
-        for kind in dict.fromkeys(c["kind"] for c in lf["cells"]):
-            for backend in dict.fromkeys(c["backend"] for c in lf["cells"]):
-                cells = [c for c in lf["cells"] if c["kind"] == kind and c["backend"] == backend]
-                if not cells:
-                    continue
-                ser_t = [(f"{c['mixer']} b={_fmt(c['exponent'])}",
-                          [(p["seconds"], p["time_s"]) for p in c["points"] if p.get("status") == "ok"])
-                         for c in cells]
-                ser_m = [(c["mixer"], [(p["seconds"], p["peak_rss_mb"]) for p in c["points"]
-                                       if p.get("status") == "ok"]) for c in cells]
-                figs.append(_svg_loglog(f"{kind} graph on {backend}: time vs length", ser_t, "seconds"))
-                figs.append(_svg_loglog(f"{kind} graph on {backend}: peak RSS vs length", ser_m, "MB", False))
-    sw = report.get("sweep")
-    if sw:
-        for mode in ("chunk", "step"):
-            ser = {}
-            for r in sw["rows"]:
-                if r["mode"] == mode and r["status"] == "ok":
-                    ser.setdefault(f"{r['mixer']} {r['backend']}", []).append((r["chunk_ms"] / 1000, r["rtf_median"]))
-            if ser:
-                figs.append(_svg_loglog(f"sweep, {mode} mode: encoder RTF vs chunk", list(ser.items()), "RTF",
-                                        False).replace("audio length (s)", "chunk (s)"))
-    return ("<!doctype html><html><head><meta charset='utf-8'><title>edgeasr bench</title><style>"
-            "body{font-family:sans-serif;margin:2em;max-width:1200px}svg{margin:6px;border:1px solid #eee}"
-            "pre{white-space:pre-wrap;background:#f7f7f7;padding:1em;font-size:12px}</style></head><body>"
-            "<h1>edgeasr bench</h1><div>" + "".join(figs) + "</div><h2>Tables</h2><pre>" + _esc(md_text) +
-            "</pre><script type='application/json' id='report'>" + _esc(json.dumps(report)) +
-            "</script></body></html>\n")
+    figures = bench_figures(report)  # None without matplotlib
+    parts = []
+    for t in tables(report):
+        head = "".join(f'<th class="l">{escape(h)}</th>' for h in t["head"])
+        body = "".join("<tr>" + "".join(f'<td class="l">{escape(v)}</td>' for v in r) + "</tr>" for r in t["rows"])
+        parts.append(f"<h{t['level']}>{escape(t['title'])}</h{t['level']}>" +
+                     (f"<p>{escape(t['note'])}</p>" if t["note"] else "") +
+                     f'<div class="tablewrap"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+                     "</div>")
+    data = json.dumps(report).replace("</", "<\\/")
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>edgeasr bench</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">{ERROR_GUARD}<style>{PAGE_CSS}</style></head>
+<body data-plots="0" data-plots-expected="{len(figures or [])}">
+<h1>edgeasr bench</h1>
+<p>{escape(report['created'])} · {report['host']['cpus']} CPUs · threads {report['threads']} · load average at start
+{escape(str(report['host']['loadavg_at_start']))}</p>
+<p>Models: {escape(report['models_note'])}</p><p>Inputs: {escape(report['inputs_note'])}</p>
+<h2>Plots</h2>
+{plots_html(figures, wide=True)}
+{''.join(parts)}
+<pre id="page-errors"></pre>
+<script type="application/json" id="report">{data}</script>
+{PAGE_CHECK}
+</body></html>
+"""
 
 
 def write_reports(report: dict, out: Path, stem: str = "bench") -> dict[str, Path]:
     from edgeasr.runtimes.files import write_report_files
 
-    md_text = markdown(report)
-    return write_report_files(out, stem, {"json": json.dumps(report, indent=2) + "\n", "md": md_text,
-                                          "html": html(report, md_text)})
+    return write_report_files(out, stem, {"json": json.dumps(report, indent=2) + "\n", "md": markdown(report),
+                                          "html": html(report)})
 
 
 def bench(refs, mixers: list[str], lengths: list[float], backends: list[str], kinds: list[str], out: Path,

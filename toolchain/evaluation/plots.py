@@ -231,3 +231,132 @@ def parity_figures(report: dict) -> list[str] | None:
     figs = [parity_wer(plt, report), parity_wer_delta(plt, report), parity_rtf(plt, report),
             parity_latency(plt, report)]
     return [f for f in figs if f]
+
+
+# --- bench -------------------------------------------------------------------------------------------------------
+def _ok_points(cell: dict) -> list[dict]:
+    return [p for p in cell["points"] if p.get("status") == "ok"]
+
+
+def _fmt_b(v) -> str:
+    return "–" if v is None else f"{v:.2f}"
+
+
+def bench_scaling(plt, report: dict) -> list[str]:
+    """Per backend: time, RTF and peak RSS against audio length, one line per mixer × graph kind; the legend
+    carries the fitted exponent b of time ~ length^b (and b between the last two lengths)."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    lf = report.get("longform") or {}
+    figs = []
+    for backend in dict.fromkeys(c["backend"] for c in lf.get("cells", [])):
+        cells = [c for c in lf["cells"] if c["backend"] == backend and _ok_points(c)]
+        if not cells:
+            continue
+        fig, (ax_t, ax_r, ax_m) = plt.subplots(1, 3, figsize=(10.5, 3.9))
+        for i, c in enumerate(cells):
+            pts = _ok_points(c)
+            xs = [p["seconds"] for p in pts]
+            style = {"color": SERIES_COLORS[i % len(SERIES_COLORS)], "marker": "o", "markersize": 4,
+                     "linestyle": "-" if c["kind"] == "full" else "--"}
+            label = f"{c['mixer']} {c['kind']}: b={_fmt_b(c.get('exponent'))} (last {_fmt_b(c.get('exponent_last'))})"
+            ax_t.plot(xs, [p["time_s"] for p in pts], label=label, **style)
+            ax_r.plot(xs, [p["time_s"] / p["seconds"] for p in pts], **style)
+            ax_m.plot(xs, [p["peak_rss_mb"] for p in pts], **style)
+        # slope guides through the fastest first point: where a line runs parallel, time grows like length^1 / ^2
+        x0, y0 = min(((_ok_points(c)[0]["seconds"], _ok_points(c)[0]["time_s"]) for c in cells), key=lambda p: p[1])
+        x1 = max(p["seconds"] for c in cells for p in _ok_points(c))
+        for slope, dots in ((1, (0, (4, 3))), (2, (0, (1, 2)))):
+            ax_t.plot([x0, x1], [y0, y0 * (x1 / x0) ** slope], color="#999999", linestyle=dots, linewidth=1,
+                      label=f"slope {slope} (time ~ length^{slope})")
+        lengths = sorted({p["seconds"] for c in cells for p in _ok_points(c)})
+        for ax, ylabel, title in ((ax_t, "seconds (log)", "encoder time vs length"),
+                                  (ax_r, "RTF (time / audio)", "RTF vs length"), (ax_m, "MB", "peak RSS vs length")):
+            ax.set_xscale("log")
+            ax.set_xticks(lengths, [_length_label(x) for x in lengths])  # the measured lengths, not decades
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.set_xlabel("audio length (log)", fontsize=8)
+            ax.set_ylabel(ylabel, fontsize=8)
+            ax.set_title(title, fontsize=9, loc="left")
+            ax.tick_params(labelsize=8)
+            ax.grid(color="#e5e5e5")
+        ax_t.set_yscale("log")
+        times = [p["time_s"] for c in cells for p in _ok_points(c)]
+        ax_t.set_ylim(min(times) / 1.5, max(times) * 1.5)  # the guides may run past the data: the data decides
+        ax_t.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax_t.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if f"{v:g}"[0] in "25" else ""))
+        ax_r.set_ylim(bottom=0)
+        ax_m.set_ylim(bottom=0)
+        handles = ax_t.get_legend_handles_labels()
+        fig.legend(*handles, loc="lower center", ncol=3, fontsize=8, frameon=False)
+        fig.tight_layout(rect=(0, 0.22 * math.ceil(len(handles[0]) / 3) / fig.get_figheight(), 1, 1))
+        figs.append(_svg(plt, fig, f"{backend}: encoder time, RTF and peak RSS vs audio length (solid: full graph, "
+                                   "dashed: step graph; b = fitted exponent of time ~ length^b)"))
+    return figs
+
+
+def _length_label(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:g} h"
+    if seconds >= 60:
+        return f"{seconds / 60:g} min"
+    return f"{seconds:g} s"
+
+
+def bench_sweep(plt, report: dict) -> str | None:
+    """WER (with its 95 % interval) and encoder RTF against chunk size, one panel column per mode."""
+    sw = report.get("sweep") or {}
+    rows = [r for r in sw.get("rows", []) if r.get("status") == "ok"]
+    if not rows:
+        return None
+    modes = list(dict.fromkeys(r["mode"] for r in rows))
+    fig, axes = plt.subplots(2, len(modes), squeeze=False, sharex=True,
+                             figsize=(6.0 if len(modes) == 1 else 10.5, 5.6))
+    series = list(dict.fromkeys((r["model"], r["backend"]) for r in rows))
+    multi_backend = len({b for _, b in series}) > 1
+    for j, mode in enumerate(modes):
+        ax_w, ax_r = axes[0][j], axes[1][j]
+        for i, (model, backend) in enumerate(series):
+            pts = sorted((r for r in rows if (r["mode"], r["model"], r["backend"]) == (mode, model, backend)),
+                         key=lambda r: r["chunk_ms"])
+            if not pts:
+                continue
+            xs = [r["chunk_ms"] for r in pts]
+            wer = [r["wer"] for r in pts]
+            cis = [r.get("ci95") for r in pts]
+            color = SERIES_COLORS[i % len(SERIES_COLORS)]
+            label = f"{model} ({backend})" if multi_backend else model
+            ax_w.errorbar([x * (1 + 0.03 * (i - (len(series) - 1) / 2)) for x in xs], wer,  # side by side
+                          yerr=_ci_err(wer, cis), color=color, marker="o", markersize=4, capsize=3, label=label)
+            ax_r.plot(xs, [r["rtf_median"] for r in pts], color=color, marker="o", markersize=4)
+        ax_w.set_title(f"{mode} mode", fontsize=9, loc="left")
+        ax_w.set_ylim(bottom=0)
+        ax_r.set_ylim(bottom=0)
+        ax_r.set_xscale("log")
+        chunks = sorted({r["chunk_ms"] for r in rows})
+        ax_r.set_xticks(chunks, [str(c) for c in chunks])
+        ax_r.minorticks_off()
+        ax_r.set_xlabel("chunk (ms)", fontsize=8)
+        for ax in (ax_w, ax_r):
+            ax.tick_params(labelsize=8)
+            ax.grid(color="#e5e5e5")
+    axes[0][0].set_ylabel("WER % (95 % CI)", fontsize=8)
+    axes[1][0].set_ylabel("encoder RTF (median)", fontsize=8)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    for row in axes[0][1:]:  # a model may be missing from the first mode
+        for h, lab in zip(*row.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8, frameon=False,
+               bbox_to_anchor=(0.5, -0.06))
+    fig.tight_layout()
+    return _svg(plt, fig, "Chunk-size sweep: WER with its 95 % bootstrap interval, and encoder RTF, vs chunk size")
+
+
+def bench_figures(report: dict) -> list[str] | None:
+    """The bench page's figures (inline SVG), or None without matplotlib."""
+    plt = _pyplot()
+    if plt is None:
+        return None
+    return [*bench_scaling(plt, report), *[f for f in [bench_sweep(plt, report)] if f]]
