@@ -171,11 +171,13 @@ def chunk_sweep_cmd(models, test, chunks_ms, limit, threads, out):
     """Attention vs none vs deformable convolution in strict chunks: WER with 95 % intervals, paired ΔWER
     against the first model, parameters and encoder RTF per chunk size, on ONNX Runtime CPU."""
     from edgeasr.evaluation.chunk_sweep import chunk_sweep
+    from edgeasr.progress import progress_bar
 
     if not chunks_ms or min(chunks_ms) <= 0:
         raise UserError(f"--chunks-ms must list positive milliseconds, got {chunks_ms}")
-    report, paths = chunk_sweep(list(models), test, out, chunks_ms, limit, threads,
-                                say=lambda s: console.print(s, highlight=False))
+    with progress_bar(console=console) as bar:
+        report, paths = chunk_sweep(list(models), test, out, chunks_ms, limit, threads,
+                                    say=lambda s: bar.console.print(s, highlight=False), bar=bar)
     click.echo(paths["md"].read_text())
     click.echo("reports: " + " ".join(str(p) for p in paths.values()))
 

@@ -20,7 +20,8 @@ DEFAULT_MODELS = ("mha-strict", "none-strict", "deformable-strict")
 
 
 def chunk_sweep(model_refs, test: Path, out: Path, chunks_ms: list[int], limit: int = 0, threads: int = 1,
-                backend: str = "ort", say=None) -> tuple[dict, dict]:
+                backend: str = "ort", say=None, bar=None) -> tuple[dict, dict]:
+    """``bar``: an ``edgeasr.progress`` bar, advanced per utterance decoded."""
     from edgeasr.models.checkpoint import read_config
     from edgeasr.runtimes.files import atomic_write, check_out_dir, write_report_files
     from edgeasr.evaluation.bench import sweep, trained_model
@@ -31,7 +32,7 @@ def chunk_sweep(model_refs, test: Path, out: Path, chunks_ms: list[int], limit: 
         raise UserError(f"{test}: test manifest not found")
     out = check_out_dir(out)
     models = [trained_model(r) for r in (model_refs or DEFAULT_MODELS)]  # a bad --model fails before decoding
-    rows = sweep(models, chunks_ms, [backend], test, limit, out, threads, say, modes=("chunk",))
+    rows = sweep(models, chunks_ms, [backend], test, limit, out, threads, say, modes=("chunk",), bar=bar)
     trained = {}
     for m in models:
         cfg = read_config(Path(m.run_dir))["model"]
