@@ -25,6 +25,7 @@ def chunk_sweep(model_refs, test: Path, out: Path, chunks_ms: list[int], limit: 
     from edgeasr.models.checkpoint import read_config
     from edgeasr.runtimes.files import atomic_write, check_out_dir, write_report_files
     from edgeasr.evaluation.bench import sweep, trained_model
+    from edgeasr.evaluation.plots import sweep_png
 
     say = say or (lambda *_: None)
     test = Path(test)
@@ -50,7 +51,7 @@ def chunk_sweep(model_refs, test: Path, out: Path, chunks_ms: list[int], limit: 
         "rows": rows,
     }
     texts = {"json": json.dumps(report, indent=2) + "\n", "md": markdown(report)}
-    png = plot(report)
+    png = sweep_png(rows)
     paths = write_report_files(out, "chunk_sweep", texts)
     if png is not None:
         paths["png"] = out / "chunk_sweep.png"
@@ -83,35 +84,3 @@ def markdown(report: dict) -> str:
         lines.append(f"| {r['model']} | {m['parameters'] / 1e6:.2f} M | {m['trained']} | {r['chunk_ms']} | "
                      f"{r['wer']:.2f} ({lo:.2f}-{hi:.2f}) | {delta} | {sig} | {r['rtf_median']:.4f} |")
     return "\n".join(lines) + "\n"
-
-
-def plot(report: dict) -> bytes | None:
-    """WER vs chunk size per model with the 95 % intervals as error bars (PNG); None without matplotlib."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    import io
-
-    fig, ax = plt.subplots(figsize=(6.4, 3.8), dpi=110)
-    for i, m in enumerate(report["models"]):
-        rows = [r for r in report["rows"] if r["model"] == m["model"] and r.get("status") == "ok"]
-        if not rows:
-            continue
-        x = [r["chunk_ms"] * (1 + 0.03 * (i - 1)) for r in rows]  # a small offset keeps the bars apart
-        y = [r["wer"] for r in rows]
-        err = [[r["wer"] - r["ci95"][0] for r in rows], [r["ci95"][1] - r["wer"] for r in rows]]
-        ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=f"{m['model']} ({m['parameters'] / 1e6:.2f} M)")
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(report["chunks_ms"], [str(c) for c in report["chunks_ms"]])
-    ax.set_xlabel("chunk (ms), each encoded alone")
-    ax.set_ylabel("WER % (95 % CI)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()

@@ -305,8 +305,27 @@ def _length_label(seconds: float) -> str:
 
 def bench_sweep(plt, report: dict) -> str | None:
     """WER (with its 95 % interval) and encoder RTF against chunk size, one panel column per mode."""
-    sw = report.get("sweep") or {}
-    rows = [r for r in sw.get("rows", []) if r.get("status") == "ok"]
+    fig = sweep_figure(plt, (report.get("sweep") or {}).get("rows", []))
+    if fig is None:
+        return None
+    return _svg(plt, fig, "Chunk-size sweep: WER with its 95 % bootstrap interval, and encoder RTF, vs chunk size")
+
+
+def sweep_png(rows: list[dict]) -> bytes | None:
+    """The chunk-size sweep figure as PNG (for Markdown pages), or None without matplotlib or measured rows."""
+    plt = _pyplot()
+    fig = sweep_figure(plt, rows) if plt is not None else None
+    if fig is None:
+        return None
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def sweep_figure(plt, rows: list[dict]):
+    """The sweep's matplotlib figure from its rows (``bench.sweep``), or None when no row was measured."""
+    rows = [r for r in rows if r.get("status") == "ok"]
     if not rows:
         return None
     modes = list(dict.fromkeys(r["mode"] for r in rows))
@@ -351,7 +370,7 @@ def bench_sweep(plt, report: dict) -> str | None:
     fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8, frameon=False,
                bbox_to_anchor=(0.5, -0.06))
     fig.tight_layout()
-    return _svg(plt, fig, "Chunk-size sweep: WER with its 95 % bootstrap interval, and encoder RTF, vs chunk size")
+    return fig
 
 
 def bench_figures(report: dict) -> list[str] | None:
