@@ -114,6 +114,8 @@ def test_every_shipped_model_has_an_honest_card(name, tmp_path):
     trained_modes = {"l2r", "alt", "bi"} if model.bidirectional else {config["model"]["direction"]}
     if model.bidirectional and config["model"].get("chunk_bi_p"):
         trained_modes |= {f"chunk-bi:{c}ms" for c in STREAMING_CHUNKS_MS}
+    if config["model"].get("strict_chunk_ms"):  # trained for strict chunks: measured at each of its sizes only
+        trained_modes = {f"strict:{c:g}ms" for c in config["model"]["strict_chunk_ms"]}
     assert set(card["wer"]["test"]) == trained_modes
     if "real" not in card["wer"] or not POCKETSPHINX_DATA.is_dir():
         pytest.skip("no real-recording WER on the card or pocketsphinx-testdata not installed")
