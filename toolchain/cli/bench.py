@@ -7,6 +7,7 @@ import click
 from rich.console import Console
 
 from edgeasr.cli.options import renamed
+from edgeasr.progress import progress_bar
 from edgeasr.runtimes.errors import UserError
 
 console = Console(stderr=True)
@@ -56,7 +57,6 @@ def bench(models, mixers, lengths, backends, kinds, out, threads, max_minutes_pe
     import json
 
     from edgeasr.models.mixers import mixer_names
-    from edgeasr.progress import progress_bar
     from edgeasr.runtimes.backends import NAMES
     from edgeasr.evaluation import bench as B
 
@@ -110,8 +110,10 @@ def dirdrop_cmd(models, test, out, limit, old_limit, threads, chunks_ms):
 
     limit = limit if old_limit is None else old_limit
 
-    report, paths = dirdrop(list(models), test, out, limit, threads,
-                            say=lambda s: console.print(s, highlight=False), chunks_ms=_ms_list(chunks_ms))
+    with progress_bar(console=console) as bar:
+        report, paths = dirdrop(list(models), test, out, limit, threads,
+                                say=lambda s: bar.console.print(s, highlight=False), chunks_ms=_ms_list(chunks_ms),
+                                bar=bar)
     click.echo(paths["md"].read_text())
     click.echo(f"reports: {paths['json']} {paths['md']}")
 
@@ -148,9 +150,10 @@ def streaming_cmd(models, test, real, lm_dir, chunks_ms, limit, old_limit, timin
 
     limit = limit if old_limit is None else old_limit
 
-    report, paths = streaming_table(list(models), test, real, lm_dir, chunks_ms, limit=limit,
-                                    timing_utts=timing_utterances, threads=threads, out=out,
-                                    say=lambda s: console.print(s, highlight=False))
+    with progress_bar(console=console) as bar:
+        report, paths = streaming_table(list(models), test, real, lm_dir, chunks_ms, limit=limit,
+                                        timing_utts=timing_utterances, threads=threads, out=out,
+                                        say=lambda s: bar.console.print(s, highlight=False), bar=bar)
     click.echo(paths["md"].read_text())
     click.echo(f"reports: {paths['json']} {paths['md']}")
 
@@ -171,7 +174,6 @@ def chunk_sweep_cmd(models, test, chunks_ms, limit, threads, out):
     """Attention vs none vs deformable convolution in strict chunks: WER with 95 % intervals, paired ΔWER
     against the first model, parameters and encoder RTF per chunk size, on ONNX Runtime CPU."""
     from edgeasr.evaluation.chunk_sweep import chunk_sweep
-    from edgeasr.progress import progress_bar
 
     if not chunks_ms or min(chunks_ms) <= 0:
         raise UserError(f"--chunks-ms must list positive milliseconds, got {chunks_ms}")

@@ -33,8 +33,9 @@ def _select(entries: list, limit: int) -> list:
 
 
 def dirdrop(model_refs, test: Path, out: Path, limit: int = 100, threads: int = 1, say=None,
-            chunks_ms: list[int] = ()) -> tuple[dict, dict]:
-    """``chunks_ms``: also decode in chunk-bi at these chunk sizes (streamable, R2L within each chunk)."""
+            chunks_ms: list[int] = (), bar=None) -> tuple[dict, dict]:
+    """``chunks_ms``: also decode in chunk-bi at these chunk sizes (streamable, R2L within each chunk); ``bar``: an
+    ``edgeasr.progress`` bar, advanced per model x mode decoded."""
     import torch
 
     from edgeasr.runtimes.features import FbankOptions
@@ -68,6 +69,7 @@ def dirdrop(model_refs, test: Path, out: Path, limit: int = 100, threads: int = 
     utt_cache: dict[str, list] = {}
     rows = []
     pairs: dict[int, dict] = {}  # id(row) -> mode -> per-utterance (errors, words)
+    task = bar.add_task("dirdrop", total=len(loaded) * len(modes), unit="decodes") if bar else None
     for ref, model, config in loaded:
         m = config["model"]
         key = json.dumps(config["features"], sort_keys=True)
@@ -94,6 +96,8 @@ def dirdrop(model_refs, test: Path, out: Path, limit: int = 100, threads: int = 
             w = summary(p)
             row["wer"][mode], row["ci95"][mode] = w["wer"], w["ci95"]
             say(f"{m['mixer']} {row['variant_name']} ({ref}) {mode}: WER {row['wer'][mode]:.2f}%")
+            if bar:
+                bar.advance(task)
         rows.append(row)
     for mixer in dict.fromkeys(r["mixer"] for r in rows):
         ok = [r for r in rows if r["mixer"] == mixer]

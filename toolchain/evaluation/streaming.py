@@ -74,7 +74,8 @@ def _timing(model, config, mode: str, chunk_frames: int, audio: list[np.ndarray]
 def streaming_table(model_refs: list[str], test: Path, real: Path | None = None, lm_dir: Path | None = None,
                     chunks_ms: list[int] = (160, 320, 640, 1280), l2r_chunk_ms: int = 320, limit: int = 0,
                     timing_utts: int = 20, threads: int = 2, out: Path = Path("work/experiment"),
-                    say=None) -> tuple[dict, dict]:
+                    say=None, bar=None) -> tuple[dict, dict]:
+    """``bar``: an ``edgeasr.progress`` bar, advanced per model x mode (its WERs and, if streamable, timing)."""
     import torch
 
     from edgeasr.data.manifest import read_manifest
@@ -101,6 +102,8 @@ def streaming_table(model_refs: list[str], test: Path, real: Path | None = None,
     torch.set_num_threads(max(1, threads))
     loaded = [(ref, *load_model(ref)) for ref in model_refs]  # a bad --model fails before any decoding
     rows = []
+    task = bar.add_task("streaming modes", total=sum(len(modes_for(m.bidirectional, list(chunks_ms)))
+                                                     for _, m, _ in loaded), unit="modes") if bar else None
     for ref, model, config in loaded:
         opts = FbankOptions.from_dict(config["features"])
         word_lm = None
@@ -127,6 +130,8 @@ def streaming_table(model_refs: list[str], test: Path, real: Path | None = None,
                 say(f"{ref} {mode}: " + ", ".join(f"{k} {v}" for k, v in row["wer"].items()) +
                     (f", RTF {row['rtf']}" if "rtf" in row else ""))
                 rows.append(row)
+                if bar:
+                    bar.advance(task)
     report = {"schema": SCHEMA, "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
               "sets": {k: {"manifest": str(v), "utterances": len(data[k][0])} for k, v in sets.items()},
               "lm": str(lm_dir) if lm_dir else None, "timing": "ORT CPU, 1 thread, Recognizer fed chunk by chunk",
