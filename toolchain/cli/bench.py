@@ -174,7 +174,9 @@ def chunk_sweep_cmd(models, test, chunks_ms, limit, threads, out):
     """Attention vs none vs deformable convolution in strict chunks: WER with 95 % intervals, paired ΔWER
     against the first model, parameters and encoder RTF per chunk size, on ONNX Runtime CPU."""
     from edgeasr.evaluation.chunk_sweep import chunk_sweep
+    from edgeasr.extras import require
 
+    require("torch", "onnx", "onnx_graphsurgeon")  # checkpoints are exported to ONNX before they run
     if not chunks_ms or min(chunks_ms) <= 0:
         raise UserError(f"--chunks-ms must list positive milliseconds, got {chunks_ms}")
     with progress_bar(console=console) as bar:
