@@ -1,6 +1,7 @@
 """The package layout's promises: one ``edgeasr`` namespace, no import cycles, no library module importing the CLI,
 a runtime that never imports torch/scipy/onnx, and a CLI that starts (and runs the device commands) without them."""
 import ast
+import json
 import os
 import subprocess
 import sys
@@ -189,6 +190,11 @@ def test_device_commands_run_without_torch(step_graph, tmp_path):
         assert p.returncode == 0, (args, p.stderr[-1500:])
     p = _cli_without_torch("inspect", step_graph)
     assert "op histogram: needs the onnx package" in p.stdout
+    manifest = tmp_path / "test.jsonl"  # eval of an exported file is a device command too
+    manifest.write_text(json.dumps({"audio_filepath": str(wav), "text": "a tone", "duration": 1.5}) + "\n")
+    p = _cli_without_torch("eval", step_graph, "--test", manifest, "--json")
+    assert p.returncode == 0, p.stderr[-1500:]
+    assert json.loads(p.stdout)[0]["utterances"] == 1
 
 
 def test_one_progress_style():

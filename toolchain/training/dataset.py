@@ -1,4 +1,7 @@
-"""Training data: fbank features computed once per run and kept in memory (fp16), length-bucketed batches."""
+"""Training data: fbank features computed once per run and kept in memory (fp16), length-bucketed batches.
+
+torch is imported only where tensors are made: ``edgeasr eval`` of an ONNX file loads its test set with these same
+loaders on a device install, which has no torch."""
 from __future__ import annotations
 
 import random
@@ -6,7 +9,6 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from edgeasr.runtimes.audio import load_audio
 from edgeasr.runtimes.errors import UserError
@@ -56,8 +58,10 @@ def load_utterances(entries, opts: FbankOptions, jobs: int = 2, progress=None,
     return [Utterance(f, encode(e.text), e.text) for f, e in zip(feats, entries) if not isinstance(f, str)]
 
 
-def feature_stats(utts: list[Utterance]) -> tuple[torch.Tensor, torch.Tensor]:
+def feature_stats(utts: list[Utterance]) -> tuple["torch.Tensor", "torch.Tensor"]:
     """Global per-bin mean/std (the model's input normalisation)."""
+    import torch
+
     total = sum(len(u.feats) for u in utts)
     s = np.zeros(utts[0].feats.shape[1], np.float64)
     s2 = np.zeros_like(s)
@@ -92,6 +96,8 @@ def make_batches(utts: list[Utterance], max_frames: int, rng: random.Random | No
 
 def collate(utts: list[Utterance], idx: list[int]):
     """-> feats [B,T,F] float32, feat_lens [B], targets (concatenated) [N], target_lens [B]."""
+    import torch
+
     items = [utts[i] for i in idx]
     T = max(len(u.feats) for u in items)
     x = np.zeros((len(items), T, items[0].feats.shape[1]), np.float32)
