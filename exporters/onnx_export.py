@@ -9,7 +9,6 @@ place only when every check passed. Same checkpoint and options give byte-identi
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import time
 import warnings
@@ -49,14 +48,6 @@ class ExportResult:
     seconds: float
     verify: verify_mod.VerifyReport | None = None
     warnings: list[str] = field(default_factory=list)
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def check_options(encoder: Encoder, config: dict, kind: str, direction: str, chunk_frames: int,

@@ -174,3 +174,14 @@ def output_path_problem(out) -> str | None:
     if not os.access(out.parent, os.W_OK):
         return f"{out}: output directory is not writable"
     return None
+
+
+def sha256_file(path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks (a checkpoint's identity in ONNX metadata and model cards)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -15,7 +15,8 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from edgeasr.exporters import graph_clean
-from edgeasr.exporters.onnx_export import ExportError, export, sha256_file
+from edgeasr.exporters.onnx_export import ExportError, export
+from edgeasr.runtimes.files import sha256_file
 from edgeasr.exporters.verify import session, stream_onnx
 from edgeasr.models.checkpoint import load_checkpoint, save_checkpoint
 from edgeasr.models.mixers import mixer_names

@@ -15,7 +15,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from edgeasr.exporters.onnx_export import export, sha256_file
+from edgeasr.exporters.onnx_export import export
+from edgeasr.runtimes.files import sha256_file
 from edgeasr.models.checkpoint import load_checkpoint
 from test_export import save_tiny
 from edgeasr.cli import main

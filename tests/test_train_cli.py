@@ -353,7 +353,7 @@ def test_init_fine_tunes_a_shipped_model_keeping_its_config_and_normalisation(co
     # the card of a fine-tune shows how its starting weights were made, then the fine-tune itself
     assert tuned["command"].startswith(shipped["command"] + " && edgeasr train --init default")
     # what "default" meant when training started, recorded then (shipping the fine-tune replaces "default")
-    from edgeasr.exporters.onnx_export import sha256_file
+    from edgeasr.runtimes.files import sha256_file
 
     assert tuned["init_from"].startswith("rwkv-dirdrop-both as shipped before (model.safetensors sha256 "
                                          + sha256_file(src / "model.safetensors")[:12])

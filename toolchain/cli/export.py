@@ -35,7 +35,8 @@ def export(model, kind, direction, out, chunk_frames, opset, verify, tolerance, 
 
     require("torch", "onnx", "onnx_graphsurgeon")
     from edgeasr.exporters.graph_clean import GraphError
-    from edgeasr.exporters.onnx_export import OPSET, ExportError, export as run_export, sha256_file
+    from edgeasr.exporters.onnx_export import OPSET, ExportError, export as run_export
+    from edgeasr.runtimes.files import sha256_file
     from edgeasr.models.checkpoint import WEIGHTS
     from edgeasr import pretrained
     from edgeasr.pretrained import load_model

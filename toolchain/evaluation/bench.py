@@ -165,7 +165,8 @@ BIDIRECTIONAL_MIXERS = ("rwkv", "mamba2")
 
 def export_graph(bm: BenchModel, kind: str, direction: str, chunk_frames: int, out: Path) -> Path:
     """Export ``bm`` as ``kind`` into ``out`` (cached by name within one bench directory)."""
-    from edgeasr.exporters.onnx_export import ExportError, export, sha256_file
+    from edgeasr.exporters.onnx_export import ExportError, export
+    from edgeasr.runtimes.files import sha256_file
     from edgeasr.models.checkpoint import WEIGHTS, load_checkpoint
 
     if out.is_file():

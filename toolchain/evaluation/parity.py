@@ -112,7 +112,7 @@ def _r(x, n=4):
 
 
 def sha256_weights(run_dir: Path) -> str | None:
-    from edgeasr.exporters.onnx_export import sha256_file
+    from edgeasr.runtimes.files import sha256_file
     from edgeasr.models.checkpoint import WEIGHTS
 
     p = Path(run_dir) / WEIGHTS

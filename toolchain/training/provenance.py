@@ -15,7 +15,7 @@ def describe_init(init: str, nested: bool = False) -> str | None:
 
     ``nested``: describing what an earlier run started from. Its shipped name may have been replaced since, so
     without that run's own ``init_from`` the version is unknown and is said to be."""
-    from edgeasr.exporters.onnx_export import sha256_file
+    from edgeasr.runtimes.files import sha256_file
 
     path = pretrained.resolve_model_dir(init) if init else None
     if path is not None and (path / "summary.json").is_file() and path.resolve().parent != pretrained.HERE.resolve():
