@@ -25,7 +25,8 @@ from torch import nn
 
 from edgeasr.models.config import CHUNK_BI, SUBSAMPLING, EncoderConfig
 from edgeasr.models.dirdrop import (DEFAULT_FRAME_SHIFT_MS, check_chunk_frames, chunked, draw_chunk_bi,
-                                    inference_directions, parse_mode, training_directions)
+                                    inference_directions, parse_mode, parse_strict,
+                                    training_directions)
 from edgeasr.models.mixers import build_mixer
 from edgeasr.models.state import State, StateSpec, initial_state
 
@@ -215,7 +216,14 @@ class Encoder(nn.Module):
         """Inference mode: ``l2r``, ``bi``, ``alt`` or ``chunk-bi`` with ``chunk_frames`` fbank frames per chunk;
         ``mode`` may also be a mode string such as ``chunk-bi:640ms`` (``models.dirdrop.parse_mode``). A chunk-bi
         chunk size is remembered, so ``set_direction(enc.direction)`` restores a chunk-bi mode. ValueError (one
-        line) for an unknown mode, chunk-bi on a unidirectional mixer, or a missing or bad chunk size."""
+        line) for an unknown mode, chunk-bi on a unidirectional mixer, or a missing or bad chunk size.
+        ``strict:<ms>ms`` runs every chunk alone (``strict_chunk_frames``) in the trained direction; any other mode
+        ends strict chunking."""
+        strict = parse_strict(mode, self.frame_shift_ms)
+        self.strict_chunk_frames = strict
+        if strict is not None:
+            self.direction = self.cfg.direction
+            return
         mode, parsed = parse_mode(mode, self.frame_shift_ms)
         if parsed is not None and chunk_frames is not None and parsed != chunk_frames:
             raise ValueError(f"two chunk sizes given: {parsed} (mode string) and {chunk_frames} fbank frames")

@@ -41,7 +41,8 @@ def evaluate(model, manifests, directions, by, skip_bad_rows, lm_dir, backend, t
         raise UserError("--direction: no mode given")
     for d in modes:
         try:
-            parse_strict(d) is not None or parse_mode(d)
+            if parse_strict(d) is None:
+                parse_mode(d)
         except ValueError as e:
             raise UserError(f"--direction: {e}") from None
     with progress_bar(quiet=as_json) as bar:

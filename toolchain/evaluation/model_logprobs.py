@@ -20,16 +20,6 @@ def exported_mode(meta: dict) -> str:
     return mode
 
 
-def strict_frames(mode: str, fbank) -> int | None:
-    """Fbank frames per chunk of a ``strict:<ms>ms`` mode, else None."""
-    from edgeasr.models.dirdrop import parse_strict
-
-    try:
-        return parse_strict(mode, fbank.frame_shift_ms)
-    except ValueError as e:
-        raise UserError(str(e)) from None
-
-
 class ModelLogprobs:
     """``modes``: the direction modes this model can decode in (an ONNX file has the one it was exported in)."""
 
@@ -70,8 +60,6 @@ class ModelLogprobs:
         """Whether this model decodes in ``mode`` (a plain mode or e.g. ``chunk-bi:640ms``)."""
         if self.onnx:
             return mode in self.modes
-        if strict_frames(mode, self.fbank) is not None:
-            return True  # any checkpoint runs in strict chunks (one trained for them is the fair comparison)
         before = self.net.direction
         try:
             self.net.set_direction(mode)
@@ -113,10 +101,7 @@ class ModelLogprobs:
         if not self.onnx:
             from edgeasr.training.train import utterance_logprobs
 
-            strict = strict_frames(mode, self.fbank)
-            self.net.strict_chunk_frames = strict
-            if strict is None:
-                self.net.set_direction(mode)
+            self.net.set_direction(mode)
         out: list = [None] * len(utts)
         for idx in make_batches(utts, BATCH_FRAMES):  # similar lengths together: little padding
             batch = [utts[i] for i in idx]

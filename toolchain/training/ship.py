@@ -13,7 +13,6 @@ import click
 import torch
 
 from edgeasr.models.checkpoint import WEIGHTS, load_checkpoint, save_checkpoint
-from edgeasr.models.conformer import strict_chunk_frames
 from edgeasr.runtimes.features import FbankOptions
 from edgeasr.training.dataset import load_utterances
 from edgeasr.data.manifest import read_manifest
@@ -33,20 +32,17 @@ def wer_table(model, config: dict, manifests: dict[str, Path]) -> dict:
     modes = ("l2r", "alt", "bi") if model.bidirectional else (config["model"]["direction"],)
     if model.bidirectional and config["model"].get("chunk_bi_p"):  # trained to stream chunk-bi: its chunk sizes too
         modes = ("l2r", *(f"chunk-bi:{c}ms" for c in STREAMING_CHUNKS_MS), "alt", "bi")
-    strict = sorted(config["model"].get("strict_chunk_ms") or [])  # trained for strict chunks: those sizes
+    strict = sorted(config["model"].get("strict_chunk_ms") or [])
+    if strict:  # trained for strict chunks: measured at each of its sizes only
+        modes = tuple(f"strict:{c:g}ms" for c in strict)
     table = {}
     for name, path in manifests.items():
         utts = load_utterances(read_manifest(path), opts)
         table[name] = {}
         for mode in modes:
             model.set_direction(mode)
-            if not strict:
-                table[name][mode] = round(evaluate(model, utts, "cpu")[0] * 100, 2)
-            for ms in strict:
-                model.strict_chunk_frames = strict_chunk_frames(ms, opts.frame_shift_ms)
-                table[name][f"strict:{ms:g}ms"] = round(evaluate(model, utts, "cpu")[0] * 100, 2)
+            table[name][mode] = round(evaluate(model, utts, "cpu")[0] * 100, 2)
     model.set_direction(config["model"]["direction"])
-    model.strict_chunk_frames = None
     return table
 
 

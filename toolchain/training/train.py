@@ -309,8 +309,7 @@ def train(run_dir: Path, model_cfg: EncoderConfig, tc: TrainConfig, train_manife
         # a strict-chunk model is scored as it will run: in strict chunks of its middle training size
         scored.strict_chunk_frames = dev_strict_chunk_frames(model_cfg, feature_opts.frame_shift_ms)
         dev_wer, _ = evaluate(scored, dev_utts, device) if dev_utts else (float("nan"), [])
-        scored.set_direction(before)
-        scored.strict_chunk_frames = None
+        scored.set_direction(before)  # also ends strict chunking
         history.append({"step": step, "epoch": epoch, "dev_wer": dev_wer,
                         "elapsed_s": round(elapsed_before + time.time() - start, 1)})
         say(f"step {step} epoch {epoch}: dev WER {dev_wer * 100:.2f}%")
