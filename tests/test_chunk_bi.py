@@ -26,14 +26,6 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 BIDIRECTIONAL = ("rwkv", "mamba2")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def feats(B: int, T: int, seed: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.randn(B, T, 80, generator=g) * 3 + 10
