@@ -27,7 +27,7 @@ from edgeasr.runtimes.vocab import normalize_text
 
 
 class BudgetError(Exception):
-    pass
+    """The ΔWER budget cannot be met even with every sensitive node back in fp32."""
 
 
 # --- WER (word edit distance on normalised text; the same definition as jiwer's corpus WER) -------------------

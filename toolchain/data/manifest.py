@@ -81,7 +81,7 @@ def read_manifest(path, on_error: str = "fail", validate_audio: bool = False, wa
 
 
 class _RowError(Exception):
-    pass
+    """One manifest row is unusable; the reader names the line and skips or fails as asked."""
 
 
 def _parse_row(line: str, base: Path, validate_audio: bool) -> Entry:
