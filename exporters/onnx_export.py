@@ -51,7 +51,7 @@ class ExportResult:
 
 
 def check_options(encoder: Encoder, config: dict, kind: str, direction: str, chunk_frames: int,
-                  opset: int) -> list[str]:
+                  opset: int, lookahead_frames: int = 0) -> list[str]:
     """Refusals as ExportError; returns warnings (e.g. an L2R export of a model trained without DirDrop)."""
     if opset != OPSET:
         raise ExportError(f"unsupported opset {opset}: edgeasr exports opset {OPSET} only")
@@ -68,8 +68,15 @@ def check_options(encoder: Encoder, config: dict, kind: str, direction: str, chu
         raise ExportError("cannot export a step graph: this model is not stream-capable (trained with causal=False)")
     if chunk_frames < 4 or chunk_frames % 4:
         raise ExportError(f"--chunk-frames must be a positive multiple of 4 fbank frames, got {chunk_frames}")
+    if lookahead_frames and (kind != "step" or direction != CHUNK_BI):
+        raise ExportError(f"a look-ahead is part of a {CHUNK_BI} step graph (each call also reads the next "
+                          f"chunk's first frames): use --kind step --direction {CHUNK_BI}")
+    if lookahead_frames < 0 or lookahead_frames % 4:
+        raise ExportError(f"--lookahead-frames must be a non-negative multiple of 4 fbank frames, got "
+                          f"{lookahead_frames}")
     try:  # chunk-bi: the chunk is part of the model's computation, not only a recommendation
-        encoder.set_direction(direction, chunk_frames if direction == CHUNK_BI else None)
+        encoder.set_direction(direction, chunk_frames if direction == CHUNK_BI else None,
+                              lookahead_frames if direction == CHUNK_BI else None)
     except ValueError as e:
         raise ExportError(str(e)) from None
     notes = []
@@ -93,7 +100,7 @@ def _trace_inputs(encoder: Encoder, kind: str) -> tuple:
 
 
 def metadata(encoder: Encoder, config: dict, kind: str, direction: str, chunk_frames: int, source_sha256: str,
-             wrapper) -> dict:
+             wrapper, lookahead_frames: int = 0) -> dict:
     specs = encoder.state_specs() if kind == "step" else []
     # every fbank option spelled out (defaults included): clients must not guess the training features
     feats = FbankOptions.from_dict(config.get("features", {})).to_dict()
@@ -110,7 +117,7 @@ def metadata(encoder: Encoder, config: dict, kind: str, direction: str, chunk_fr
         "subsampling": SUBSAMPLING,
         "chunk_multiple": SUBSAMPLING,
         "chunk_frames": int(chunk_frames),
-        "lookahead_frames": 0,
+        "lookahead_frames": int(lookahead_frames),
         "vocab": list(config.get("vocab", [])),
         "blank_id": int(config.get("blank_id", 0)),
         "states": [{"name": s.name, "shape": list(s.shape), "dtype": str(s.dtype).replace("torch.", ""),
@@ -141,9 +148,10 @@ def _declare_state_shapes(model: onnx.ModelProto, encoder: Encoder) -> None:
 
 @torch.no_grad()
 def build_onnx(encoder: Encoder, config: dict, kind: str, direction: str, chunk_frames: int = 32,
-               opset: int = OPSET, source_sha256: str = "") -> tuple[onnx.ModelProto, list[str]]:
+               opset: int = OPSET, source_sha256: str = "",
+               lookahead_frames: int = 0) -> tuple[onnx.ModelProto, list[str]]:
     """Trace, clean, annotate and check; returns (model, warnings). Raises ExportError / GraphError."""
-    notes = check_options(encoder, config, kind, direction, chunk_frames, opset)
+    notes = check_options(encoder, config, kind, direction, chunk_frames, opset, lookahead_frames)
     encoder.eval()
     wrapper = wrappers.build(kind, encoder)
     if kind == "step" and any(s.dtype != torch.float32 for s in encoder.state_specs()):
@@ -165,7 +173,7 @@ def build_onnx(encoder: Encoder, config: dict, kind: str, direction: str, chunk_
     model.graph.name = f"edgeasr_{encoder.cfg.mixer}_{kind}_{direction}"
     model.doc_string = "edgeasr encoder; see metadata_props edgeasr.*"
     for k, v in encode_metadata(metadata(encoder, config, kind, direction, chunk_frames, source_sha256,
-                                         wrapper)).items():
+                                         wrapper, lookahead_frames)).items():
         model.metadata_props.add(key=k, value=v)
     graph_clean.check(model, kind)
     return model, notes
@@ -173,14 +181,14 @@ def build_onnx(encoder: Encoder, config: dict, kind: str, direction: str, chunk_
 
 def export(encoder: Encoder, config: dict, out: Path, kind: str, direction: str = "l2r", chunk_frames: int = 32,
            opset: int = OPSET, verify: bool = True, tolerance: float = 1e-4, source_sha256: str = "",
-           wav: str | Path | None = None) -> ExportResult:
+           wav: str | Path | None = None, lookahead_frames: int = 0) -> ExportResult:
     """Export, verify, then atomically write ``out``. Nothing is left at ``out`` (or beside it) on failure."""
     t0 = time.perf_counter()
     out = Path(out)
     problem = output_path_problem(out)
     if problem:
         raise ExportError(problem)
-    model, notes = build_onnx(encoder, config, kind, direction, chunk_frames, opset, source_sha256)
+    model, notes = build_onnx(encoder, config, kind, direction, chunk_frames, opset, source_sha256, lookahead_frames)
     data = model.SerializeToString(deterministic=True)
     report = None
     if verify:

@@ -6,8 +6,8 @@ yields rows ``(tensor, max abs error)``:
 - ``full``: random batch with unequal lengths, and real features: ``logprobs`` (every frame), ``out_lens``.
 - ``chunk``: random chunks, and real features cut into recommended-size chunks, each chunk alone.
 - ``step``: streamed chunk by chunk carrying states (several chunk sizes; ``chunk-bi`` graphs only at their
-  ``chunk_frames``, the one chunking they compute): ``logprobs`` / ``encoder_out`` against the torch full forward
-  in the encoder's mode, and the final ``out.<state>`` against the torch step states (error relative to the
+  ``chunk_frames``, the one chunking they compute, in the calls of ``step_windows`` with their look-ahead):
+  ``logprobs`` / ``encoder_out`` against the torch full forward in the encoder's mode, and the final ``out.<state>`` against the torch step states (error relative to the
   state's magnitude when it exceeds 1: WKV/SSM states of trained models reach hundreds).
 """
 from __future__ import annotations
@@ -94,27 +94,43 @@ def _pad4(x: np.ndarray) -> np.ndarray:
     return np.pad(x, ((0, 0), (0, -x.shape[1] % 4), (0, 0)))
 
 
-def stream_onnx(sess, x: np.ndarray, chunk: int, specs) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-    """Run a step graph over ``x [B,T,F]`` in chunks of ``chunk`` fbank frames (last one zero-padded to 4).
+def step_windows(T: int, chunk: int, lookahead: int = 0):
+    """The calls a runtime makes over ``T`` fbank frames: ``(start, end, emitted encoder frames or None for all)``.
+    Without a look-ahead, consecutive chunks; with one, calls of ``chunk + lookahead`` frames that emit (and hand
+    on the states of) their first ``chunk``, then one call over the rest that emits everything."""
+    if not lookahead:
+        yield from ((s, min(s + chunk, T), None) for s in range(0, T, chunk))
+        return
+    pos = 0
+    while T - pos >= chunk + lookahead:
+        yield pos, pos + chunk + lookahead, chunk // 4
+        pos += chunk
+    if pos < T:
+        yield pos, T, None
+
+
+def stream_onnx(sess, x: np.ndarray, chunk: int, specs,
+                lookahead: int = 0) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """Run a step graph over ``x [B,T,F]`` in the calls of ``step_windows`` (each zero-padded to 4 frames).
     Returns (logprobs, encoder_out, final states by name)."""
     B = x.shape[0]
     state = {s.name: np.full((B, *s.shape), s.init, dtype=np.float32) for s in specs}
     outs = ["logprobs", "encoder_out"] + [STATE_OUTPUT_PREFIX + s.name for s in specs]
     lps, encs = [], []
-    for s in range(0, x.shape[1], chunk):
-        feeds = {"x": _pad4(x[:, s:s + chunk])}
+    for start, end, emit in step_windows(x.shape[1], chunk, lookahead):
+        feeds = {"x": _pad4(x[:, start:end])}
         feeds.update({STATE_INPUT_PREFIX + k: v for k, v in state.items()})
         lp, enc, *new = sess.run(outs, feeds)
-        lps.append(lp)
-        encs.append(enc)
+        lps.append(lp[:, :emit])
+        encs.append(enc[:, :emit])
         state = {spec.name: v for spec, v in zip(specs, new)}
     return np.concatenate(lps, 1), np.concatenate(encs, 1), state
 
 
 def _stream_torch(encoder: Encoder, x: np.ndarray, chunk: int) -> dict[str, np.ndarray]:
     state = encoder.initial_state(x.shape[0])
-    for s in range(0, x.shape[1], chunk):
-        _, _, state = encoder.step(torch.from_numpy(_pad4(x[:, s:s + chunk])), state)
+    for start, end, _ in step_windows(x.shape[1], chunk, encoder.lookahead_frames):
+        _, _, state = encoder.step(torch.from_numpy(_pad4(x[:, start:end])), state)
     return {k: v.numpy() for k, v in state.items()}
 
 
@@ -150,7 +166,7 @@ def verify(model_bytes: bytes, encoder: Encoder, kind: str, chunk_frames: int, f
             several = label == "random" and encoder.direction != CHUNK_BI
             sizes = sorted({chunk_frames, 4, 12}) if several else [chunk_frames]
             for c in sizes:
-                lp, enc, state = stream_onnx(sess, x, c, specs)
+                lp, enc, state = stream_onnx(sess, x, c, specs, encoder.lookahead_frames)
                 n = rlp.shape[1]
                 rep.add(f"{label}/step@{c}/logprobs", lp[:, :n], rlp.numpy())
                 rep.add(f"{label}/step@{c}/encoder_out", enc[:, :n], renc.numpy())

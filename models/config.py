@@ -31,6 +31,9 @@ class EncoderConfig:
     # (models.dirdrop.draw_chunk_bi); DirDrop still applies within such a step (models.dirdrop.chunked)
     chunk_bi_p: float = 0.0
     chunk_bi_ms: list = field(default_factory=lambda: [160, 320, 640, 1280])
+    # look-aheads (ms) drawn with each chunk-bi training chunk (empty: none): each chunk's R2L also reads that much
+    # of the next chunk, in the parallel form of models.mixers.bidirectional.r2l_within_chunks
+    chunk_bi_lookahead_ms: list = field(default_factory=list)
     # strict-chunk training (seed 001): every training pass cuts the fbank into chunks of a size drawn from this
     # list (ms) and runs the encoder on each chunk alone, no state or context across chunks; empty: off
     strict_chunk_ms: list = field(default_factory=list)
@@ -50,6 +53,9 @@ class EncoderConfig:
         if self.chunk_bi_p > 0 and (not self.chunk_bi_ms or any(
                 isinstance(m, bool) or not isinstance(m, (int, float)) or m <= 0 for m in self.chunk_bi_ms)):
             raise ValueError(f"chunk_bi_ms must be a non-empty list of positive milliseconds, got {self.chunk_bi_ms}")
+        if any(isinstance(m, bool) or not isinstance(m, (int, float)) or m < 0 for m in self.chunk_bi_lookahead_ms):
+            raise ValueError(f"chunk_bi_lookahead_ms must list non-negative milliseconds, got "
+                             f"{self.chunk_bi_lookahead_ms}")
         if any(isinstance(m, bool) or not isinstance(m, (int, float)) or m <= 0 for m in self.strict_chunk_ms):
             raise ValueError(f"strict_chunk_ms must be positive milliseconds, got {self.strict_chunk_ms}")
         if self.subsampling != SUBSAMPLING:

@@ -24,11 +24,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgeasr.models.config import CHUNK_BI, SUBSAMPLING, EncoderConfig
-from edgeasr.models.dirdrop import (DEFAULT_FRAME_SHIFT_MS, check_chunk_frames, chunked, draw_chunk_bi,
-                                    inference_directions, parse_mode, parse_strict,
-                                    training_directions)
+from edgeasr.models.dirdrop import (DEFAULT_FRAME_SHIFT_MS, check_chunk_frames, check_lookahead_frames, chunked,
+                                    draw_chunk_bi, draw_lookahead, inference_directions, mode_string, parse_lookahead, parse_mode,
+                                    parse_strict, training_directions)
 from edgeasr.models.mixers import build_mixer
-from edgeasr.models.state import State, StateSpec, initial_state
+from edgeasr.models.state import State, StateSpec, initial_state, keep_mask, kept_window
 
 
 def strict_chunk_frames(ms: float, frame_shift_ms: float = DEFAULT_FRAME_SHIFT_MS) -> int:
@@ -71,9 +71,12 @@ class CausalConv1d(nn.Module):
     def state_specs(self) -> list[StateSpec]:
         return [StateSpec("cache", (self.kernel - 1, self.c_in))]
 
-    def step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+    def step(self, x: torch.Tensor, state: State, kept: int | None = None) -> tuple[torch.Tensor, State]:
+        """``kept``: a look-ahead call; the cache handed on ends at the ``kept``-th input frame."""
         full = torch.cat([state["cache"], x], dim=1)
         y = self.conv(full.transpose(1, 2)).transpose(1, 2)
+        if kept is not None:
+            return y, {"cache": kept_window(full, keep_mask(x, kept), self.kernel - 1)}
         return y, {"cache": full[:, full.shape[1] - (self.kernel - 1):]}
 
 
@@ -101,9 +104,11 @@ class Subsampling(nn.Module):
         return [s.prefixed("conv1") for s in self.conv1.state_specs()] + \
                [s.prefixed("conv2") for s in self.conv2.state_specs()]
 
-    def step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-        h, s1 = self.conv1.step(x, {"cache": state["conv1.cache"]})
-        h, s2 = self.conv2.step(F.silu(h), {"cache": state["conv2.cache"]})
+    def step(self, x: torch.Tensor, state: State, kept: int | None = None) -> tuple[torch.Tensor, State]:
+        """``kept``: fbank frames of a look-ahead call whose caches are handed on (a multiple of 4)."""
+        half = None if kept is None else kept // 2
+        h, s1 = self.conv1.step(x, {"cache": state["conv1.cache"]}, kept)
+        h, s2 = self.conv2.step(F.silu(h), {"cache": state["conv2.cache"]}, half)
         return self.out(F.silu(h)), {"conv1.cache": s1["cache"], "conv2.cache": s2["cache"]}
 
 
@@ -139,9 +144,9 @@ class ConvModule(nn.Module):
     def state_specs(self) -> list[StateSpec]:
         return [s.prefixed("dw") for s in self.dw.state_specs()]
 
-    def step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+    def step(self, x: torch.Tensor, state: State, kept: int | None = None) -> tuple[torch.Tensor, State]:
         h = F.glu(self.pw1(self.norm_in(x)), dim=-1)
-        h, s = self.dw.step(h, {"cache": state["dw.cache"]})
+        h, s = self.dw.step(h, {"cache": state["dw.cache"]}, kept)
         return self.pw2(F.silu(self.norm(h))), {"dw.cache": s["cache"]}
 
 
@@ -158,10 +163,11 @@ class ConformerBlock(nn.Module):
         self.norm_out = nn.LayerNorm(d)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor, direction: str,
-                chunk: int | None = None) -> torch.Tensor:
+                chunk: int | None = None, lookahead: int = 0) -> torch.Tensor:
         x = x + 0.5 * self.ff1(x)
         # only the bidirectional mixers take a chunk (chunk-* directions never reach the others)
-        args = (direction, chunk) if direction.startswith("chunk-") else (direction,)
+        args = (direction, chunk, *((lookahead,) if lookahead else ())) if direction.startswith("chunk-") \
+            else (direction,)
         x = x + self.mixer_drop(self.mixer(self.mixer_norm(x), lengths, *args))
         x = x + self.conv(x, mask)
         x = x + 0.5 * self.ff2(x)
@@ -171,12 +177,15 @@ class ConformerBlock(nn.Module):
         return [s.prefixed("mixer") for s in self.mixer.state_specs()] + \
                [s.prefixed("conv") for s in self.conv.state_specs()]
 
-    def step(self, x: torch.Tensor, state: State, direction: str = "l2r") -> tuple[torch.Tensor, State]:
+    def step(self, x: torch.Tensor, state: State, direction: str = "l2r",
+             kept: int | None = None) -> tuple[torch.Tensor, State]:
+        """``kept``: encoder frames of a look-ahead call (chunk-bi) after which the states are handed on."""
         x = x + 0.5 * self.ff1(x)
         args = (direction,) if direction != "l2r" else ()  # only the bidirectional mixers' step takes chunk-bi
-        h, ms = self.mixer.step(self.mixer_norm(x), _sub(state, "mixer"), *args)
+        kw = {} if kept is None else {"keep": keep_mask(x, kept)}
+        h, ms = self.mixer.step(self.mixer_norm(x), _sub(state, "mixer"), *args, **kw)
         x = x + h
-        h, cs = self.conv.step(x, _sub(state, "conv"))
+        h, cs = self.conv.step(x, _sub(state, "conv"), kept)
         x = x + h
         x = x + 0.5 * self.ff2(x)
         return self.norm_out(x), {**_pre(ms, "mixer"), **_pre(cs, "conv")}
@@ -208,22 +217,25 @@ class Encoder(nn.Module):
         self.bidirectional = self.layers[0].mixer.bidirectional
         self.direction = cfg.direction
         self.chunk_frames: int | None = None  # fbank frames per chunk in chunk-bi mode
+        self.lookahead_frames = 0  # chunk-bi: fbank frames of the next chunk each chunk's R2L also reads
         self.frame_shift_ms = DEFAULT_FRAME_SHIFT_MS  # of the training features; load_checkpoint sets it
         self.strict_chunk_frames: int | None = None  # inference in strict chunks of this many fbank frames
         self._rng = random.Random(0)
 
-    def set_direction(self, mode: str, chunk_frames: int | None = None) -> None:
+    def set_direction(self, mode: str, chunk_frames: int | None = None, lookahead_frames: int | None = None) -> None:
         """Inference mode: ``l2r``, ``bi``, ``alt`` or ``chunk-bi`` with ``chunk_frames`` fbank frames per chunk;
         ``mode`` may also be a mode string such as ``chunk-bi:640ms`` (``models.dirdrop.parse_mode``). A chunk-bi
         chunk size is remembered, so ``set_direction(enc.direction)`` restores a chunk-bi mode. ValueError (one
         line) for an unknown mode, chunk-bi on a unidirectional mixer, or a missing or bad chunk size.
         ``strict:<ms>ms`` runs every chunk alone (``strict_chunk_frames``) in the trained direction; any other mode
-        ends strict chunking."""
+        ends strict chunking. A look-ahead (``chunk-bi:640ms+160ms`` or ``lookahead_frames``) is remembered with
+        the chunk size; a mode string with a chunk size and no ``+`` sets it to 0, any other mode ends it."""
         strict = parse_strict(mode, self.frame_shift_ms)
         self.strict_chunk_frames = strict
         if strict is not None:
             self.direction = self.cfg.direction
             return
+        parsed_la = parse_lookahead(mode, self.frame_shift_ms) if ":" in mode else None
         mode, parsed = parse_mode(mode, self.frame_shift_ms)
         if parsed is not None and chunk_frames is not None and parsed != chunk_frames:
             raise ValueError(f"two chunk sizes given: {parsed} (mode string) and {chunk_frames} fbank frames")
@@ -231,10 +243,24 @@ class Encoder(nn.Module):
         if mode == CHUNK_BI:
             given = parsed if parsed is not None else chunk_frames
             self.chunk_frames = check_chunk_frames(given if given is not None else self.chunk_frames)
+            la = lookahead_frames if lookahead_frames is not None else parsed_la
+            self.lookahead_frames = check_lookahead_frames(la if la is not None else self.lookahead_frames)
+        elif lookahead_frames:
+            raise ValueError(f"only {CHUNK_BI} takes a look-ahead, not {mode!r}")
+        else:
+            self.lookahead_frames = 0
         self.direction = mode
 
-    def _plan(self) -> tuple[list[str], int | None]:
-        """Per-layer directions of this forward pass and, for chunk directions, the chunk in encoder frames.
+    @property
+    def mode(self) -> str:
+        """The current inference mode as a mode string (``chunk-bi:640ms+160ms``, ``strict:640ms``, ``bi``...)."""
+        if self.strict_chunk_frames is not None:
+            return f"strict:{self.strict_chunk_frames * self.frame_shift_ms:g}ms"
+        return mode_string(self.direction, self.chunk_frames, self.lookahead_frames, self.frame_shift_ms)
+
+    def _plan(self) -> tuple[list[str], int | None, int]:
+        """Per-layer directions of this forward pass and, for chunk directions, the chunk and the training
+        look-ahead in encoder frames.
 
         Training a bidirectional model in ``bi`` draws DirDrop's per-layer plan and, with probability
         ``cfg.chunk_bi_p``, runs the pass in chunk-bi with a chunk from ``cfg.chunk_bi_ms``
@@ -244,9 +270,11 @@ class Encoder(nn.Module):
             plan = training_directions(n, cfg.dirdrop, cfg.dirdrop_p, self._rng) if cfg.dirdrop != "none" \
                 else ["bi"] * n
             chunk = draw_chunk_bi(cfg.chunk_bi_p, cfg.chunk_bi_ms, self.frame_shift_ms, self._rng)
-            return (plan, None) if chunk is None else (chunked(plan), chunk)
+            if chunk is None:
+                return plan, None, 0
+            return chunked(plan), chunk, draw_lookahead(cfg.chunk_bi_lookahead_ms, self.frame_shift_ms, self._rng)
         plan = inference_directions(self.direction, n, self.bidirectional)
-        return plan, (self.chunk_frames // self.cfg.subsampling if self.direction == CHUNK_BI else None)
+        return plan, (self.chunk_frames // self.cfg.subsampling if self.direction == CHUNK_BI else None), 0
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         if self.cfg.input_floor_dbfs is not None:
@@ -261,6 +289,8 @@ class Encoder(nn.Module):
 
     def forward(self, x: torch.Tensor, x_lens: torch.Tensor):
         """Returns (logprobs [B,T',V], out_lens [B], encoder_out [B,T',D])."""
+        if self.lookahead_frames and self.direction == CHUNK_BI and not self.training:
+            return self._forward_lookahead(x, x_lens)
         c = self._strict_chunk()
         if c is None:
             return self._forward(x, x_lens)
@@ -273,10 +303,40 @@ class Encoder(nn.Module):
         h = self.subsampling(self.normalize(x), x_lens)
         lens = Subsampling.out_lengths(x_lens)
         mask = time_mask(lens, h.shape[1])
-        plan, chunk = self._plan()
+        plan, chunk, lookahead = self._plan()
         for layer, direction in zip(self.layers, plan):
-            h = layer(h, lens, mask, direction, chunk)
+            h = layer(h, lens, mask, direction, chunk, lookahead)
         return F.log_softmax(self.ctc(h), dim=-1), lens, h
+
+    @torch.no_grad()
+    def _forward_lookahead(self, x: torch.Tensor, x_lens: torch.Tensor):
+        """chunk-bi with a look-ahead, as a runtime streams it: each utterance alone, call after call of
+        ``chunk_frames + lookahead_frames`` fbank frames that keep the first ``chunk_frames`` (states handed on from
+        there, their outputs emitted), then one last call over what is left (all of it emitted; zero-padded to a
+        multiple of 4, which adds no encoder frame). Eager and per utterance: an evaluation form, not a training
+        one (a layer's look-ahead frames depend on that layer's state at the chunk's end)."""
+        C, R = self.chunk_frames, self.lookahead_frames
+        lens = Subsampling.out_lengths(x_lens)
+        T_out = int(lens.max()) if len(lens) else 0
+        lp_all = x.new_zeros(x.shape[0], T_out, self.cfg.vocab_size)
+        h_all = x.new_zeros(x.shape[0], T_out, self.cfg.d_model)
+        for b in range(x.shape[0]):
+            xb, T = x[b:b + 1], int(x_lens[b])
+            state, pos, lps, hs = self.initial_state(1, x.device), 0, [], []
+            while T - pos >= C + R:
+                lp, h, state = self.step(xb[:, pos:pos + C + R], state)
+                lps.append(lp[:, :C // SUBSAMPLING])
+                hs.append(h[:, :C // SUBSAMPLING])
+                pos += C
+            if pos < T:
+                rest = F.pad(xb[:, pos:T], (0, 0, 0, -(T - pos) % SUBSAMPLING))
+                lp, h, _ = self.step(rest, state)
+                lps.append(lp)
+                hs.append(h)
+            n = int(lens[b])
+            lp_all[b, :n] = torch.cat(lps, dim=1)[0, :n]
+            h_all[b, :n] = torch.cat(hs, dim=1)[0, :n]
+        return lp_all, lens, h_all
 
     # --- streaming -------------------------------------------------------------------------------------
     def state_specs(self) -> list[StateSpec]:
@@ -291,14 +351,18 @@ class Encoder(nn.Module):
     def step(self, x: torch.Tensor, state: State):
         """One chunk of fbank frames (T a multiple of 4) with the carried state: L2R, or in chunk-bi mode one whole
         chunk (``chunk_frames``; the utterance's last may be shorter). Every other mode streams as L2R.
+        With a look-ahead (chunk-bi), a call holds the chunk and then up to ``lookahead_frames`` of the next one:
+        outputs for all of them, states as after the chunk's ``chunk_frames`` alone.
         Returns (logprobs [B,T/4,V], encoder_out [B,T/4,D], next state)."""
         if not self.cfg.causal:
             raise ValueError("this model is not stream-capable (trained with causal=False)")
         direction = CHUNK_BI if self.direction == CHUNK_BI else "l2r"
-        h, ss = self.subsampling.step(self.normalize(x), _sub(state, "subsampling"))
+        kept = self.chunk_frames if direction == CHUNK_BI and self.lookahead_frames else None
+        h, ss = self.subsampling.step(self.normalize(x), _sub(state, "subsampling"), kept)
         new = _pre(ss, "subsampling")
+        kept_enc = None if kept is None else kept // SUBSAMPLING
         for i, layer in enumerate(self.layers):
-            h, ls = layer.step(h, _sub(state, f"layers.{i}"), direction)
+            h, ls = layer.step(h, _sub(state, f"layers.{i}"), direction, kept_enc)
             new.update(_pre(ls, f"layers.{i}"))
         return F.log_softmax(self.ctc(h), dim=-1), h, new
 

@@ -6,7 +6,9 @@ drops either direction with equal odds (also enables R2L-only and alternating de
 
 Modes: ``l2r`` (streamable), ``bi``, ``alt`` (even layers L2R, odd R2L) and ``chunk-bi`` (streamable: L2R carried
 across the stream, R2L within each chunk of C encoder frames from its initial state, averaged). ``chunk-bi`` needs a
-chunk size; as a user-facing string it is ``chunk-bi:640ms`` (``parse_mode``).
+chunk size; as a user-facing string it is ``chunk-bi:640ms`` (``parse_mode``). ``chunk-bi:640ms+160ms`` adds a
+look-ahead: each chunk's R2L also reads the next 160 ms (latency chunk + look-ahead), with every layer's look-ahead
+frames recomputed in the next chunk, so no context leaks further (``parse_lookahead``; inference only).
 
 Per-layer directions a mixer sees: ``l2r``, ``r2l``, ``bi``, ``chunk-bi`` and ``chunk-r2l`` (R2L within chunks only).
 """
@@ -21,10 +23,23 @@ from edgeasr.models.config import CHUNK_BI, DIRECTIONS, SUBSAMPLING
 DEFAULT_FRAME_SHIFT_MS = 10.0  # fbank frame shift of every shipped config
 
 
+def _ms_frames(s: str, ms: str, frame_shift_ms: float, what: str) -> int:
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)ms", ms.strip())
+    if not m:
+        raise ValueError(f"bad {what} in {s!r}: expected milliseconds, e.g. {CHUNK_BI}:640ms+160ms")
+    frames = float(m.group(1)) / frame_shift_ms
+    if frames != round(frames):
+        raise ValueError(f"{s!r}: {m.group(1)} ms is not a whole number of {frame_shift_ms:g} ms fbank frames")
+    return int(round(frames))
+
+
 def parse_mode(s: str, frame_shift_ms: float = DEFAULT_FRAME_SHIFT_MS) -> tuple[str, int | None]:
     """``"l2r"`` -> ``("l2r", None)``; ``"chunk-bi:640ms"`` -> ``("chunk-bi", 64)`` (chunk in fbank frames at
-    ``frame_shift_ms``); ``"chunk-bi"`` -> ``("chunk-bi", None)`` (size given elsewhere). ValueError on anything
-    else, or a chunk that is not a positive whole number of frames and a multiple of the subsampling (4)."""
+    ``frame_shift_ms``); ``"chunk-bi"`` -> ``("chunk-bi", None)`` (size given elsewhere). A look-ahead suffix
+    (``chunk-bi:640ms+160ms``) is checked here and read by ``parse_lookahead``. ValueError on anything else, or a
+    chunk that is not a positive whole number of frames and a multiple of the subsampling (4)."""
+    parse_lookahead(s, frame_shift_ms)
+    s = s.partition("+")[0]
     mode, _, size = s.strip().partition(":")
     if mode in DIRECTIONS and not size:
         return mode, None
@@ -33,13 +48,36 @@ def parse_mode(s: str, frame_shift_ms: float = DEFAULT_FRAME_SHIFT_MS) -> tuple[
                          f"(e.g. {CHUNK_BI}:640ms)")
     if not size:
         return mode, None
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)ms", size.strip())
-    if not m:
-        raise ValueError(f"bad chunk size in {s!r}: expected milliseconds, e.g. {CHUNK_BI}:640ms")
-    frames = float(m.group(1)) / frame_shift_ms
-    if frames != round(frames):
-        raise ValueError(f"{s!r}: {m.group(1)} ms is not a whole number of {frame_shift_ms:g} ms fbank frames")
-    return mode, check_chunk_frames(int(round(frames)))
+    return mode, check_chunk_frames(_ms_frames(s, size, frame_shift_ms, "chunk size"))
+
+
+def parse_lookahead(s: str, frame_shift_ms: float = DEFAULT_FRAME_SHIFT_MS) -> int:
+    """The look-ahead of a mode string in fbank frames: ``"chunk-bi:640ms+160ms"`` -> 16; 0 without a ``+``.
+    Only a chunk-bi mode with a chunk size takes one, and it must be a multiple of the subsampling (4 frames)."""
+    head, plus, la = s.strip().partition("+")
+    if not plus:
+        return 0
+    if not head.startswith(CHUNK_BI + ":"):
+        raise ValueError(f"{s!r}: only {CHUNK_BI} with a chunk size takes a look-ahead, e.g. {CHUNK_BI}:640ms+160ms")
+    return check_lookahead_frames(_ms_frames(s, la, frame_shift_ms, "look-ahead"))
+
+
+def check_lookahead_frames(frames: int) -> int:
+    """A look-ahead in fbank frames: a non-negative multiple of the subsampling, else ValueError."""
+    if isinstance(frames, bool) or not isinstance(frames, int) or frames < 0 or frames % SUBSAMPLING:
+        raise ValueError(f"look-ahead must be a non-negative multiple of {SUBSAMPLING} fbank frames "
+                         f"({SUBSAMPLING * DEFAULT_FRAME_SHIFT_MS:g} ms at {DEFAULT_FRAME_SHIFT_MS:g} ms frames), "
+                         f"got {frames!r}")
+    return frames
+
+
+def mode_string(mode: str, chunk_frames: int | None, lookahead_frames: int = 0,
+                frame_shift_ms: float = DEFAULT_FRAME_SHIFT_MS) -> str:
+    """The user-facing mode string: ``chunk-bi:640ms``, ``chunk-bi:640ms+160ms``, or the plain mode."""
+    if mode != CHUNK_BI or not chunk_frames:
+        return mode
+    la = f"+{lookahead_frames * frame_shift_ms:g}ms" if lookahead_frames else ""
+    return f"{CHUNK_BI}:{chunk_frames * frame_shift_ms:g}ms{la}"
 
 
 STRICT = "strict"  # strict chunks (seed 001): "strict:640ms", every chunk encoded alone (torch reference only)
@@ -117,3 +155,11 @@ def draw_chunk_bi(chunk_bi_p: float, chunk_bi_ms: list, frame_shift_ms: float, r
         return None
     ms = rng.choice(list(chunk_bi_ms))
     return max(1, round(ms / (frame_shift_ms * SUBSAMPLING)))
+
+
+def draw_lookahead(lookahead_ms: list, frame_shift_ms: float, rng: random.Random) -> int:
+    """A look-ahead in encoder frames for one chunk-bi training step, drawn from ``lookahead_ms`` (0 when the list
+    is empty: no draw, so runs without look-ahead keep their random sequence)."""
+    if not lookahead_ms:
+        return 0
+    return round(rng.choice(list(lookahead_ms)) / (frame_shift_ms * SUBSAMPLING))

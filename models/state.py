@@ -30,3 +30,26 @@ class StateSpec:
 
 def initial_state(specs: list[StateSpec], batch: int, device=None) -> State:
     return {s.name: s.initial(batch, device) for s in specs}
+
+
+# --- look-ahead steps ----------------------------------------------------------------------------------------
+# A look-ahead step call holds the chunk and, after it, a few frames of the next one: every module computes its
+# outputs over all of them but hands on the state it would have after the chunk alone ("kept" frames), so the
+# next call can process the look-ahead frames again as its own chunk. ``kept`` is a frame count (a Python int, or
+# None for an ordinary call); with fewer frames than that in the call, all of them are kept.
+
+def keep_mask(x: torch.Tensor, kept: int, dim: int = 1) -> torch.Tensor:
+    """``[T]`` bool: True for the first ``kept`` positions along ``dim`` (T may be a traced size)."""
+    return torch.arange(x.shape[dim], device=x.device) < kept
+
+
+def kept_window(full: torch.Tensor, kept_mask: torch.Tensor, size: int, dim: int = 1) -> torch.Tensor:
+    """The ``size`` positions of ``full`` (a cache of ``size`` frames followed by the call's frames, along ``dim``)
+    that end at the last kept frame: the cache a causal convolution hands on after the kept frames."""
+    start = kept_mask.to(torch.int64).sum()
+    return full.index_select(dim, start + torch.arange(size, device=full.device))
+
+
+def kept_last(with_first: torch.Tensor, kept_mask: torch.Tensor) -> torch.Tensor:
+    """``[B, 1 + T, D]`` (the previous call's last frame, then this call's) -> ``[B, D]``: the last kept frame."""
+    return kept_window(with_first, kept_mask, 1).squeeze(1)

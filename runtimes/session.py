@@ -7,11 +7,14 @@ model was trained on) -> frame buffer -> step graph in chunks of ``chunk_frames`
 - ``Stream.accept_waveform(samples)`` returns the new partial text when it changed, else None.
 - ``Stream.flush()`` ends the utterance: the fbank tail is finished, and the frames left over (fewer than a chunk)
   run as one last chunk padded with zero frames to a multiple of ``chunk_multiple``. That is exact, not an
-  approximation: step graphs are causal (the exporter refuses anything else, ``lookahead_frames`` is 0), and in
-  the causal 4x subsampling encoder frame k reads fbank frames <= 4k only, so the ``ceil(T/4)`` encoder frames of
-  a T-frame utterance never see the padding (the pad value is irrelevant; zeros are just the cheapest). Those are
+  approximation: step graphs are causal (the exporter refuses anything else), and in the causal 4x subsampling
+  encoder frame k reads fbank frames <= 4k only, so the ``ceil(T/4)`` encoder frames of a T-frame utterance never see the padding (the pad value is irrelevant; zeros are just the cheapest). Those are
   exactly the ``out_lens = ceil(T/4)`` frames the full graph returns for the same T frames, whatever the full
   graph pads a batch with. Only the state after the padded chunk is affected, and it is discarded.
+- A chunk-bi graph with a look-ahead (``lookahead_frames`` R > 0) gets calls of ``chunk_frames + R`` frames: the
+  outputs of the chunk count and the states are handed on from its end, and the R frames are read again as the
+  next call's chunk; the last call runs whatever is left and all of its outputs count (``exporters.verify``'s
+  ``step_windows`` is the same schedule). A partial result lags the audio by chunk + look-ahead.
 - ``Stream.reset()`` starts a new utterance on the same stream (fresh fbank, initial states, empty transcript).
 - Several streams: ``StreamingSession.process(streams)`` runs every stream that has a full chunk buffered as one
   batch (inputs and states stacked on axis 0, states unstacked afterwards). Each stream still consumes exactly
@@ -120,6 +123,7 @@ class Stream:
         self.frames_in = 0
         self.finished = False
         self._last_partial = ""
+        s.logprobs.pop(id(self), None)  # kept log-probs are per utterance
 
     # --- feeding ---------------------------------------------------------------------------------------------
     def accept_waveform(self, samples: np.ndarray) -> str | None:
@@ -161,8 +165,9 @@ class Stream:
     def ready(self) -> int:
         return len(self._frames)
 
-    def _take(self, n: int) -> np.ndarray:
-        chunk, self._frames = self._frames[:n], self._frames[n:]
+    def _take(self, n: int, lookahead: int = 0) -> np.ndarray:
+        """The next ``n`` frames and the ``lookahead`` after them; only the ``n`` are consumed."""
+        chunk, self._frames = self._frames[:n + lookahead], self._frames[n:]
         return chunk
 
     def flush(self) -> str:
@@ -185,6 +190,7 @@ class Stream:
 
     def close(self) -> None:
         self.session._detach(self)
+        self.session.logprobs.pop(id(self), None)  # a later stream may reuse this id
         if self.handle is not None:
             self.session.backend.release_state(self.handle)
             self.handle = None
@@ -209,9 +215,6 @@ class StreamingSession:
         if meta["graph_kind"] != "step":
             raise UserError(f"{backend.model_path}: a {meta['graph_kind']} graph cannot stream; export a step "
                             "graph (edgeasr export --kind step) or transcribe without --stream")
-        if int(meta.get("lookahead_frames", 0)):
-            raise UserError(f"{backend.model_path}: lookahead_frames={meta['lookahead_frames']} is not supported "
-                            "by this runtime (edgeasr step graphs are causal)")
         self.meta = meta
         self.fbank_opts = fbank_options(meta)
         self.num_bins = self.fbank_opts.num_bins
@@ -228,9 +231,13 @@ class StreamingSession:
         if self.chunk_frames <= 0 or self.chunk_frames % self.multiple:
             raise UserError(f"chunk of {self.chunk_frames} fbank frames is not a positive multiple of "
                             f"{self.multiple} (edgeasr.chunk_multiple)")
+        self.lookahead = int(meta.get("lookahead_frames", 0) or 0)
+        if self.lookahead < 0 or self.lookahead % self.multiple or (self.lookahead and not fixed):
+            raise UserError(f"{backend.model_path}: lookahead_frames={meta.get('lookahead_frames')} needs a chunk-bi "
+                            f"graph and a non-negative multiple of {self.multiple}")
         prepare = getattr(backend, "prepare_chunk", None)
-        if prepare is not None:  # e.g. OpenVINO compiles this chunk length with static shapes, before any audio
-            prepare(self.chunk_frames)
+        if prepare is not None:  # e.g. OpenVINO compiles this call length with static shapes, before any audio
+            prepare(self.chunk_frames + self.lookahead)
         self.keep_logprobs = keep_logprobs
         self._decoder_factory = decoder or CtcStreamDecoder
         self.logprobs: dict[int, list[np.ndarray]] = {}
@@ -310,9 +317,11 @@ class StreamingSession:
         self._group = g
         return g.handle
 
-    def _step(self, streams: list[Stream], x: np.ndarray) -> None:
+    def _step(self, streams: list[Stream], x: np.ndarray, emit: int | None = None) -> None:
+        """One call; ``emit``: encoder frames whose outputs count (a look-ahead call's chunk), None for all."""
         handle = self._handle_for(streams)
         lp, handle = self.backend.step(x, handle)
+        lp = lp[:, :emit]
         if len(streams) == 1:
             streams[0].handle = handle
         else:
@@ -324,12 +333,13 @@ class StreamingSession:
                 self.logprobs.setdefault(id(s), []).append(lp[i])
 
     def _run(self, streams: list[Stream]) -> None:
-        n = self.chunk_frames
+        n, la = self.chunk_frames, self.lookahead
+        emit = n // self.multiple if la else None
         while True:
-            ready = [s for s in streams if s.ready >= n and not s.finished]
+            ready = [s for s in streams if s.ready >= n + la and not s.finished]
             if not ready:
                 return
-            self._step(ready, np.stack([s._take(n) for s in ready]))
+            self._step(ready, np.stack([s._take(n, la) for s in ready]), emit)
 
     def _flush_remainder(self, stream: Stream) -> None:
         rest = stream._take(stream.ready)

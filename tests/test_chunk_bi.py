@@ -131,7 +131,7 @@ def test_old_configs_load_and_plans_without_chunk_bi_are_unchanged():
     from edgeasr.models.dirdrop import training_directions
     rng = random.Random(0)
     for _ in range(20):
-        assert model._plan() == (training_directions(6, "both", 0.5, rng), None)
+        assert model._plan() == (training_directions(6, "both", 0.5, rng), None, 0)
     for bad in ({"chunk_bi_p": 1.5}, {"chunk_bi_p": 0.5, "chunk_bi_ms": []}, {"chunk_bi_p": 0.5, "chunk_bi_ms": [0]}):
         with pytest.raises(ValueError, match="chunk_bi"):
             EncoderConfig(mixer="rwkv", **bad)
@@ -150,8 +150,8 @@ def test_chunk_bi_training_plan_keeps_dirdrop():
     model = Encoder(cfg).train()
     seen = set()
     for _ in range(10):
-        plan, chunk = model._plan()
-        assert chunk == 2 and set(plan) <= {"chunk-bi", "l2r", "chunk-r2l"}
+        plan, chunk, lookahead = model._plan()
+        assert chunk == 2 and lookahead == 0 and set(plan) <= {"chunk-bi", "l2r", "chunk-r2l"}
         seen |= set(plan)
     assert seen == {"chunk-bi", "l2r", "chunk-r2l"}
     x, lens = feats(2, 40, 0), torch.tensor([40, 23])

@@ -103,15 +103,19 @@ def test_parity_reference_runs_chunk_bi(setup, corpus, tmp_path):
 
 def test_streaming_table(setup, corpus, tmp_path):
     res = CliRunner().invoke(main, ["experiment", "streaming", "--model", str(setup["run"]), "--test",
-                                    str(corpus / "test.jsonl"), "--chunks-ms", "320,640", "--max-utterances", "2",
+                                    str(corpus / "test.jsonl"), "--chunks-ms", "320,480+160", "--max-utterances", "2",
                                     "--timing-utterances", "1", "--threads", "1", "--out", str(tmp_path / "e")])
     assert res.exit_code == 0, res.output
     report = json.loads((tmp_path / "e" / "streaming.json").read_text())
-    assert [r["mode"] for r in report["rows"]] == ["l2r", "chunk-bi:320ms", "chunk-bi:640ms", "alt", "bi"]
+    assert [r["mode"] for r in report["rows"]] == ["l2r", "chunk-bi:320ms", "chunk-bi:480ms+160ms", "alt", "bi"]
     for r in report["rows"]:
         assert 0 <= r["wer"]["test"]["greedy"]
         assert ("rtf" in r) == (r["mode"] not in ("alt", "bi"))
-    assert "| chunk-bi:640ms |" in (tmp_path / "e" / "streaming.md").read_text()
+    assert report["rows"][2]["lookahead_ms"] == 160 and report["rows"][2]["chunk_ms"] == 480
+    assert "| chunk-bi:480ms+160ms |" in (tmp_path / "e" / "streaming.md").read_text()
     res = CliRunner().invoke(main, ["experiment", "streaming", "--model", str(setup["run"]), "--test",
                                     str(corpus / "test.jsonl"), "--chunks-ms", "100", "--out", str(tmp_path / "f")])
-    assert res.exit_code == 2 and "multiple of 40 ms" in res.output and not (tmp_path / "f").exists()
+    assert res.exit_code == 2 and "multiples of 40" in res.output and not (tmp_path / "f").exists()
+    res = CliRunner().invoke(main, ["experiment", "streaming", "--model", str(setup["run"]), "--test",
+                                    str(corpus / "test.jsonl"), "--chunks-ms", "320+30", "--out", str(tmp_path / "f")])
+    assert res.exit_code == 2 and "multiples of 40" in res.output and "Traceback" not in res.output

@@ -9,7 +9,9 @@ within its valid length. Per-layer directions (models/dirdrop.py):
   whole sequence for ``chunk-bi``. The chunks are rows of one batch, so it costs what ``bi`` does.
 
 ``step`` is the streaming form: L2R with the carried state (the subclass's ``_step_l2r``), and for ``chunk-bi``
-the R2L core over every frame of this call from its initial state: a runtime feeds exactly one chunk per call.
+the R2L core over every frame of this call from its initial state: a runtime feeds exactly one chunk per call, or,
+with a look-ahead, the chunk and the next chunk's first frames (``keep`` marks the chunk: L2R's state is handed on
+from its end, so the next call reads the look-ahead frames again as its own chunk).
 """
 from __future__ import annotations
 
@@ -23,19 +25,29 @@ DIRECTIONS = ("l2r", "r2l", "bi", "chunk-bi", "chunk-r2l")
 STEP_DIRECTIONS = ("l2r", "chunk-bi")
 
 
-def r2l_within_chunks(core, x: torch.Tensor, lengths: torch.Tensor, chunk: int) -> torch.Tensor:
-    """R2L of ``core`` within each chunk of ``chunk`` frames: ``[B, T, D]`` -> ``[B, T, D]``, loop-free."""
+def r2l_within_chunks(core, x: torch.Tensor, lengths: torch.Tensor, chunk: int, lookahead: int = 0) -> torch.Tensor:
+    """R2L of ``core`` within each chunk of ``chunk`` frames: ``[B, T, D]`` -> ``[B, T, D]``, loop-free.
+
+    ``lookahead`` > 0 (training): each chunk's R2L starts ``lookahead`` frames later, at the end of its window
+    ``[i C, (i + 1) C + R)`` (windows overlap; the rows are the windows). The look-ahead frames are this layer's
+    inputs from the whole pass, which read their own look-ahead in the layer below: context leaks R frames per
+    layer, where a stream (``step`` with ``keep``) recomputes every layer's look-ahead inside the window. A training
+    approximation; evaluation and export use the exact streaming form."""
     B, T, D = x.shape
     pad = (chunk - T % chunk) % chunk
     n = (T + pad) // chunk
-    xc = F.pad(x, (0, 0, 0, pad)).reshape(B * n, chunk, D)  # chunks as batch rows
+    win = chunk + lookahead
+    if lookahead:  # overlapping windows as batch rows
+        xc = F.pad(x, (0, 0, 0, pad + lookahead)).unfold(1, win, chunk).permute(0, 1, 3, 2).reshape(B * n, win, D)
+    else:
+        xc = F.pad(x, (0, 0, 0, pad)).reshape(B * n, chunk, D)  # chunks as batch rows
     starts = torch.arange(n, device=x.device) * chunk
-    # valid frames per chunk; <= 0 past the end (flip_valid then leaves the chunk as it is). Min, not an int64
+    # valid frames per window; <= 0 past the end (flip_valid then leaves the chunk as it is). Min, not an int64
     # Clip: TensorRT has no integer Clip
-    valid = torch.minimum(lengths.unsqueeze(1) - starts.unsqueeze(0), torch.full_like(starts, chunk)).reshape(B * n)
+    valid = torch.minimum(lengths.unsqueeze(1) - starts.unsqueeze(0), torch.full_like(starts, win)).reshape(B * n)
     # blocks of the chunked scan no longer than a chunk: a 4-frame chunk must not pad to a 32-frame block
-    y = flip_valid(core(flip_valid(xc, valid), min(chunk, core.chunk_len)), valid)
-    return y.reshape(B, n * chunk, D)[:, :T]
+    y = flip_valid(core(flip_valid(xc, valid), min(win, core.chunk_len)), valid)
+    return y[:, :chunk].reshape(B, n * chunk, D)[:, :T]
 
 
 class BidirectionalMixer(Mixer):
@@ -44,7 +56,7 @@ class BidirectionalMixer(Mixer):
     bidirectional = True
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor, direction: str = "l2r",
-                chunk: int | None = None) -> torch.Tensor:
+                chunk: int | None = None, lookahead: int = 0) -> torch.Tensor:
         if direction not in DIRECTIONS:
             raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
         lengths = lengths.to(x.device)
@@ -55,7 +67,7 @@ class BidirectionalMixer(Mixer):
         if direction.startswith("chunk-"):
             if not chunk or chunk < 1:
                 raise ValueError(f"direction {direction!r} needs a chunk of at least one encoder frame, got {chunk}")
-            y_r2l = r2l_within_chunks(self.r2l, x, lengths, int(chunk))
+            y_r2l = r2l_within_chunks(self.r2l, x, lengths, int(chunk), int(lookahead))
         else:
             y_r2l = flip_valid(self.r2l(flip_valid(x, lengths)), lengths)
         if direction in ("r2l", "chunk-r2l"):
@@ -69,10 +81,13 @@ class BidirectionalMixer(Mixer):
         """R2L over the frames of one call from the initial state (subclasses use their step form)."""
         return self.r2l(x.flip(1)).flip(1)
 
-    def step(self, x: torch.Tensor, state: State, direction: str = "l2r") -> tuple[torch.Tensor, State]:
+    def step(self, x: torch.Tensor, state: State, direction: str = "l2r",
+             keep: torch.Tensor | None = None) -> tuple[torch.Tensor, State]:
+        """``keep`` (``[T]`` bool, chunk-bi only): a look-ahead call, the chunk then the next chunk's first frames;
+        L2R hands on its state after the chunk, R2L runs over all of them from the end."""
         if direction not in STEP_DIRECTIONS:
             raise ValueError(f"step direction must be one of {STEP_DIRECTIONS}, got {direction!r}")
-        y, new = self._step_l2r(x, state)
+        y, new = self._step_l2r(x, state) if keep is None else self._step_l2r(x, state, keep)
         if direction == "chunk-bi":  # this call is one whole chunk: R2L from the initial state, no state kept
             y = 0.5 * (y + self._step_r2l(x))
         return y, new

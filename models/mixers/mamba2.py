@@ -25,7 +25,7 @@ from torch import nn
 from edgeasr.models.mixers import register
 from edgeasr.models.mixers.bidirectional import BidirectionalMixer
 from edgeasr.models.mixers.chunk_scan import FULL_SEQUENCE_GROUP, decay_weights, masks, scan_chunk_states
-from edgeasr.models.state import State, StateSpec
+from edgeasr.models.state import State, StateSpec, kept_window
 
 
 # encoder frames beyond which an eager (torch) step call uses the chunked form (one block costs T^2 per head;
@@ -91,23 +91,25 @@ def ssd_chunked(X, dA, Bm, Cm, state=None, chunk_len: int = 32, group: int = 0):
 
 @torch.autocast("cpu", enabled=False)
 @torch.autocast("cuda", enabled=False)
-def ssd_block(X, dA, Bm, Cm, state=None):
+def ssd_block(X, dA, Bm, Cm, state=None, keep=None):
     """The step form of the SSD scan: the whole call is one block of ``ssd_chunked`` (no padding to ``chunk_len``,
     no block reshapes, no hand-over between blocks). Same arguments and result as ``ssd_chunked``; a streaming
-    call spans 2-32 encoder frames, so the ``[T, T]`` decay matrix per head is small."""
+    call spans 2-32 encoder frames, so the ``[T, T]`` decay matrix per head is small. ``keep`` ``[T]`` (a
+    look-ahead step): the state returned is the one after the kept frames (unkept inputs add nothing, decay 1)."""
     dt = _ssm_dtype(X)
     X, dA, Bm, Cm = (t.to(dt) for t in (X, dA, Bm, Cm))
     X, dA = X.transpose(1, 2), dA.transpose(1, 2)  # head-major: [b,H,T,P], [b,H,T]
     T = X.shape[2]
     incl, _, above = masks(T, X.device, dt)
     Y = ((Cm @ Bm.transpose(1, 2)).unsqueeze(1) * decay_weights(dA)) @ X  # within the call        [b,H,T,P]
-    a_out = (above @ dA.unsqueeze(-1)).transpose(2, 3)  # decay from just after s to the call's end  [b,H,1,T]
-    h = (X.transpose(2, 3) * torch.exp(a_out)) @ Bm.unsqueeze(1)  # the call's contribution         [b,H,P,N]
+    X_s, dA_s = (X, dA) if keep is None else (X * keep.to(dt).view(-1, 1), dA * keep.to(dt))
+    a_out = (above @ dA_s.unsqueeze(-1)).transpose(2, 3)  # decay from just after s to the call's end [b,H,1,T]
+    h = (X_s.transpose(2, 3) * torch.exp(a_out)) @ Bm.unsqueeze(1)  # the call's contribution       [b,H,P,N]
     if state is not None:
         a_cum = incl @ dA.unsqueeze(-1)  # decay from the call's start through t                      [b,H,T,1]
         S = state.to(dt)
         Y = Y + (Cm.unsqueeze(1) @ S.transpose(2, 3)) * torch.exp(a_cum)
-        h = h + torch.exp(dA.sum(2)).unsqueeze(-1).unsqueeze(-1) * S
+        h = h + torch.exp(dA_s.sum(2)).unsqueeze(-1).unsqueeze(-1) * S
     return Y.transpose(1, 2), h
 
 
@@ -183,9 +185,11 @@ class Mamba2Core(nn.Module):
         y, _ = ssd_chunked(X, dA, Bm, Cm, None, block or self.chunk_len, FULL_SEQUENCE_GROUP)
         return self._finish(y, x, z)
 
-    def step(self, u: torch.Tensor, conv: torch.Tensor | None, ssm: torch.Tensor | None):
+    def step(self, u: torch.Tensor, conv: torch.Tensor | None, ssm: torch.Tensor | None,
+             keep: torch.Tensor | None = None):
         """u: [B,T,D]; conv: [B,conv_dim,d_conv-1] (last pre-conv inputs); ssm: [B,H,P,N]; both None: from the
-        initial (zero) state (chunk-bi's R2L). The whole call is one block of the SSD form (``ssd_block``)."""
+        initial (zero) state (chunk-bi's R2L). The whole call is one block of the SSD form (``ssd_block``).
+        ``keep`` (``[T]`` bool): a look-ahead call; the states returned are those after the kept frames."""
         z, xBC, dt = self._split(u)
         xBC = xBC.transpose(1, 2)
         if conv is None:
@@ -193,12 +197,13 @@ class Mamba2Core(nn.Module):
         else:
             full = torch.cat([conv.to(xBC.dtype), xBC], dim=2)  # [B,C,d_conv-1+T]
         xc = self.conv1d(full).transpose(1, 2)  # [B,T,C]
-        new_conv = full[:, :, full.shape[2] - (self.d_conv - 1):]
+        new_conv = full[:, :, full.shape[2] - (self.d_conv - 1):] if keep is None \
+            else kept_window(full, keep, self.d_conv - 1, dim=2)
         x, X, dA, Bm, Cm = self._ssm_inputs(xc, dt)
-        if not torch.jit.is_tracing() and X.shape[1] > MAX_BLOCK:  # eager long calls: blocks keep it ~linear in T
+        if keep is None and not torch.jit.is_tracing() and X.shape[1] > MAX_BLOCK:  # eager long calls: blocks
             y, h = ssd_chunked(X, dA, Bm, Cm, ssm, self.chunk_len)
         else:
-            y, h = ssd_block(X, dA, Bm, Cm, ssm)
+            y, h = ssd_block(X, dA, Bm, Cm, ssm, keep)
         return self._finish(y, x, z), new_conv, h
 
     def _reference(self, u: torch.Tensor) -> torch.Tensor:
@@ -228,8 +233,8 @@ class Mamba2Mixer(BidirectionalMixer):
         return [StateSpec("conv", (c.conv_dim, c.d_conv - 1)),
                 StateSpec("ssm", (c.nheads, c.headdim, c.d_state), torch.float32)]
 
-    def _step_l2r(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-        y, conv, ssm = self.l2r.step(x, state["conv"], state["ssm"])
+    def _step_l2r(self, x: torch.Tensor, state: State, keep: torch.Tensor | None = None) -> tuple[torch.Tensor, State]:
+        y, conv, ssm = self.l2r.step(x, state["conv"], state["ssm"], keep)
         return y, {"conv": conv, "ssm": ssm}
 
     def _step_r2l(self, x: torch.Tensor) -> torch.Tensor:

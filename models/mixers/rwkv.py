@@ -33,7 +33,7 @@ from torch import nn
 from edgeasr.models.mixers import register
 from edgeasr.models.mixers.bidirectional import BidirectionalMixer
 from edgeasr.models.mixers.chunk_scan import FULL_SEQUENCE_GROUP, masks, scan_chunk_states
-from edgeasr.models.state import State, StateSpec
+from edgeasr.models.state import State, StateSpec, kept_last
 
 DEFAULT_CHUNK_LEN = 8  # frames per block of the chunked form (see the module docstring for the measurements)
 # encoder frames beyond which an eager (torch) step call uses the chunked form: one block costs T^3 per head
@@ -115,7 +115,7 @@ def wkv_recurrent(r, k, v, w, u, state):
 
 @torch.autocast("cpu", enabled=False)
 @torch.autocast("cuda", enabled=False)
-def wkv_block(r, k, v, logw, u, state=None):
+def wkv_block(r, k, v, logw, u, state=None, keep=None):
     """The step form of the WKV: the whole call is one block of ``wkv_chunked`` (so no padding, no block reshapes,
     no hand-over between blocks), head-major. r, k, v, logw: ``[B, H, T, K]``; u: ``[H, K]``; state ``[B, H, K, K]``
     or None (zero). Returns ``(o [B, H, T, K], final_state)``; fp32 (float64 for float64 inputs).
@@ -123,7 +123,11 @@ def wkv_block(r, k, v, logw, u, state=None):
     A streaming call spans 2-32 encoder frames, so the ``[T, T, K]`` pairwise decays are small; an unrolled
     recurrence would need a static T (the last chunk of an utterance is shorter) and ONNX's Scan/Loop cost more
     per frame than these few batched MatMuls. Segment sums are matmuls with triangular masks (no CumSum) and only
-    non-positive numbers are exponentiated, as in ``wkv_chunked``."""
+    non-positive numbers are exponentiated, as in ``wkv_chunked``.
+
+    ``keep`` ``[T]`` (1 for the call's first frames, 0 after; a look-ahead step): the state returned is the one
+    after the kept frames only. Unkept frames still produce outputs, but their keys add nothing to that state and
+    their decays are 1 (log-decay 0)."""
     dt = _wkv_dtype(r)
     r, k, v, logw, u = (t.to(dt) for t in (r, k, v, logw, u))
     T = r.shape[2]
@@ -136,12 +140,18 @@ def wkv_block(r, k, v, logw, u, state=None):
     seg = pair @ logw.unsqueeze(2)  # [B,H,T(t),T(j),K]
     att = (torch.exp(seg) * k.unsqueeze(2) * r.unsqueeze(3)).sum(-1) * below  # [B,H,T,T]: j < t only
     o = att @ v + (r * u.unsqueeze(1) * k).sum(-1, keepdim=True) * v  # earlier frames + bonus (current frame)
-    kv = (k * torch.exp(a_out)).transpose(2, 3) @ v  # the call's own contribution to the state       [B,H,K,K]
+    if keep is not None:  # the handed-on state ends at the last kept frame
+        m = keep.to(dt).view(-1, 1)  # [T,1]
+        k_s, logw_s = k * m, logw * m
+        a_out = above @ logw_s
+    else:
+        k_s, logw_s = k, logw
+    kv = (k_s * torch.exp(a_out)).transpose(2, 3) @ v  # the call's own contribution to the state      [B,H,K,K]
     if state is None:
         return o, kv
     S = state.to(dt)
     o = o + (r * torch.exp(a_in)) @ S
-    a_tot = logw.sum(2).unsqueeze(3)  # total decay over the call, on the key axis                    [B,H,K,1]
+    a_tot = logw_s.sum(2).unsqueeze(3)  # total decay over the call, on the key axis                  [B,H,K,1]
     return o, torch.exp(a_tot) * S + kv
 
 
@@ -254,18 +264,22 @@ class RWKV6TimeMix(nn.Module):
         r, k, v = (self._heads(t).transpose(1, 2) for t in (self.receptance(xr), self.key(xk), self.value(xv)))
         return r, k, v, logw, F.silu(self.gate(xg))
 
-    def step(self, x: torch.Tensor, shift: torch.Tensor | None, wkv: torch.Tensor | None):
+    def step(self, x: torch.Tensor, shift: torch.Tensor | None, wkv: torch.Tensor | None,
+             keep: torch.Tensor | None = None):
         """x: [B,T,D]; shift: [B,D] (last frame seen); wkv: [B,H,K,K]; both None: from the initial (zero) state
-        (chunk-bi's R2L). Returns y, shift', wkv'. The whole call is one block (``wkv_block``)."""
+        (chunk-bi's R2L). Returns y, shift', wkv'. The whole call is one block (``wkv_block``). ``keep`` (``[T]``
+        bool, ``models.state.keep_mask``): a look-ahead call; the states returned are those after the kept frames."""
         first = torch.zeros_like(x[:, :1]) if shift is None else shift.to(x.dtype).unsqueeze(1)
-        prev = torch.cat([first, x[:, :-1]], dim=1)
+        with_first = torch.cat([first, x], dim=1)
+        prev = with_first[:, :-1]
         r, k, v, logw, g = self._project_step(x, prev)
-        if not torch.jit.is_tracing() and r.shape[2] > MAX_BLOCK:  # eager long calls: blocks keep it ~linear in T
+        if keep is None and not torch.jit.is_tracing() and r.shape[2] > MAX_BLOCK:  # eager long calls: blocks
             o, S = wkv_chunked(*(t.transpose(1, 2) for t in (r, k, v, logw)), self.time_faaaa, wkv, self.chunk_len)
             o = o.transpose(1, 2)
         else:
-            o, S = wkv_block(r, k, v, logw, self.time_faaaa, wkv)
-        return self._finish(o.transpose(1, 2), g, x.dtype), x[:, -1], S
+            o, S = wkv_block(r, k, v, logw, self.time_faaaa, wkv, keep)
+        last = x[:, -1] if keep is None else kept_last(with_first, keep)
+        return self._finish(o.transpose(1, 2), g, x.dtype), last, S
 
     def _reference(self, x: torch.Tensor) -> torch.Tensor:
         """Naive per-frame recurrence from a zero state (for tests)."""
@@ -300,8 +314,8 @@ class RWKVMixer(BidirectionalMixer):
         K = self.head_size
         return [StateSpec("shift", (self.d_model,)), StateSpec("wkv", (self.n_head, K, K), torch.float32)]
 
-    def _step_l2r(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-        y, shift, wkv = self.l2r.step(x, state["shift"], state["wkv"])
+    def _step_l2r(self, x: torch.Tensor, state: State, keep: torch.Tensor | None = None) -> tuple[torch.Tensor, State]:
+        y, shift, wkv = self.l2r.step(x, state["shift"], state["wkv"], keep)
         return y, {"shift": shift, "wkv": wkv}
 
     def _step_r2l(self, x: torch.Tensor) -> torch.Tensor:

@@ -125,6 +125,21 @@ def _ms_list(value: str) -> list[int]:
         raise click.BadParameter(f"expected milliseconds like 160,320,640,1280, got {value!r}") from None
 
 
+def _chunk_specs(value: str) -> list[str]:
+    """``"320,480+160"`` -> ``["320", "480+160"]``: chunk sizes, each with an optional look-ahead (ms, 40 ms steps)."""
+    specs = [v.strip() for v in value.split(",") if v.strip()]
+    for spec in specs:
+        parts = spec.split("+")
+        try:
+            ms = [int(p) for p in parts]
+        except ValueError:
+            ms = None
+        if ms is None or len(ms) > 2 or ms[0] <= 0 or any(m < 0 or m % 40 for m in ms):
+            raise click.BadParameter(f"expected chunk sizes like 160,320,480+160 (ms, multiples of 40; +LOOKAHEAD "
+                                     f"optional), got {spec!r}")
+    return specs
+
+
 @experiment.command(name="streaming")
 @click.option("--model", "models", multiple=True, required=True, metavar="RUN_DIR|NAME",
               help="Checkpoints to compare (repeat); bidirectional ones get every chunk-bi size, alt and bi too.")
@@ -132,8 +147,8 @@ def _ms_list(value: str) -> list[int]:
 @click.option("--real", type=click.Path(path_type=Path), help="A second test set, e.g. real recordings "
                                                              "(edgeasr data real).")
 @click.option("--lm", "lm_dir", type=click.Path(path_type=Path), help="Also WER with this word LM (edgeasr lm build).")
-@click.option("--chunks-ms", default="160,320,640,1280", show_default=True, callback=lambda c, p, v: _ms_list(v),
-              help="chunk-bi chunk sizes in ms (multiples of 40).")
+@click.option("--chunks-ms", default="160,320,640,1280", show_default=True, callback=lambda c, p, v: _chunk_specs(v),
+              help="chunk-bi chunk sizes in ms (multiples of 40); CHUNK+LOOKAHEAD (e.g. 480+160) adds a look-ahead.")
 @click.option("--max-utterances", "limit", default=0, show_default=True, type=int,
               help="Utterances per test set (0: all).")
 @renamed("--limit", "--max-utterances", "old_limit")

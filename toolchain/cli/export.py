@@ -23,13 +23,16 @@ console = Console(stderr=True)
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="Output .onnx file.")
 @click.option("--chunk-frames", type=int, default=32, show_default=True,
               help="Recommended fbank frames per chunk (metadata; multiple of 4; 32 = 320 ms).")
+@click.option("--lookahead-frames", type=int, default=0, show_default=True,
+              help="chunk-bi step graph: fbank frames of the next chunk each call also reads (multiple of 4; "
+                   "latency = chunk + look-ahead).")
 @click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset of the written graph.")
 @click.option("--verify/--no-verify", default=True, show_default=True,
               help="Check the graph on ONNX Runtime against torch before writing it.")
 @click.option("--tolerance", type=float, default=1e-4, show_default=True, help="Largest absolute log-prob difference from torch that the check accepts.")
 @click.option("--wav", type=click.Path(path_type=Path), help="Real audio for verification (default: a LibriVox clip).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def export(model, kind, direction, out, chunk_frames, opset, verify, tolerance, wav, as_json):
+def export(model, kind, direction, out, chunk_frames, lookahead_frames, opset, verify, tolerance, wav, as_json):
     """Export a checkpoint (RUN_DIR or shipped name) to ONNX with the edgeasr metadata contract."""
     from edgeasr.extras import require
 
@@ -54,12 +57,13 @@ def export(model, kind, direction, out, chunk_frames, opset, verify, tolerance, 
     net, config = load_model(model)
     try:
         result = run_export(net, config, out, kind, direction, chunk_frames, opset, verify, tolerance,
-                            sha256_file(run_dir / WEIGHTS), wav)
+                            sha256_file(run_dir / WEIGHTS), wav, lookahead_frames)
     except (ExportError, GraphError) as e:
         raise UserError(str(e)) from None
     for note in result.warnings:
         console.print(f"[yellow]warning[/]: {note}")
-    summary = {"out": str(result.path), "kind": kind, "direction": direction, "size_bytes": result.size_bytes,
+    summary = {"out": str(result.path), "kind": kind, "direction": direction,
+               "lookahead_frames": lookahead_frames, "size_bytes": result.size_bytes,
                "ops": result.op_count, "seconds": round(result.seconds, 2),
                "verified": result.verify is not None,
                "max_abs_error": None if result.verify is None else result.verify.max_error,
@@ -68,7 +72,8 @@ def export(model, kind, direction, out, chunk_frames, opset, verify, tolerance, 
         click.echo(json.dumps(summary))
         return
     err = "not verified" if result.verify is None else f"max abs error {result.verify.max_error:.2e} (ORT vs torch)"
-    click.echo(f"wrote {result.path} ({kind}, {direction}, {result.size_bytes / 1e6:.2f} MB, {result.op_count} ops, "
+    la = f" +{lookahead_frames} look-ahead frames" if lookahead_frames else ""
+    click.echo(f"wrote {result.path} ({kind}, {direction}{la}, {result.size_bytes / 1e6:.2f} MB, {result.op_count} ops, "
                f"{err}, {result.seconds:.1f} s)")
 
 

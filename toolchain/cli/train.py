@@ -30,15 +30,15 @@ def _snr_range(value: str | None):
     return [lo, hi]
 
 
-def _ms_list(value: str | None):
+def _ms_list(value: str | None, allow_zero: bool = False):
     if value is None:
         return None
     try:
         ms = [int(v) for v in value.split(",")]
     except ValueError:
         raise click.BadParameter(f"expected milliseconds like 160,320,640,1280, got {value!r}") from None
-    if not ms or min(ms) <= 0:
-        raise click.BadParameter(f"chunk sizes must be positive, got {value!r}")
+    if not ms or min(ms) < (0 if allow_zero else 1):
+        raise click.BadParameter(f"sizes must be {'non-negative' if allow_zero else 'positive'}, got {value!r}")
     return ms
 
 
@@ -76,6 +76,9 @@ def _ms_list(value: str | None):
                    "of look-ahead).")
 @click.option("--chunk-bi-ms", callback=lambda c, p, v: _ms_list(v), metavar="MS,MS,...",
               help="Chunk sizes a chunk-bi training step draws from (default 160,320,640,1280).")
+@click.option("--chunk-bi-lookahead-ms", callback=lambda c, p, v: _ms_list(v, allow_zero=True), metavar="MS,MS,...",
+              help="Look-aheads a chunk-bi training step draws from, e.g. 0,160,320 (each chunk's R2L also reads "
+                   "that much of the next chunk; default none).")
 @click.option("--strict-chunk-ms", callback=lambda c, p, v: _ms_list(v), metavar="MS,MS,...",
               help="Train for strict-chunk streaming: each step cuts the audio into chunks of a size drawn from "
                    "this list and encodes every chunk alone (no context across chunks). Defaults the model to "
@@ -101,7 +104,8 @@ def _ms_list(value: str | None):
 @renamed("--time-limit", "--stop-after-minutes", "old_time_limit", type=float)
 @click.option("--skip-bad-rows", is_flag=True, help="Skip (and list) bad manifest rows instead of failing.")
 def train(mixer, config_file, train_manifests, dev_manifest, run_dir, epochs, max_minutes, max_steps, batch_frames,
-          lr, d_model, layers, dirdrop, dirdrop_p, direction, dev_direction, chunk_bi_p, chunk_bi_ms, strict_chunk_ms,
+          lr, d_model, layers, dirdrop, dirdrop_p, direction, dev_direction, chunk_bi_p, chunk_bi_ms,
+          chunk_bi_lookahead_ms, strict_chunk_ms,
           causal, seed, threads, resume,
           init, vtlp, noise_snr, input_floor, ema_decay, stop_after_minutes, old_time_limit,
           skip_bad_rows):
@@ -120,7 +124,9 @@ def train(mixer, config_file, train_manifests, dev_manifest, run_dir, epochs, ma
     overrides = {
         "model.mixer": mixer, "model.d_model": d_model, "model.n_layers": layers, "model.dirdrop": dirdrop,
         "model.dirdrop_p": dirdrop_p, "model.direction": direction, "model.causal": causal,
-        "model.chunk_bi_p": chunk_bi_p, "model.chunk_bi_ms": chunk_bi_ms, "model.strict_chunk_ms": strict_chunk_ms, "train.dev_direction": dev_direction,
+        "model.chunk_bi_p": chunk_bi_p, "model.chunk_bi_ms": chunk_bi_ms,
+        "model.chunk_bi_lookahead_ms": chunk_bi_lookahead_ms, "model.strict_chunk_ms": strict_chunk_ms,
+        "train.dev_direction": dev_direction,
         "model.input_floor_dbfs": input_floor,
         "train.epochs": epochs, "train.max_minutes": max_minutes, "train.max_steps": max_steps,
         "train.batch_frames": batch_frames,

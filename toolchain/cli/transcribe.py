@@ -110,10 +110,9 @@ def transcribe(model, audio, backend, stream, chunk_ms, threads, precision, expl
     if direction and is_onnx(model):
         from edgeasr.runtimes.metadata import read_metadata
 
-        meta = read_metadata(model)
-        exported = meta.get("direction", "l2r")
-        if exported == "chunk-bi":
-            exported = f"chunk-bi:{int(meta['chunk_frames']) * 10}ms"
+        from edgeasr.evaluation.model_logprobs import exported_mode
+
+        exported = exported_mode(read_metadata(model))
         if direction != exported:
             raise exported_mode_error(model, exported, [direction])
         direction = None  # the file's own mode: nothing to switch

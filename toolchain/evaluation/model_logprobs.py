@@ -5,19 +5,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeasr.models.dirdrop import STRICT
+from edgeasr.models.dirdrop import STRICT, mode_string
 from edgeasr.runtimes.errors import UserError
 
 BATCH_FRAMES = 40000  # padded fbank frames per call, as edgeasr.training.train.utterance_logprobs batches
 
 
 def exported_mode(meta: dict) -> str:
-    """The mode an ONNX file decodes in, as a mode string (``chunk-bi:640ms`` names its chunk)."""
+    """The mode an ONNX file decodes in, as a mode string (``chunk-bi:640ms`` names its chunk,
+    ``chunk-bi:640ms+160ms`` its look-ahead too)."""
     mode = meta.get("direction", "l2r")
-    if mode == "chunk-bi":
-        shift = float((meta.get("fbank") or {}).get("frame_shift_ms", 10.0))
-        return f"chunk-bi:{int(meta['chunk_frames']) * shift:g}ms"
-    return mode
+    shift = float((meta.get("fbank") or {}).get("frame_shift_ms", 10.0))
+    return mode_string(mode, int(meta.get("chunk_frames") or 0), int(meta.get("lookahead_frames") or 0), shift)
 
 
 class ModelLogprobs:
@@ -60,7 +59,7 @@ class ModelLogprobs:
         """Whether this model decodes in ``mode`` (a plain mode or e.g. ``chunk-bi:640ms``)."""
         if self.onnx:
             return mode in self.modes
-        before = self.net.direction
+        before = self.net.mode  # the whole mode string: chunk size and look-ahead included
         try:
             self.net.set_direction(mode)
             return True

@@ -1,12 +1,13 @@
 """``edgeasr experiment streaming``: what each inference mode of a model costs and buys in a streaming deployment.
 
-Per model x mode (``l2r``; ``chunk-bi`` at each chunk size; and the offline references ``alt`` and ``bi``) x test
-set: greedy WER, WER with a word LM when one is given (both decoded from the torch reference's log-probs, which the
-fp32 exports reproduce), and for the streamable modes the cost on the device path: the step graph exported in that
-mode, run by ``edgeasr.Recognizer`` on ONNX Runtime with one thread over the first ``timing_utts`` test utterances
-fed as a live source would (one chunk of audio at a time): real-time factor and first-partial latency (audio time
-until the first partial text, plus the compute it waited for). ``l2r`` runs at ``l2r_chunk_ms``. Every WER has its
-95 % bootstrap interval over utterances (``ci95``, same layout as ``wer``; ``edgeasr.evaluation.bootstrap``).
+Per model x mode (``l2r``; ``chunk-bi`` at each chunk size, with a look-ahead where one is given; and the offline
+references ``alt`` and ``bi``) x test set: greedy WER, WER with a word LM when one is given (both decoded from the
+torch reference's log-probs, which the fp32 exports reproduce), and for the streamable modes the cost on the device
+path: the step graph exported in that mode, run by ``edgeasr.Recognizer`` on ONNX Runtime with one thread over the
+first ``timing_utts`` test utterances fed as a live source would (one chunk of audio at a time): real-time factor
+and first-partial latency (audio time until the first partial text, plus the compute it waited for). ``l2r`` runs at
+``l2r_chunk_ms``. Every WER has its 95 % bootstrap interval over utterances (``ci95``, same layout as ``wer``;
+``edgeasr.evaluation.bootstrap``).
 """
 from __future__ import annotations
 
@@ -18,15 +19,22 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeasr.models.dirdrop import parse_lookahead, parse_mode
 from edgeasr.runtimes.errors import UserError
 
 SCHEMA = "edgeasr.experiment.streaming/1"
 
 
-def modes_for(bidirectional: bool, chunks_ms: list[int]) -> list[str]:
+def chunk_mode(spec) -> str:
+    """A chunk spec in ms, ``640`` or ``"480+160"`` (chunk + look-ahead), as a mode string."""
+    chunk, _, la = str(spec).partition("+")
+    return f"chunk-bi:{chunk}ms" + (f"+{la}ms" if la and int(la) else "")
+
+
+def modes_for(bidirectional: bool, chunks_ms: list) -> list[str]:
     if not bidirectional:
         return ["l2r"]
-    return ["l2r", *[f"chunk-bi:{c}ms" for c in chunks_ms], "alt", "bi"]
+    return ["l2r", *[chunk_mode(c) for c in chunks_ms], "alt", "bi"]
 
 
 def _wers(model, utts, mode: str, word_lm) -> tuple[dict, dict]:
@@ -45,16 +53,16 @@ def _wers(model, utts, mode: str, word_lm) -> tuple[dict, dict]:
     return {d: v["wer"] for d, v in got.items()}, {d: v["ci95"] for d, v in got.items()}
 
 
-def _timing(model, config, mode: str, chunk_frames: int, audio: list[np.ndarray], tmp: Path) -> dict:
+def _timing(model, config, mode: str, chunk_frames: int, audio: list[np.ndarray], tmp: Path,
+            lookahead_frames: int = 0) -> dict:
     """Export the step graph of ``mode`` and stream ``audio`` through it on ORT, 1 thread."""
     from edgeasr.exporters.onnx_export import export
     from edgeasr.runtimes.recognizer import Recognizer
     from edgeasr.runtimes.streaming_io import stream_samples
 
     direction = "chunk-bi" if mode.startswith("chunk-bi") else "l2r"
-    path = tmp / f"{mode.replace(':', '-')}.step.onnx"
-    model.set_direction(direction, chunk_frames if direction == "chunk-bi" else None)
-    export(model, config, path, "step", direction, chunk_frames, verify=False)
+    path = tmp / f"{mode.replace(':', '-').replace('+', '-')}.step.onnx"
+    export(model, config, path, "step", direction, chunk_frames, verify=False, lookahead_frames=lookahead_frames)
     first, compute, seconds = [], 0.0, 0.0
     with Recognizer(str(path), "ort", threads=1) as rec:
         sr = rec.sample_rate
@@ -68,7 +76,7 @@ def _timing(model, config, mode: str, chunk_frames: int, audio: list[np.ndarray]
                 first.append(shown[0] + float(np.median(lat)))
     return {"rtf": round(compute / max(seconds, 1e-9), 4),
             "first_partial_ms": round(float(np.median(first)) * 1000, 1) if first else None,
-            "chunk_ms": chunk_frames * 10, "timing_utterances": len(audio)}
+            "chunk_ms": chunk_frames * 10, "lookahead_ms": lookahead_frames * 10, "timing_utterances": len(audio)}
 
 
 def streaming_table(model_refs: list[str], test: Path, real: Path | None = None, lm_dir: Path | None = None,
@@ -88,8 +96,10 @@ def streaming_table(model_refs: list[str], test: Path, real: Path | None = None,
     say = say or (lambda *_: None)
     if not model_refs:
         raise UserError("give at least one --model")
-    if any(c <= 0 or c % 40 for c in chunks_ms):
-        raise UserError(f"--chunks-ms: each chunk must be a positive multiple of 40 ms, got {list(chunks_ms)}")
+    sizes = [[int(p) for p in str(c).split("+")] for c in chunks_ms]
+    if any(ms[0] <= 0 or any(m < 0 or m % 40 for m in ms) or len(ms) > 2 for ms in sizes):
+        raise UserError(f"--chunks-ms: each chunk (and look-ahead) must be a positive multiple of 40 ms, "
+                        f"got {list(chunks_ms)}")
     sets = {"test": Path(test), **({"real": Path(real)} if real else {})}
     for name, p in sets.items():
         if not p.is_file():
@@ -125,8 +135,8 @@ def streaming_table(model_refs: list[str], test: Path, real: Path | None = None,
                 for name, (_, utts) in data.items():
                     row["wer"][name], row["ci95"][name] = _wers(model, utts, mode, word_lm)
                 if mode == "l2r" or mode.startswith("chunk-bi"):
-                    frames = (int(mode.split(":")[1][:-2]) if ":" in mode else l2r_chunk_ms) // 10
-                    row.update(_timing(model, config, mode, frames, timing_audio, Path(tmp)))
+                    frames = parse_mode(mode)[1] if ":" in mode else l2r_chunk_ms // 10
+                    row.update(_timing(model, config, mode, frames, timing_audio, Path(tmp), parse_lookahead(mode)))
                 say(f"{ref} {mode}: " + ", ".join(f"{k} {v}" for k, v in row["wer"].items()) +
                     (f", RTF {row['rtf']}" if "rtf" in row else ""))
                 rows.append(row)

@@ -48,6 +48,7 @@ class TorchBackend(Backend):
 
     def _load(self) -> None:
         from edgeasr.exporters import onnx_export, wrappers
+        from edgeasr.models.dirdrop import parse_lookahead
         from edgeasr.pretrained import load_model
 
         encoder, config = load_model(self.model_ref)
@@ -60,12 +61,13 @@ class TorchBackend(Backend):
         else:
             direction = self.direction or encoder.direction
         try:
-            encoder.set_direction(direction, self.chunk_frames if direction == "chunk-bi" else None)
+            la = parse_lookahead(self.direction) if direction == "chunk-bi" and self.direction else 0
+            encoder.set_direction(direction, *((self.chunk_frames, la) if direction == "chunk-bi" else ()))
         except ValueError as e:
             raise UserError(f"{self.model_ref}: {e}") from None
         self.encoder = encoder.eval()
         self._meta = onnx_export.metadata(encoder, config, self.kind, direction, self.chunk_frames, "",
-                                          wrappers.build(self.kind, encoder))
+                                          wrappers.build(self.kind, encoder), la)
 
     def _activate(self) -> None:
         import torch
