@@ -7,7 +7,8 @@ ratio against the first model, the fixed cost ``a`` of a least-squares fit ``tim
 of a 320 ms call), the fraction of this machine's 1-thread fp32 matmul peak (an ORT MatMul 1024^3 measured in the
 same run; useful work = the multiply-adds of every MatMul/Gemm/Conv with a constant weight in the first model's
 graph), encoder-only RTF, and pocketsphinx's RTF on the same audio when it is importable (the throughput ratio is
-pocketsphinx RTF / our RTF at 320 ms). ``--nodes`` prints each model's node count after ORT's optimisation;
+pocketsphinx RTF / our RTF at 320 ms). ``--nodes`` prints each model's node count after ORT's optimisation and the dispatch floor it implies (ORT's
+per-node cost for the smallest work, measured on a chain of tiny nodes);
 ``--profile`` an ORT op-type profile of each model at 320 ms.
 
 Usage: python benchmarks/step_speed.py fp32=default.step.onnx int8=default.step.int8.onnx [dyn=...] \
@@ -221,6 +222,39 @@ def ort_profile(path, x: np.ndarray, chunk: int = 32, calls: int = 60) -> dict:
             "category": {k: round(v / total, 3) for k, v in sorted(by_cat.items(), key=lambda kv: -kv[1])}}
 
 
+def node_floor_us(rounds: int = 5, n: int = 700) -> float:
+    """ORT's cost per node for the smallest work: a chain of ``n`` Add/Mul nodes on a [1, 8, 144] tensor (one
+    320 ms chunk's encoder frames), 1 thread, median microseconds per node. Times a step graph's node count, it is
+    the part of a call that no kernel can speed up."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    shape = [1, 8, 144]
+    c = numpy_helper.from_array(np.full(shape[-1:], 0.5, np.float32), "c")
+    nodes, prev = [], "x"
+    for i in range(n):
+        nodes.append(helper.make_node("Mul" if i % 2 else "Add", [prev, "c"], [f"t{i}"]))
+        prev = f"t{i}"
+    nodes.append(helper.make_node("Identity", [prev], ["y"]))
+    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)], [c])
+    so = ort.SessionOptions()
+    so.intra_op_num_threads, so.inter_op_num_threads = 1, 1
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep every node
+    sess = ort.InferenceSession(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+                                .SerializeToString(), so, providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    for _ in range(20):
+        sess.run(None, {"x": x})
+    per_call = []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        for _ in range(100):
+            sess.run(None, {"x": x})
+        per_call.append((time.perf_counter() - t) / 100)
+    return statistics.median(per_call) / n * 1e6
+
+
 def fit(frames: list[int], times: list[float]) -> tuple[float, float]:
     b, a = np.polyfit(np.asarray(frames, float), np.asarray(times, float), 1)
     return float(a), float(b)
@@ -284,9 +318,15 @@ def main():
     else:
         print("# pocketsphinx not importable: no peer ratio")
     if a.nodes:
+        floor = node_floor_us()
         for label, path in models:
             n = ort_nodes(path)
             print(f"# ORT-optimized nodes {label}: {n['nodes']}  {n['top']}")
+            if "ort" in backends:
+                med = statistics.median(times["ort", label][32])
+                print(f"#   dispatch floor {label}: {n['nodes']} nodes x {floor:.2f} us (a chain of tiny Add/Mul "
+                      f"nodes) = {n['nodes'] * floor / 1e3:.2f} ms, {n['nodes'] * floor / 1e3 / (med * 1e3):.0%} "
+                      f"of its 320 ms call")
     if a.profile:
         for label, path in models:
             p = ort_profile(path, x)

@@ -55,8 +55,9 @@ def test_pretrained_table_never_cuts_names_in_a_narrow_terminal(monkeypatch):
 STREAMING_MODEL = pretrained.STREAMING  # the shipped model `transcribe default --stream` runs, in chunk-bi
 
 
-@pytest.mark.parametrize("name,direction,chunk", [("default", "l2r", 32), (STREAMING_MODEL, "chunk-bi", 64)])
-def test_int8_within_wer_budget_on_ort_and_openvino(heldout, tmp_path, name, direction, chunk):
+@pytest.mark.parametrize("name,direction,chunk,lookahead", [("default", "l2r", 32, 0),
+                                                            (STREAMING_MODEL, "chunk-bi", 32, 32)])
+def test_int8_within_wer_budget_on_ort_and_openvino(heldout, tmp_path, name, direction, chunk, lookahead):
     from edgeasr.calibration.int8 import quantize_model
     from edgeasr.exporters.onnx_export import export
     from edgeasr.runtimes.audio import load_audio
@@ -67,9 +68,8 @@ def test_int8_within_wer_budget_on_ort_and_openvino(heldout, tmp_path, name, dir
 
     calib, test = heldout
     encoder, config = load_model(name)
-    encoder.set_direction(direction, chunk if direction == "chunk-bi" else None)
-    fp32 = tmp_path / "step.onnx"
-    export(encoder, config, fp32, "step", direction, chunk, verify=False)
+    fp32 = tmp_path / "step.onnx"  # the streaming sibling as `transcribe default --stream` runs it: 320 ms + 320 ms
+    export(encoder, config, fp32, "step", direction, chunk, verify=False, lookahead_frames=lookahead)
     int8 = tmp_path / "step.int8.onnx"
     quantize_model(fp32, [e.audio_filepath for e in calib], int8)
     refs = [e.text for e in test]
@@ -109,11 +109,12 @@ def test_every_shipped_model_has_an_honest_card(name, tmp_path):
     assert card["command"].startswith("edgeasr train") and card["steps"] > 0
     assert 0 < card["weights_step"] <= card["steps"]  # the shipped weights are one checkpoint of that run
     model, config = load_model(name)
-    from edgeasr.training.ship import STREAMING_CHUNKS_MS
+    from edgeasr.training.ship import STREAMING_CHUNKS_MS, STREAMING_LOOKAHEAD_MS
 
     trained_modes = {"l2r", "alt", "bi"} if model.bidirectional else {config["model"]["direction"]}
     if model.bidirectional and config["model"].get("chunk_bi_p"):
         trained_modes |= {f"chunk-bi:{c}ms" for c in STREAMING_CHUNKS_MS}
+        trained_modes |= {f"chunk-bi:{c}ms+{c}ms" for c in STREAMING_LOOKAHEAD_MS}
     if config["model"].get("strict_chunk_ms"):  # trained for strict chunks: measured at each of its sizes only
         trained_modes = {f"strict:{c:g}ms" for c in config["model"]["strict_chunk_ms"]}
     assert set(card["wer"]["test"]) == trained_modes
@@ -159,7 +160,8 @@ def test_fine_tune_card_describes_an_unshipped_run_it_started_from(tmp_path):
 
 
 def test_streaming_default_runs_its_chunk_bi_sibling(tmp_path):
-    """`transcribe default --stream` streams the sibling fine-tuned for chunk-bi, in its 640 ms mode, and says so."""
+    """`transcribe default --stream` streams the sibling fine-tuned for chunk-bi, 320 ms chunks with a 320 ms
+    look-ahead, and says so."""
     import shutil
     import subprocess
     import sys
@@ -175,5 +177,6 @@ def test_streaming_default_runs_its_chunk_bi_sibling(tmp_path):
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
     row = json.loads(p.stdout)
-    assert f"as {pretrained.STREAMING} in chunk-bi:640ms mode" in p.stderr and row["chunk_frames"] == 64
+    assert f"as {pretrained.STREAMING} in chunk-bi:320ms+320ms mode" in p.stderr
+    assert row["chunk_frames"] == 32 and row["lookahead_frames"] == 32
     assert "created the heaven" in row["text"]

@@ -102,7 +102,8 @@ def experiment():
 @renamed("--limit", "--max-utterances", "old_limit")
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1),
               help="CPU threads torch may use.")
-@click.option("--chunks-ms", default="", help="Also decode chunk-bi at these chunk sizes, e.g. 320,640 (ms).")
+@click.option("--chunks-ms", default="", callback=lambda c, p, v: _chunk_specs(v),
+              help="Also decode chunk-bi at these chunk sizes, e.g. 320,640 (ms); 320+320 adds a look-ahead.")
 def dirdrop_cmd(models, test, out, limit, old_limit, threads, chunks_ms):
     """The Direction Dropout table: each model (trained without it, dropping R2L, or dropping either direction)
     decoded l2r / alt / bi with the torch reference and greedy CTC."""
@@ -112,7 +113,7 @@ def dirdrop_cmd(models, test, out, limit, old_limit, threads, chunks_ms):
 
     with progress_bar(console=console) as bar:
         report, paths = dirdrop(list(models), test, out, limit, threads,
-                                say=lambda s: bar.console.print(s, highlight=False), chunks_ms=_ms_list(chunks_ms),
+                                say=lambda s: bar.console.print(s, highlight=False), chunks_ms=chunks_ms,
                                 bar=bar)
     click.echo(paths["md"].read_text())
     click.echo(f"reports: {paths['json']} {paths['md']}")

@@ -151,6 +151,7 @@ def transcribe(model, audio, backend, stream, chunk_ms, threads, precision, expl
             live.done()
             if stream:
                 row.update({"partials": partials, "chunk_frames": rec.chunk_frames,
+                            "lookahead_frames": int(rec.meta.get("lookahead_frames") or 0),
                             "chunk_latency_ms": _percentiles(lat)})
             elapsed = time.perf_counter() - t0
             row.update({"text": result.text, "duration": round(dur, 3), "rtf": round(elapsed / max(dur, 1e-9), 4),

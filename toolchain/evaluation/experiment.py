@@ -34,7 +34,8 @@ def _select(entries: list, limit: int) -> list:
 
 def dirdrop(model_refs, test: Path, out: Path, limit: int = 100, threads: int = 1, say=None,
             chunks_ms: list[int] = (), bar=None) -> tuple[dict, dict]:
-    """``chunks_ms``: also decode in chunk-bi at these chunk sizes (streamable, R2L within each chunk); ``bar``: an
+    """``chunks_ms``: also decode in chunk-bi at these chunk sizes (streamable, R2L within each chunk; ``"320+320"``
+    adds a look-ahead); ``bar``: an
     ``edgeasr.progress`` bar, advanced per model x mode decoded."""
     import torch
 
@@ -46,9 +47,10 @@ def dirdrop(model_refs, test: Path, out: Path, limit: int = 100, threads: int = 
     from edgeasr.data.manifest import read_manifest
     from edgeasr.training.train import evaluate
     from edgeasr.evaluation.bootstrap import delta_summary, summary, word_errors
+    from edgeasr.evaluation.streaming import chunk_mode
 
     say = say or (lambda *_: None)
-    modes = [MODES[0], *[f"chunk-bi:{c}ms" for c in chunks_ms], *MODES[1:]]
+    modes = [MODES[0], *[chunk_mode(c) for c in chunks_ms], *MODES[1:]]
     if not model_refs:
         raise UserError("give at least one --model (no DirDrop, DirDrop-R2L, DirDrop-Both checkpoints)")
     test = Path(test)

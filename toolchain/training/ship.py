@@ -23,6 +23,8 @@ from edgeasr.training.train import evaluate
 
 SIZE_LIMIT_MB = 10.0
 STREAMING_CHUNKS_MS = (160, 320, 640, 1280)
+# chunk + an equal look-ahead: 320 and 640 ms of latency (pretrained.STREAMING_MODE is one of them)
+STREAMING_LOOKAHEAD_MS = (160, 320)
 
 
 def wer_table(model, config: dict, manifests: dict[str, Path]) -> dict:
@@ -31,7 +33,8 @@ def wer_table(model, config: dict, manifests: dict[str, Path]) -> dict:
     opts = FbankOptions.from_dict(config["features"])
     modes = ("l2r", "alt", "bi") if model.bidirectional else (config["model"]["direction"],)
     if model.bidirectional and config["model"].get("chunk_bi_p"):  # trained to stream chunk-bi: its chunk sizes too
-        modes = ("l2r", *(f"chunk-bi:{c}ms" for c in STREAMING_CHUNKS_MS), "alt", "bi")
+        modes = ("l2r", *(f"chunk-bi:{c}ms" for c in STREAMING_CHUNKS_MS),
+                 *(f"chunk-bi:{c}ms+{c}ms" for c in STREAMING_LOOKAHEAD_MS), "alt", "bi")
     strict = sorted(config["model"].get("strict_chunk_ms") or [])
     if strict:  # trained for strict chunks: measured at each of its sizes only
         modes = tuple(f"strict:{c:g}ms" for c in strict)
