@@ -101,6 +101,34 @@ def test_parity_reference_runs_chunk_bi(setup, corpus, tmp_path):
     assert ran and all(c["metrics"]["err_max_abs"] < 1e-4 and c["metrics"]["wer_delta"] == 0 for c in ran), ran
 
 
+def test_lookahead_graph_in_eval_and_parity(setup, corpus, tmp_path):
+    """A look-ahead step graph: eval of the checkpoint in its mode equals eval of the file, and parity's torch
+    reference streams with the same look-ahead (ORT and OpenVINO agree with it)."""
+    model, config = load_checkpoint(setup["run"])
+    step = export(model, config, tmp_path / "la.step.onnx", "step", "chunk-bi", CF, verify=False,
+                  lookahead_frames=16).path
+    test = corpus / "test.jsonl"
+    wers = {}
+    for m, extra in ((setup["run"], ["--direction", "chunk-bi:320ms+160ms"]), (step, [])):
+        res = CliRunner().invoke(main, ["eval", str(m), "--test", str(test), "--json", *extra])
+        assert res.exit_code == 0, res.output
+        (row,) = json.loads(res.output)
+        assert row["direction"] == "chunk-bi:320ms+160ms"
+        wers[str(m)] = row["wer"]
+    assert wers[str(setup["run"])] == wers[str(step)]
+    res = CliRunner().invoke(main, ["parity", "--model", str(step), "--test", str(test), "--reference",
+                                    str(setup["run"]), "--backends", "ort,openvino", "--no-peer",
+                                    "--max-utterances", "2", "--in-process", "--out", str(tmp_path / "p")])
+    assert res.exit_code == 0, res.output
+    report = json.loads((tmp_path / "p" / "report.json").read_text())
+    ref = [c for c in report["cells"] if c.get("role") == "reference"]
+    assert ref and all(c["direction"] == "chunk-bi:320ms+160ms" for c in ref)
+    ran = [c for c in report["cells"] if c.get("role") == "candidate" and c.get("status", "ok") == "ok"
+           and c["precision"] == "fp32"]
+    assert len(ran) == 2 and all(c["metrics"]["err_max_abs"] < 1e-4 and c["metrics"]["wer_delta"] == 0
+                                 for c in ran), ran
+
+
 def test_streaming_table(setup, corpus, tmp_path):
     res = CliRunner().invoke(main, ["experiment", "streaming", "--model", str(setup["run"]), "--test",
                                     str(corpus / "test.jsonl"), "--chunks-ms", "320,480+160", "--max-utterances", "2",

@@ -51,6 +51,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeasr.evaluation.model_logprobs import exported_mode
 from edgeasr.runtimes.errors import UserError
 from edgeasr.machine import cpu_name
 
@@ -404,6 +405,8 @@ def plan(models: list[Path], reference: str | None, backends: list[str], modes: 
         direction = meta.get("direction", "l2r")
         if kind == "step" and direction != "chunk-bi":
             direction = "l2r"  # every other step graph streams its L2R form
+        if direction == "chunk-bi" and int(meta.get("lookahead_frames") or 0):
+            direction = exported_mode(meta)  # chunk-bi:320ms+320ms: the reference streams with that look-ahead
         cf = int(meta.get("chunk_frames") or 32)
         pl.models.append({"file": str(m), "name": m.name, "graph_kind": kind, "precision": prec,
                           "direction": direction, "chunk_frames": cf, "mixer": meta.get("mixer"),
@@ -418,10 +421,10 @@ def plan(models: list[Path], reference: str | None, backends: list[str], modes: 
                                        "backend": b, "precision": p, "mode": kind, "status": "skipped",
                                        "reason": f"mode {kind} not selected (--modes {','.join(modes)})"})
             continue
-        key = (kind, direction, cf if kind != "full" or direction == "chunk-bi" else 0)
+        key = (kind, direction, cf if kind != "full" or direction.startswith("chunk-bi") else 0)
         if key not in refs:
             rid = f"{Path(str(reference)).name}|torch|fp32|{kind}" + (f"|{direction}" if direction != "l2r" or kind != "step" else "") + \
-                  (f"|{cf}f" if kind != "full" or direction == "chunk-bi" else "")
+                  (f"|{cf}f" if kind != "full" or direction.startswith("chunk-bi") else "")
             refs[key] = CellSpec(rid, "reference", "torch", str(reference), Path(str(reference)).name, "torch",
                                  "fp32", kind, direction, cf, threads)
         for b in backends:

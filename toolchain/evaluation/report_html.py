@@ -120,7 +120,8 @@ def cell_label(c: dict) -> str:
 
 
 def _mode(c: dict) -> str:
-    return c["mode"] + (" chunk-bi" if c.get("direction") == "chunk-bi" else "")  # its own reference row too
+    d = c.get("direction") or ""
+    return c["mode"] + (f" {d}" if d.startswith("chunk-bi") else "")  # its own reference row too
 
 
 def status_word(c: dict) -> str:
