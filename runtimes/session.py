@@ -225,9 +225,11 @@ class StreamingSession:
         if fixed and self.chunk_frames != int(meta["chunk_frames"]):
             # R2L runs within each call: any other chunking computes something the model was not exported for
             shift = fbank_options(meta).frame_shift_ms
+            la = int(meta.get("lookahead_frames") or 0)
             raise UserError(f"{backend.model_path}: a chunk-bi graph streams only in its fixed chunk of "
-                            f"{int(meta['chunk_frames']) * shift:g} ms ({meta['chunk_frames']} fbank frames), "
-                            f"not {self.chunk_frames * shift:g} ms")
+                            f"{int(meta['chunk_frames']) * shift:g} ms ({meta['chunk_frames']} fbank frames"
+                            + (f", plus a {la * shift:g} ms look-ahead" if la else "") +
+                            f"), not {self.chunk_frames * shift:g} ms")
         if self.chunk_frames <= 0 or self.chunk_frames % self.multiple:
             raise UserError(f"chunk of {self.chunk_frames} fbank frames is not a positive multiple of "
                             f"{self.multiple} (edgeasr.chunk_multiple)")

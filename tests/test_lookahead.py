@@ -234,6 +234,11 @@ def test_lookahead_errors_are_one_line(la_graph, tmp_path):
     assert not (tmp_path / "x.onnx").exists() and not (tmp_path / "y.onnx").exists()
     res = CliRunner().invoke(main, ["eval", str(ckpt), "--test", "nothing.jsonl", "--direction", "l2r+160ms"])
     assert res.exit_code != 0 and "Traceback" not in res.output
+    from edgeasr.runtimes.errors import UserError
+
+    _, graph = la_graph
+    with pytest.raises(UserError, match=r"fixed chunk of 160 ms \(16 fbank frames, plus a 80 ms look-ahead\)"):
+        StreamingSession(get_backend("ort", graph, threads=1), chunk_frames=24)
 
 
 # --- training form -------------------------------------------------------------------------------------------------
