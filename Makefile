@@ -35,10 +35,10 @@ demo: setup
 	$(EDGEASR) data synth --out $(DEMO_DIR) --hours 0.02 --seed 7
 	$(EDGEASR) export $(DEMO_MODEL) --kind full --direction $(DEMO_FULL_DIRECTION) --out $(DEMO_DIR)/model.full.onnx
 	$(EDGEASR) export $(DEMO_MODEL) --kind step --out $(DEMO_DIR)/model.step.onnx
-	$(EDGEASR) export $(DEMO_MODEL) --kind step --direction chunk-bi --chunk-frames 64 --out $(DEMO_DIR)/model.step.cb640.onnx
+	$(EDGEASR) export $(DEMO_MODEL) --kind step --direction chunk-bi --chunk-frames 32 --lookahead-frames 32 --out $(DEMO_DIR)/model.step.cb320la320.onnx
 	$(EDGEASR) quantize $(DEMO_DIR)/model.step.onnx --calib $(DEMO_DIR)/train.jsonl --out $(DEMO_DIR)/model.step.int8.onnx --max-utterances 32
 	$(EDGEASR) lm build --out $(DEMO_DIR)/lm --exclude $(DEMO_DIR)/dev.jsonl --exclude $(DEMO_DIR)/test.jsonl
-	$(EDGEASR) parity --model $(DEMO_DIR)/model.step.onnx --model $(DEMO_DIR)/model.step.int8.onnx --model $(DEMO_DIR)/model.step.cb640.onnx --model $(DEMO_DIR)/model.full.onnx --test $(DEMO_DIR)/test.jsonl --reference $(DEMO_MODEL) --backends all --lm $(DEMO_DIR)/lm --out $(DEMO_DIR)/parity
+	$(EDGEASR) parity --model $(DEMO_DIR)/model.step.onnx --model $(DEMO_DIR)/model.step.int8.onnx --model $(DEMO_DIR)/model.step.cb320la320.onnx --model $(DEMO_DIR)/model.full.onnx --test $(DEMO_DIR)/test.jsonl --reference $(DEMO_MODEL) --backends all --lm $(DEMO_DIR)/lm --out $(DEMO_DIR)/parity
 
 test: setup
 	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --durations=15
