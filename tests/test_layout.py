@@ -195,6 +195,21 @@ def test_device_commands_run_without_torch(step_graph, tmp_path):
     p = _cli_without_torch("eval", step_graph, "--test", manifest, "--json")
     assert p.returncode == 0, p.stderr[-1500:]
     assert json.loads(p.stdout)[0]["utterances"] == 1
+    # parity on the device: OpenVINO against the same graph on ONNX Runtime, no torch reference
+    p = _cli_without_torch("parity", "--model", step_graph, "--reference", step_graph, "--test", manifest,
+                           "--backends", "ort,openvino", "--no-peer", "--in-process", "--out", tmp_path / "parity")
+    assert p.returncode == 0, p.stderr[-1500:]
+    report = json.loads((tmp_path / "parity" / "report.json").read_text())
+    assert report["reference"]["backend"] == "ort" and report["reference"]["how"].startswith("--reference")
+    ran = {c["id"]: c for c in report["cells"] if c.get("status") in ("ok", "reference")}
+    assert ran["step.onnx|ort|fp32|step|reference"]["status"] == "reference"
+    for cid in ("step.onnx|ort|fp32|step", "step.onnx|openvino|fp32|step"):
+        c = ran[cid]
+        assert c["reference"] == "step.onnx|ort|fp32|step|reference" and c["metrics"]["err_max_abs"] < 1e-4
+        assert c["metrics"]["wer_delta"] == 0
+    p = _cli_without_torch("parity", "--model", step_graph, "--test", manifest, "--reference", "default",
+                           "--out", tmp_path / "parity2")
+    assert p.returncode == 2 and "--reference MODEL.onnx" in p.stderr and len(p.stderr.strip().splitlines()) == 1
 
 
 def test_one_progress_style():

@@ -21,8 +21,9 @@ def _csv(value: str) -> list[str]:
               help="Exported ONNX file (repeat: fp32 and int8, step and full). All must share one vocabulary.")
 @click.option("--test", "test", required=True, type=click.Path(path_type=Path),
               help="Test manifest (JSONL: audio_filepath, text, duration).")
-@click.option("--reference", help="Torch fp32 reference checkpoint (RUN_DIR or shipped name). Default: the "
-                                  "checkpoint whose weights match the models' edgeasr.source_sha256.")
+@click.option("--reference", help="Torch fp32 reference checkpoint (RUN_DIR or shipped name), or an fp32 MODEL.onnx "
+                                  "run on ONNX Runtime (for installs without torch). Default: the checkpoint whose "
+                                  "weights match the models' edgeasr.source_sha256.")
 @click.option("--backends", default="all", show_default=True,
               help="Comma list of ort, openvino, tensorrt, ort-cuda, or all (missing ones are listed as skipped).")
 @click.option("--modes", default="step,full", show_default=True, help="Graph kinds to run: step, full, chunk.")

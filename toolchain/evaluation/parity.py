@@ -344,11 +344,92 @@ def _ov_bf16_offered() -> tuple[bool, str]:
     return ("BF16" in caps), ("CPU offers BF16" if "BF16" in caps else f"CPU capabilities {list(caps)} lack BF16")
 
 
+def graph_mode(meta: dict) -> tuple[str, str, int]:
+    """(graph kind, direction as parity compares it, chunk frames) of an exported file."""
+    kind, direction = meta["graph_kind"], meta.get("direction", "l2r")
+    if kind == "step" and direction != "chunk-bi":
+        direction = "l2r"  # every other step graph streams its L2R form
+    if direction == "chunk-bi" and int(meta.get("lookahead_frames") or 0):
+        direction = exported_mode(meta)  # chunk-bi:320ms+320ms: the reference streams with that look-ahead
+    return kind, direction, int(meta.get("chunk_frames") or 32)
+
+
+def _onnx_reference(pl: "Plan", path: Path, metas: list, threads: int) -> "CellSpec":
+    """The reference cell for ``--reference MODEL.onnx``: that file on ONNX Runtime fp32, for installs without
+    torch (e.g. comparing OpenVINO and int8 against ORT on the device itself). Every candidate compares to it."""
+    from edgeasr.runtimes.backends import available
+    from edgeasr.runtimes.metadata import read_metadata
+
+    if not path.is_file():
+        raise UserError(f"--reference {path}: no such ONNX file")
+    meta = read_metadata(path)
+    v0 = metas[0][1]
+    if meta["vocab"] != v0["vocab"] or int(meta["blank_id"]) != int(v0["blank_id"]):
+        raise UserError(f"--reference {path.name} has a different vocabulary ({len(meta['vocab'])} tokens) than "
+                        f"{metas[0][0].name} ({len(v0['vocab'])} tokens)")
+    if str(meta.get("precision", "fp32")) != "fp32":
+        raise UserError(f"--reference {path.name} is {meta.get('precision')}: the reference must be an fp32 graph")
+    ok, why = available("ort")
+    if not ok:
+        raise UserError(f"the ONNX Runtime reference cannot run: {why}")
+    kind, direction, cf = graph_mode(meta)
+    for m, other in metas:
+        if graph_mode(other)[:2] != (kind, direction):
+            pl.warnings.append(f"{m.name} runs {'/'.join(map(str, graph_mode(other)[:2]))}, the reference "
+                               f"{path.name} {kind}/{direction}: its error figures compare different computations")
+    pl.reference = {"model": str(path), "path": str(path), "sha256": meta.get("source_sha256", ""),
+                    "how": "--reference (an ONNX file on ONNX Runtime fp32)", "backend": "ort", "precision": "fp32"}
+    return CellSpec(f"{path.name}|ort|fp32|{kind}|reference", "reference", "onnx", str(path), path.name, "ort", "fp32", kind,
+                    direction, cf, threads)
+
+
+def _torch_reference(pl: "Plan", reference: str | None, metas: list) -> None:
+    """``pl.reference`` for the torch fp32 reference: ``reference`` (RUN_DIR or shipped name) or the checkpoint
+    whose weights match the models' ``edgeasr.source_sha256``."""
+    from edgeasr import pretrained
+    from edgeasr.runtimes.backends import available
+
+    torch_ok, torch_why = available("torch")
+    if not torch_ok:
+        raise UserError(f"the torch reference cannot run: {torch_why}; give --reference MODEL.onnx to compare "
+                        f"against an fp32 graph on ONNX Runtime instead")
+    v0 = metas[0][1]
+    shas = sorted({meta.get("source_sha256", "") for _, meta in metas} - {""})
+    how = "--reference"
+    if reference is None:
+        if len(shas) != 1:
+            raise UserError("--reference RUN_DIR|NAME|MODEL.onnx is required: " + (
+                "the models come from different checkpoints" if shas else
+                "the models carry no edgeasr.source_sha256"))
+        reference = find_reference(shas[0])
+        if reference is None:
+            raise UserError(f"--reference RUN_DIR|NAME|MODEL.onnx is required: no shipped model or work/runs/* "
+                            f"checkpoint has the weights of {metas[0][0].name} (source_sha256 {shas[0][:12]}…)")
+        how = "derived from edgeasr.source_sha256"
+    ref_dir = pretrained.resolve_model_dir(reference)
+    if ref_dir is None:
+        names = ", ".join(["default", *pretrained.shipped()])
+        raise UserError(f"--reference {reference}: not a checkpoint directory, a shipped model ({names}) nor an "
+                        f".onnx file")
+    cfg = json.loads((ref_dir / "config.json").read_text())
+    if list(cfg.get("vocab", [])) != list(v0["vocab"]) or int(cfg.get("blank_id", 0)) != int(v0["blank_id"]):
+        raise UserError(f"--reference {reference} has a different vocabulary ({len(cfg.get('vocab', []))} tokens) "
+                        f"than {metas[0][0].name} ({len(v0['vocab'])} tokens)")
+    ref_sha = sha256_weights(ref_dir)
+    for m, meta in metas:
+        s = meta.get("source_sha256", "")
+        if s and ref_sha and s != ref_sha:
+            pl.warnings.append(f"{m.name} was exported from other weights (source_sha256 {s[:12]}…) than the "
+                               f"reference {reference} ({ref_sha[:12]}…): differences include training, not only "
+                               "the runtime")
+    pl.reference = {"model": str(reference), "path": str(ref_dir), "sha256": ref_sha, "how": how,
+                    "backend": "torch", "precision": "fp32"}
+
+
 def plan(models: list[Path], reference: str | None, backends: list[str], modes: list[str], threads: int = 1,
          peer: bool | None = None, bf16: bool = True) -> Plan:
     from edgeasr.runtimes.backends import available
     from edgeasr.runtimes.metadata import read_metadata
-    from edgeasr import pretrained
 
     if not models:
         raise UserError("give at least one --model")
@@ -365,49 +446,16 @@ def plan(models: list[Path], reference: str | None, backends: list[str], modes: 
             raise UserError(f"models have different vocabularies: {metas[0][0].name} ({len(v0['vocab'])} tokens, "
                             f"blank {v0['blank_id']}) vs {m.name} ({len(meta['vocab'])} tokens, blank "
                             f"{meta['blank_id']}); compare models of one checkpoint family")
-    shas = sorted({meta.get("source_sha256", "") for _, meta in metas} - {""})
-    how = "--reference"
-    if reference is None:
-        if len(shas) != 1:
-            raise UserError("--reference RUN_DIR|NAME is required: " + (
-                "the models come from different checkpoints" if shas else
-                "the models carry no edgeasr.source_sha256"))
-        reference = find_reference(shas[0])
-        if reference is None:
-            raise UserError(f"--reference RUN_DIR|NAME is required: no shipped model or work/runs/* checkpoint has "
-                            f"the weights of {metas[0][0].name} (source_sha256 {shas[0][:12]}…)")
-        how = "derived from edgeasr.source_sha256"
-    ref_dir = pretrained.resolve_model_dir(reference)
-    if ref_dir is None:
-        names = ", ".join(["default", *pretrained.shipped()])
-        raise UserError(f"--reference {reference}: not a checkpoint directory nor a shipped model ({names})")
-    cfg = json.loads((ref_dir / "config.json").read_text())
-    if list(cfg.get("vocab", [])) != list(v0["vocab"]) or int(cfg.get("blank_id", 0)) != int(v0["blank_id"]):
-        raise UserError(f"--reference {reference} has a different vocabulary ({len(cfg.get('vocab', []))} tokens) "
-                        f"than {metas[0][0].name} ({len(v0['vocab'])} tokens)")
-    ref_sha = sha256_weights(ref_dir)
-    for m, meta in metas:
-        s = meta.get("source_sha256", "")
-        if s and ref_sha and s != ref_sha:
-            pl.warnings.append(f"{m.name} was exported from other weights (source_sha256 {s[:12]}…) than the "
-                               f"reference {reference} ({ref_sha[:12]}…): differences include training, not only "
-                               "the runtime")
-    pl.reference = {"model": str(reference), "path": str(ref_dir), "sha256": ref_sha, "how": how,
-                    "backend": "torch", "precision": "fp32"}
-    torch_ok, torch_why = available("torch")
-    if not torch_ok:
-        raise UserError(f"the torch reference cannot run: {torch_why}")
+    onnx_ref = _onnx_reference(pl, Path(reference), metas, threads) \
+        if reference is not None and str(reference).endswith(".onnx") else None
+    if onnx_ref is None:
+        _torch_reference(pl, reference, metas)
     avail = {b: available(b) for b in backends}
     bf16_ok = _ov_bf16_offered() if bf16 and "openvino" in backends and avail["openvino"][0] else (False, "")
     refs: dict[tuple, CellSpec] = {}
     for m, meta in metas:
-        kind, prec = meta["graph_kind"], str(meta.get("precision", "fp32"))
-        direction = meta.get("direction", "l2r")
-        if kind == "step" and direction != "chunk-bi":
-            direction = "l2r"  # every other step graph streams its L2R form
-        if direction == "chunk-bi" and int(meta.get("lookahead_frames") or 0):
-            direction = exported_mode(meta)  # chunk-bi:320ms+320ms: the reference streams with that look-ahead
-        cf = int(meta.get("chunk_frames") or 32)
+        prec = str(meta.get("precision", "fp32"))
+        kind, direction, cf = graph_mode(meta)
         pl.models.append({"file": str(m), "name": m.name, "graph_kind": kind, "precision": prec,
                           "direction": direction, "chunk_frames": cf, "mixer": meta.get("mixer"),
                           "size_mb": round(m.stat().st_size / 1e6, 3), "quant_recipe": meta.get("quant_recipe")})
@@ -422,10 +470,13 @@ def plan(models: list[Path], reference: str | None, backends: list[str], modes: 
                                        "reason": f"mode {kind} not selected (--modes {','.join(modes)})"})
             continue
         key = (kind, direction, cf if kind != "full" or direction.startswith("chunk-bi") else 0)
-        if key not in refs:
-            rid = f"{Path(str(reference)).name}|torch|fp32|{kind}" + (f"|{direction}" if direction != "l2r" or kind != "step" else "") + \
+        if onnx_ref is not None:
+            refs[key] = refs.get(key, onnx_ref)
+        elif key not in refs:
+            ref_name = Path(str(pl.reference["model"])).name
+            rid = f"{ref_name}|torch|fp32|{kind}" + (f"|{direction}" if direction != "l2r" or kind != "step" else "") + \
                   (f"|{cf}f" if kind != "full" or direction.startswith("chunk-bi") else "")
-            refs[key] = CellSpec(rid, "reference", "torch", str(reference), Path(str(reference)).name, "torch",
+            refs[key] = CellSpec(rid, "reference", "torch", str(pl.reference["model"]), ref_name, "torch",
                                  "fp32", kind, direction, cf, threads)
         for b in backends:
             for p in precs_for[b]:
@@ -439,7 +490,7 @@ def plan(models: list[Path], reference: str | None, backends: list[str], modes: 
                     continue
                 pl.cells.append(CellSpec(cid, "candidate", "onnx", str(m), m.name, b, p, kind, direction, cf,
                                          threads, refs[key].id))
-    pl.cells = list(refs.values()) + pl.cells
+    pl.cells = list({id(r): r for r in refs.values()}.values()) + pl.cells
     peer_ok, peer_why = peer_available()
     if peer is None:
         peer = peer_ok
