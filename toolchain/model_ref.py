@@ -16,7 +16,23 @@ def is_onnx(model: str) -> bool:
 def exported_mode_error(model: str, exported: str, wanted: list[str]) -> UserError:
     """An ONNX file decodes only in the direction mode it was exported in (transcribe, eval, lm tune)."""
     return UserError(f"{model} was exported in {exported} mode; for {', '.join(wanted)} export it again "
-                     f"(edgeasr export RUN --direction {wanted[0]})")
+                     f"(edgeasr export RUN {_export_args(wanted[0])})")
+
+
+def _export_args(mode: str) -> str:
+    """The ``edgeasr export`` options that give a file decoding in ``mode`` (e.g. ``chunk-bi:480ms+160ms``)."""
+    from edgeasr.models.dirdrop import parse_lookahead, parse_mode
+
+    try:
+        direction, chunk = parse_mode(mode)
+        lookahead = parse_lookahead(mode)
+    except ValueError:
+        return f"--direction {mode.partition(':')[0]}"
+    kind = "step" if direction in ("l2r", "chunk-bi") else "full"
+    args = f"--kind {kind} --direction {direction}"
+    if chunk:
+        args += f" --chunk-frames {chunk}"
+    return args + (f" --lookahead-frames {lookahead}" if lookahead else "")
 
 
 def check_model_exists(model: str) -> None:
