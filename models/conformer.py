@@ -310,32 +310,40 @@ class Encoder(nn.Module):
 
     @torch.no_grad()
     def _forward_lookahead(self, x: torch.Tensor, x_lens: torch.Tensor):
-        """chunk-bi with a look-ahead, as a runtime streams it: each utterance alone, call after call of
-        ``chunk_frames + lookahead_frames`` fbank frames that keep the first ``chunk_frames`` (states handed on from
-        there, their outputs emitted), then one last call over what is left (all of it emitted; zero-padded to a
-        multiple of 4, which adds no encoder frame). Eager and per utterance: an evaluation form, not a training
-        one (a layer's look-ahead frames depend on that layer's state at the chunk's end)."""
-        C, R = self.chunk_frames, self.lookahead_frames
+        """chunk-bi with a look-ahead, as a runtime streams it: per utterance, call after call of ``chunk_frames +
+        lookahead_frames`` fbank frames that keep the first ``chunk_frames`` (states handed on from there, their
+        outputs emitted), then one last call over what is left (all of it emitted; zero-padded to a multiple of 4,
+        which adds no encoder frame). The utterances still in full calls run as one batch; each last call runs
+        alone (its length is the utterance's own). An evaluation form, not a training one: a layer's look-ahead
+        frames depend on that layer's state at the chunk's end, so the calls run one after another."""
+        C, R, sub = self.chunk_frames, self.lookahead_frames, SUBSAMPLING
         lens = Subsampling.out_lengths(x_lens)
         T_out = int(lens.max()) if len(lens) else 0
         lp_all = x.new_zeros(x.shape[0], T_out, self.cfg.vocab_size)
         h_all = x.new_zeros(x.shape[0], T_out, self.cfg.d_model)
-        for b in range(x.shape[0]):
-            xb, T = x[b:b + 1], int(x_lens[b])
-            state, pos, lps, hs = self.initial_state(1, x.device), 0, [], []
-            while T - pos >= C + R:
-                lp, h, state = self.step(xb[:, pos:pos + C + R], state)
-                lps.append(lp[:, :C // SUBSAMPLING])
-                hs.append(h[:, :C // SUBSAMPLING])
-                pos += C
-            if pos < T:
-                rest = F.pad(xb[:, pos:T], (0, 0, 0, -(T - pos) % SUBSAMPLING))
-                lp, h, _ = self.step(rest, state)
-                lps.append(lp)
-                hs.append(h)
-            n = int(lens[b])
-            lp_all[b, :n] = torch.cat(lps, dim=1)[0, :n]
-            h_all[b, :n] = torch.cat(hs, dim=1)[0, :n]
+        T = [int(t) for t in x_lens]
+        state = self.initial_state(x.shape[0], x.device)
+        rows = list(range(x.shape[0]))  # utterances with frames left, and their rows of ``state``
+        pos = 0
+        while rows:
+            full = [i for i, b in enumerate(rows) if T[b] - pos >= C + R]
+            for i, b in enumerate(rows):  # last calls: whatever is left, all of it emitted
+                if i not in full and pos < T[b]:
+                    rest = F.pad(x[b:b + 1, pos:T[b]], (0, 0, 0, -(T[b] - pos) % sub))
+                    lp, h, _ = self.step(rest, {k: v[i:i + 1] for k, v in state.items()})
+                    a, e = pos // sub, int(lens[b])
+                    lp_all[b, a:e] = lp[0, :e - a]
+                    h_all[b, a:e] = h[0, :e - a]
+            if not full:
+                break
+            keep = torch.tensor(full, device=x.device)
+            state = {k: v.index_select(0, keep) for k, v in state.items()}
+            rows = [rows[i] for i in full]
+            idx = torch.tensor(rows, device=x.device)
+            lp, h, state = self.step(x.index_select(0, idx)[:, pos:pos + C + R], state)
+            lp_all[idx, pos // sub:(pos + C) // sub] = lp[:, :C // sub]
+            h_all[idx, pos // sub:(pos + C) // sub] = h[:, :C // sub]
+            pos += C
         return lp_all, lens, h_all
 
     # --- streaming -------------------------------------------------------------------------------------
