@@ -235,7 +235,7 @@ def test_stop_after_minutes_stops_early_and_resume_finishes_the_schedule(corpus,
     p = run(EDGEASR + ["train", "--mixer", "none", *common, "--epochs", "50", "--max-steps", "6",
                        "--stop-after-minutes", "0.0001", *TINY])
     first = json.loads(p.stdout.strip().splitlines()[-1])
-    assert first["stopped"] == "time-limit" and 1 <= first["steps"] < 6
+    assert first["stopped"] == "stop-after-minutes" and 1 <= first["steps"] < 6
     p = run(EDGEASR + ["train", *common, "--resume"])
     second = json.loads(p.stdout.strip().splitlines()[-1])
     assert f"resumed from step {first['steps']}" in p.stderr

@@ -318,7 +318,7 @@ def train(run_dir: Path, model_cfg: EncoderConfig, tc: TrainConfig, train_manife
 
     done = progress_frac() >= 1.0
     start_step = step
-    stopped = None  # "time-limit" when this invocation ended early (resume to continue)
+    stopped = None  # "stop-after-minutes" when this invocation ended early (resume to continue)
     with progress_bar(quiet=not env.main, console=console, transient=False) as prog:
         task = prog.add_task("train", total=total_steps, completed=step, unit="steps")
         while not done and epoch < tc.epochs:
@@ -359,7 +359,7 @@ def train(run_dir: Path, model_cfg: EncoderConfig, tc: TrainConfig, train_manife
                     run_eval()
                 stop_now = time_limit_s > 0 and time.time() - start >= time_limit_s
                 if stop_now:
-                    stopped = "time-limit"
+                    stopped = "stop-after-minutes"
                 if (progress_frac() >= 1.0 or stop_now) and bi + 1 < len(batches):
                     done = True
                     break

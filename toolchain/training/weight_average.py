@@ -13,7 +13,7 @@ Measured (flagship fine-tune on a fifth recipe-6 corpus, 361 steps, cosine LR do
 end of the schedule the average and the raw weights score alike (test bi 28.2 % both, dev 24.8 against 24.6 %,
 real recordings 79.2 % both), as expected once the LR has annealed; the best dev checkpoint was the average at
 step 250 (dev 24.6 %, test 27.5 %, real 83.2 %). Its use is where the LR is still high when a run stops:
-``--time-limit`` cuts, constant-LR or long GPU runs.
+``--stop-after-minutes`` cuts, constant-LR or long GPU runs.
 """
 from __future__ import annotations
 
