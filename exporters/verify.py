@@ -7,8 +7,9 @@ yields rows ``(tensor, max abs error)``:
 - ``chunk``: random chunks, and real features cut into recommended-size chunks, each chunk alone.
 - ``step``: streamed chunk by chunk carrying states (several chunk sizes; ``chunk-bi`` graphs only at their
   ``chunk_frames``, the one chunking they compute, in the calls of ``step_windows`` with their look-ahead):
-  ``logprobs`` / ``encoder_out`` against the torch full forward in the encoder's mode, and the final ``out.<state>`` against the torch step states (error relative to the
-  state's magnitude when it exceeds 1: WKV/SSM states of trained models reach hundreds).
+  ``logprobs`` / ``encoder_out`` against the torch full forward in the encoder's mode, and the final
+  ``out.<state>`` against the torch step states (error relative to the state's magnitude when it exceeds 1:
+  WKV/SSM states of trained models reach hundreds).
 """
 from __future__ import annotations
 

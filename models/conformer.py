@@ -25,8 +25,8 @@ from torch import nn
 
 from edgeasr.models.config import CHUNK_BI, SUBSAMPLING, EncoderConfig
 from edgeasr.models.dirdrop import (DEFAULT_FRAME_SHIFT_MS, check_chunk_frames, check_lookahead_frames, chunked,
-                                    draw_chunk_bi, draw_lookahead, inference_directions, mode_string, parse_lookahead, parse_mode,
-                                    parse_strict, training_directions)
+                                    draw_chunk_bi, draw_lookahead, inference_directions, mode_string,
+                                    parse_lookahead, parse_mode, parse_strict, training_directions)
 from edgeasr.models.mixers import build_mixer
 from edgeasr.models.state import State, StateSpec, initial_state, keep_mask, kept_window
 
@@ -328,7 +328,7 @@ class Encoder(nn.Module):
         while rows:
             full = [i for i, b in enumerate(rows) if T[b] - pos >= C + R]
             for i, b in enumerate(rows):  # last calls: whatever is left, all of it emitted
-                if i not in full and pos < T[b]:
+                if T[b] - pos < C + R and pos < T[b]:
                     rest = F.pad(x[b:b + 1, pos:T[b]], (0, 0, 0, -(T[b] - pos) % sub))
                     lp, h, _ = self.step(rest, {k: v[i:i + 1] for k, v in state.items()})
                     a, e = pos // sub, int(lens[b])

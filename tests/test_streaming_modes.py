@@ -88,16 +88,23 @@ def test_eval_checkpoint_and_export_agree_in_chunk_bi(setup, corpus):
     assert res.exit_code == 2 and "exported in chunk-bi:320ms mode" in res.output
 
 
-def test_parity_reference_runs_chunk_bi(setup, corpus, tmp_path):
-    res = CliRunner().invoke(main, ["parity", "--model", str(setup["step"]), "--test", str(corpus / "test.jsonl"),
-                                    "--reference", str(setup["run"]), "--backends", "ort,openvino", "--no-peer",
-                                    "--max-utterances", "2", "--in-process", "--out", str(tmp_path / "p")])
+def parity_cells(step, run, test, out) -> tuple[list[dict], list[dict]]:
+    """``edgeasr parity`` of ``step`` against the checkpoint ``run`` on ORT and OpenVINO (2 utterances): the reference
+    cells and the fp32 candidate cells that ran."""
+    res = CliRunner().invoke(main, ["parity", "--model", str(step), "--test", str(test), "--reference", str(run),
+                                    "--backends", "ort,openvino", "--no-peer", "--max-utterances", "2", "--in-process",
+                                    "--out", str(out)])
     assert res.exit_code == 0, res.output
-    report = json.loads((tmp_path / "p" / "report.json").read_text())
-    ref = [c for c in report["cells"] if c.get("role") == "reference"]
-    assert ref and all(c["direction"] == "chunk-bi" for c in ref)
-    ran = [c for c in report["cells"] if c.get("role") == "candidate" and c.get("status", "ok") == "ok"
+    cells = json.loads((out / "report.json").read_text())["cells"]
+    ref = [c for c in cells if c.get("role") == "reference"]
+    ran = [c for c in cells if c.get("role") == "candidate" and c.get("status", "ok") == "ok"
            and c["precision"] == "fp32"]
+    return ref, ran
+
+
+def test_parity_reference_runs_chunk_bi(setup, corpus, tmp_path):
+    ref, ran = parity_cells(setup["step"], setup["run"], corpus / "test.jsonl", tmp_path / "p")
+    assert ref and all(c["direction"] == "chunk-bi" for c in ref)
     assert ran and all(c["metrics"]["err_max_abs"] < 1e-4 and c["metrics"]["wer_delta"] == 0 for c in ran), ran
 
 
@@ -116,15 +123,8 @@ def test_lookahead_graph_in_eval_and_parity(setup, corpus, tmp_path):
         assert row["direction"] == "chunk-bi:320ms+160ms"
         wers[str(m)] = row["wer"]
     assert wers[str(setup["run"])] == wers[str(step)]
-    res = CliRunner().invoke(main, ["parity", "--model", str(step), "--test", str(test), "--reference",
-                                    str(setup["run"]), "--backends", "ort,openvino", "--no-peer",
-                                    "--max-utterances", "2", "--in-process", "--out", str(tmp_path / "p")])
-    assert res.exit_code == 0, res.output
-    report = json.loads((tmp_path / "p" / "report.json").read_text())
-    ref = [c for c in report["cells"] if c.get("role") == "reference"]
+    ref, ran = parity_cells(step, setup["run"], test, tmp_path / "p")
     assert ref and all(c["direction"] == "chunk-bi:320ms+160ms" for c in ref)
-    ran = [c for c in report["cells"] if c.get("role") == "candidate" and c.get("status", "ok") == "ok"
-           and c["precision"] == "fp32"]
     assert len(ran) == 2 and all(c["metrics"]["err_max_abs"] < 1e-4 and c["metrics"]["wer_delta"] == 0
                                  for c in ran), ran
 

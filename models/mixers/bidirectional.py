@@ -74,7 +74,8 @@ class BidirectionalMixer(Mixer):
             return y_r2l
         return 0.5 * (self.l2r(x) + y_r2l)
 
-    def _step_l2r(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+    def _step_l2r(self, x: torch.Tensor, state: State, keep: torch.Tensor | None = None) -> tuple[torch.Tensor, State]:
+        """L2R from the carried state; ``keep``: hand on the state after the kept frames (a look-ahead call)."""
         raise NotImplementedError  # abstract
 
     def _step_r2l(self, x: torch.Tensor) -> torch.Tensor:
@@ -87,7 +88,7 @@ class BidirectionalMixer(Mixer):
         L2R hands on its state after the chunk, R2L runs over all of them from the end."""
         if direction not in STEP_DIRECTIONS:
             raise ValueError(f"step direction must be one of {STEP_DIRECTIONS}, got {direction!r}")
-        y, new = self._step_l2r(x, state) if keep is None else self._step_l2r(x, state, keep)
+        y, new = self._step_l2r(x, state, keep)
         if direction == "chunk-bi":  # this call is one whole chunk: R2L from the initial state, no state kept
             y = 0.5 * (y + self._step_r2l(x))
         return y, new

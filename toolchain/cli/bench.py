@@ -127,17 +127,15 @@ def _ms_list(value: str) -> list[int]:
 
 
 def _chunk_specs(value: str) -> list[str]:
-    """``"320,480+160"`` -> ``["320", "480+160"]``: chunk sizes, each with an optional look-ahead (ms, 40 ms steps)."""
+    """``"320,480+160"`` -> ``["320", "480+160"]``: chunk sizes, each with an optional look-ahead (ms, 40 ms steps),
+    checked by ``evaluation.streaming.chunk_modes``."""
+    from edgeasr.evaluation.streaming import chunk_modes
+
     specs = [v.strip() for v in value.split(",") if v.strip()]
-    for spec in specs:
-        parts = spec.split("+")
-        try:
-            ms = [int(p) for p in parts]
-        except ValueError:
-            ms = None
-        if ms is None or len(ms) > 2 or ms[0] <= 0 or any(m < 0 or m % 40 for m in ms):
-            raise click.BadParameter(f"expected chunk sizes like 160,320,480+160 (ms, multiples of 40; +LOOKAHEAD "
-                                     f"optional), got {spec!r}")
+    try:
+        chunk_modes(specs)
+    except UserError as e:
+        raise click.BadParameter(str(e).removeprefix("--chunks-ms: ")) from None
     return specs
 
 

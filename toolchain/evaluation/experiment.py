@@ -35,8 +35,7 @@ def _select(entries: list, limit: int) -> list:
 def dirdrop(model_refs, test: Path, out: Path, limit: int = 100, threads: int = 1, say=None,
             chunks_ms: list[int] = (), bar=None) -> tuple[dict, dict]:
     """``chunks_ms``: also decode in chunk-bi at these chunk sizes (streamable, R2L within each chunk; ``"320+320"``
-    adds a look-ahead); ``bar``: an
-    ``edgeasr.progress`` bar, advanced per model x mode decoded."""
+    adds a look-ahead); ``bar``: an ``edgeasr.progress`` bar, advanced per model x mode decoded."""
     import torch
 
     from edgeasr.runtimes.features import FbankOptions
@@ -47,10 +46,10 @@ def dirdrop(model_refs, test: Path, out: Path, limit: int = 100, threads: int = 
     from edgeasr.data.manifest import read_manifest
     from edgeasr.training.train import evaluate
     from edgeasr.evaluation.bootstrap import delta_summary, summary, word_errors
-    from edgeasr.evaluation.streaming import chunk_mode
+    from edgeasr.evaluation.streaming import chunk_modes
 
     say = say or (lambda *_: None)
-    modes = [MODES[0], *[chunk_mode(c) for c in chunks_ms], *MODES[1:]]
+    modes = [MODES[0], *chunk_modes(chunks_ms), *MODES[1:]]
     if not model_refs:
         raise UserError("give at least one --model (no DirDrop, DirDrop-R2L, DirDrop-Both checkpoints)")
     test = Path(test)

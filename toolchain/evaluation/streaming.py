@@ -25,16 +25,26 @@ from edgeasr.runtimes.errors import UserError
 SCHEMA = "edgeasr.experiment.streaming/1"
 
 
-def chunk_mode(spec) -> str:
-    """A chunk spec in ms, ``640`` or ``"480+160"`` (chunk + look-ahead), as a mode string."""
-    chunk, _, la = str(spec).partition("+")
-    return f"chunk-bi:{chunk}ms" + (f"+{la}ms" if la and int(la) else "")
+def chunk_modes(chunks_ms: list) -> list[str]:
+    """Chunk specs in ms, ``640`` or ``"480+160"`` (chunk + look-ahead), as mode strings; a one-line UserError
+    unless each is a positive multiple of 40 ms (and its look-ahead a non-negative one)."""
+    modes = []
+    for spec in chunks_ms:
+        try:
+            ms = [int(p) for p in str(spec).split("+")]
+        except ValueError:
+            ms = []
+        if not 1 <= len(ms) <= 2 or ms[0] <= 0 or any(m < 0 or m % 40 for m in ms):
+            raise UserError(f"--chunks-ms: expected chunk sizes like 160,320,480+160 (ms, multiples of 40; "
+                            f"+LOOKAHEAD optional), got {spec!r}")
+        modes.append(f"chunk-bi:{ms[0]}ms" + (f"+{ms[1]}ms" if len(ms) == 2 and ms[1] else ""))
+    return modes
 
 
 def modes_for(bidirectional: bool, chunks_ms: list) -> list[str]:
     if not bidirectional:
         return ["l2r"]
-    return ["l2r", *[chunk_mode(c) for c in chunks_ms], "alt", "bi"]
+    return ["l2r", *chunk_modes(chunks_ms), "alt", "bi"]
 
 
 def _wers(model, utts, mode: str, word_lm) -> tuple[dict, dict]:
@@ -96,10 +106,7 @@ def streaming_table(model_refs: list[str], test: Path, real: Path | None = None,
     say = say or (lambda *_: None)
     if not model_refs:
         raise UserError("give at least one --model")
-    sizes = [[int(p) for p in str(c).split("+")] for c in chunks_ms]
-    if any(ms[0] <= 0 or any(m < 0 or m % 40 for m in ms) or len(ms) > 2 for ms in sizes):
-        raise UserError(f"--chunks-ms: each chunk (and look-ahead) must be a positive multiple of 40 ms, "
-                        f"got {list(chunks_ms)}")
+    chunk_modes(chunks_ms)  # a bad size fails before anything loads
     sets = {"test": Path(test), **({"real": Path(real)} if real else {})}
     for name, p in sets.items():
         if not p.is_file():
