@@ -73,7 +73,7 @@ class Backend:
         raise NotImplementedError
 
     def _deactivate(self) -> None:
-        pass
+        pass  # default: nothing held beyond what garbage collection frees (subclasses release sessions, requests)
 
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         raise NotImplementedError
@@ -128,7 +128,7 @@ class Backend:
         return self.init_state(batch)
 
     def release_state(self, handle) -> None:
-        pass
+        pass  # explicit-state backends keep states as numpy arrays: nothing to free (stateful ones override)
 
     def step(self, x: np.ndarray, handle) -> tuple[np.ndarray, object]:
         feeds = {"x": np.ascontiguousarray(x, np.float32)}
