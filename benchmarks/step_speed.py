@@ -7,9 +7,10 @@ ratio against the first model, the fixed cost ``a`` of a least-squares fit ``tim
 of a 320 ms call), the fraction of this machine's 1-thread fp32 matmul peak (an ORT MatMul 1024^3 measured in the
 same run; useful work = the multiply-adds of every MatMul/Gemm/Conv with a constant weight in the first model's
 graph), encoder-only RTF, and pocketsphinx's RTF on the same audio when it is importable (the throughput ratio is
-pocketsphinx RTF / our RTF at 320 ms). ``--nodes`` prints each model's node count after ORT's optimisation and the dispatch floor it implies (ORT's
-per-node cost for the smallest work, measured on a chain of tiny nodes);
-``--profile`` an ORT op-type profile of each model at 320 ms.
+pocketsphinx RTF / our RTF at 320 ms). ``--nodes`` prints each model's node count after ORT's optimisation and the
+dispatch floor it implies (ORT's per-node cost for the smallest work, measured on a chain of tiny nodes);
+``--profile`` an ORT op-type profile of each model at 320 ms; ``--ceiling`` the first model's weight MatMuls
+alone, fp32 and int8, at 160/320/640 ms (the most any graph of this model gets out of ORT's kernels).
 
 Usage: python benchmarks/step_speed.py fp32=default.step.onnx int8=default.step.int8.onnx [dyn=...] \
            [--rounds 9] [--calls 12] [--nodes] [--profile]
@@ -255,6 +256,100 @@ def node_floor_us(rounds: int = 5, n: int = 700) -> float:
     return statistics.median(per_call) / n * 1e6
 
 
+def matmul_ceiling(path, enc_frames=(4, 8, 16), rounds: int = 5, backends=("ort", "openvino")) -> list[dict]:
+    """The model's weight MatMuls alone, as independent nodes (one input per inner size K, no other op), timed at
+    ``enc_frames`` rows (the encoder frames of a 160/320/640 ms call) in fp32, in the QDQ int8 format `edgeasr
+    quantize` writes (S8S8 symmetric, per-channel weights, no output Q/DQ) and in ORT's dynamic format: the most
+    any step graph of this model could get out of each backend's MatMul kernels at these chunk sizes.
+    Returns one row per (backend, rows): ms per call per format and fp32 GFLOP/s."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    from edgeasr.calibration.quantize import extra_options, quantize_dynamic_to
+
+    m = onnx.load(str(path))
+    inits = {t.name: t for t in m.graph.initializer}
+    # [K, N] weights, and stacked [S, K, N] ones (fused projections: one batched MatMul over S inputs)
+    shapes = [tuple(inits[n.input[1]].dims) for n in m.graph.node if n.op_type == "MatMul" and len(n.input) > 1
+              and n.input[1] in inits and len(inits[n.input[1]].dims) in (2, 3)]
+    rng = np.random.default_rng(0)
+    lead = lambda w: tuple(w[:-2])  # noqa: E731  () or (S,)
+    kinds = sorted({(*lead(w), w[-2]) for w in shapes})  # one input per (S, K): shared as in the model
+    name = lambda kind: "x" + "_".join(map(str, kind))  # noqa: E731
+    nodes, weights = [], []
+    for i, w in enumerate(shapes):
+        weights.append(numpy_helper.from_array((rng.standard_normal(w) / np.sqrt(w[-2])).astype(np.float32), f"w{i}"))
+        nodes.append(helper.make_node("MatMul", [f"h{i}", f"w{i}"], [f"y{i}"], name=f"mm{i}"))
+    # outputs joined per rank: a MatMul that writes a graph output is not fused with its Q/DQ by ORT
+    outs = []
+    for rank in sorted({len(w) for w in shapes}):
+        ys = [f"y{i}" for i, w in enumerate(shapes) if len(w) == rank]
+        nodes.append(helper.make_node("Concat", ys, [f"out{rank}"], axis=-1))
+        outs.append(helper.make_tensor_value_info(f"out{rank}", TensorProto.FLOAT, None))
+    matmuls = nodes[:len(shapes)]
+    # each MatMul reads its own tensor (a Mul by 1 of the shared input), as in the model: ORT fuses Q/DQ -> MatMul
+    # into MatMulIntegerToFloat only where one Q feeds one MatMul (two MatMuls behind one Q stay fp32 MatMuls
+    # that dequantize their weights every call, ~10x slower)
+    weights.append(numpy_helper.from_array(np.ones((), np.float32), "one"))
+    nodes += [helper.make_node("Mul", [name((*lead(w), w[-2])), "one"], [f"h{i}"]) for i, w in enumerate(shapes)]
+    inputs = [helper.make_tensor_value_info(name(k), TensorProto.FLOAT, [*(k[:-1] or (1,)), "m", k[-1]])
+              for k in kinds]
+    fp32 = helper.make_model(helper.make_graph(nodes, "weights_only", inputs, outs, weights),
+                             opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    macs_per_row = sum(int(np.prod(w)) for w in shapes)
+    feeds_for = lambda M: {name(k): rng.standard_normal((*(k[:-1] or (1,)), M, k[-1])).astype(np.float32)  # noqa: E731
+                           for k in kinds}
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.feeds = iter([feeds_for(8) for _ in range(4)])
+
+        def get_next(self):
+            return next(self.feeds, None)
+
+    runners = {}
+    with tempfile.TemporaryDirectory() as d:
+        files = {"fp32": Path(d) / "w.onnx", "int8": Path(d) / "w.int8.onnx", "dynamic": Path(d) / "w.dyn.onnx"}
+        onnx.save(fp32, str(files["fp32"]))
+        # int8 takes the 2-D (Linear) weights, as `edgeasr quantize` does; the stacked ones stay fp32 in every format
+        linear = [n.name for n, w in zip(matmuls, shapes) if len(w) == 2]
+        quantize_static(str(files["fp32"]), str(files["int8"]), Reader(), quant_format=QuantFormat.QDQ,
+                        op_types_to_quantize=["MatMul"], nodes_to_quantize=linear, per_channel=True, reduce_range=False,
+                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                        extra_options={k: v for k, v in extra_options("minmax", 4, "step").items()
+                                       if k != "CalibStridedMinMax"})  # four samples: one pass, no strides
+        quantize_dynamic_to(files["fp32"], files["dynamic"], linear)
+        for fmt, f in files.items():
+            if "ort" in backends:
+                s = ort_session(f)
+                runners["ort", fmt] = lambda feeds, s=s: s.run(None, feeds)
+            if "openvino" in backends and fmt != "dynamic":  # dynamic int8 is an ORT format
+                import openvino as ov
+
+                c = ov.Core().compile_model(str(f), "CPU", {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS":
+                                                           "1", "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1"})
+                req = c.create_infer_request()
+                runners["openvino", fmt] = lambda feeds, r=req: r.infer(feeds)
+    rows = []
+    for M in enc_frames:
+        feeds = feeds_for(M)
+        times: dict = {k: [] for k in runners}
+        for _ in range(rounds):  # interleaved: load on the machine hits every format alike
+            for key, run in runners.items():
+                for _ in range(5):
+                    run(feeds)
+                t = time.perf_counter()
+                for _ in range(50):
+                    run(feeds)
+                times[key].append((time.perf_counter() - t) / 50)
+        for bname in dict.fromkeys(b for b, _ in runners):
+            med = {fmt: statistics.median(times[bname, fmt]) * 1e3 for b, fmt in runners if b == bname}
+            rows.append({"backend": bname, "rows": M, "matmuls": len(shapes), "ms": med,
+                         "gflops": 2 * macs_per_row * M / med["fp32"] / 1e6, "weight_mb": 4 * macs_per_row / 1e6})
+    return rows
+
+
 def fit(frames: list[int], times: list[float]) -> tuple[float, float]:
     b, a = np.polyfit(np.asarray(frames, float), np.asarray(times, float), 1)
     return float(a), float(b)
@@ -269,6 +364,8 @@ def main():
     ap.add_argument("--test", type=Path, default=ROOT / "work/corpus/test.jsonl")
     ap.add_argument("--nodes", action="store_true", help="print ORT-optimized node counts")
     ap.add_argument("--profile", action="store_true", help="print an ORT op-type profile at 320 ms")
+    ap.add_argument("--ceiling", action="store_true",
+                    help="time the first model's weight MatMuls alone (fp32 and int8): the kernels' own limit")
     a = ap.parse_args()
     models = [tuple(m.split("=", 1)) for m in a.models]
     x, audio, dur = features(max(CHUNKS) * a.calls, a.test)
@@ -327,6 +424,13 @@ def main():
                 print(f"#   dispatch floor {label}: {n['nodes']} nodes x {floor:.2f} us (a chain of tiny Add/Mul "
                       f"nodes) = {n['nodes'] * floor / 1e3:.2f} ms, {n['nodes'] * floor / 1e3 / (med * 1e3):.0%} "
                       f"of its 320 ms call")
+    if a.ceiling:
+        for r in matmul_ceiling(models[0][1], backends=backends):
+            ms = r["ms"]
+            print(f"# weight MatMuls alone on {r['backend']} ({r['matmuls']} nodes, {r['weight_mb']:.1f} MB fp32 "
+                  f"weights), {r['rows']} encoder frames ({r['rows'] * 40} ms): fp32 {ms['fp32']:.3f} ms = "
+                  f"{r['gflops']:.0f} GFLOP/s, {r['gflops'] / peak_gflops:.0%} of peak; "
+                  + ", ".join(f"{k} {v:.3f} ms x{ms['fp32'] / v:.2f}" for k, v in ms.items() if k != "fp32"))
     if a.profile:
         for label, path in models:
             p = ort_profile(path, x)
