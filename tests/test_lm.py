@@ -112,6 +112,18 @@ def test_long_streams_commit_and_prune(psalm_lm):
     assert d.text == text and len(lp) > 10 * d.PRUNE_EVERY
 
 
+def test_small_text_builds_with_witten_bell(tmp_path):
+    """A text too small for improved Kneser-Ney's discounts at the default order (IRSTLM writes no model there) still
+    gives a working LM: Witten-Bell, recorded in lm.json. Three verses are enough for improved Kneser-Ney at 3."""
+    verses = [PSALM[0], PSALM[1], PSALM[3]]
+    info = build_lm(verses, tmp_path / "lm")
+    assert info["order"] == 4 and info["smoothing"] == "witten-bell"
+    assert "\\4-grams:" in (tmp_path / "lm" / "lm.arpa").read_text()
+    lm = WordLM(tmp_path / "lm", VOCAB, BLANK_ID)
+    assert lm.decode(spelled("he restoreth my soul", {3: VOCAB.index("a")})) == "he restoreth my soul"
+    assert build_lm(verses, tmp_path / "lm3", order=3)["smoothing"] == "improved-kneser-ney"
+
+
 def test_bad_lm_inputs_are_one_line_errors(psalm_lm, tmp_path, monkeypatch):
     with pytest.raises(UserError, match="not an LM directory"):
         WordLM(tmp_path, VOCAB, BLANK_ID)
@@ -149,6 +161,7 @@ def test_tune_eval_and_transcribe_with_an_lm(corpus, tmp_path):
     best = json.loads(p.stdout.strip().splitlines()[-1])
     weights = json.loads((lm / "lm.json").read_text())["weights"]
     assert weights["lm_weight"] == best["lm_weight"] and weights["tuned_on"].startswith(str(corpus / "dev.jsonl"))
+    assert json.loads((lm / "lm.json").read_text())["order"] == 4 and weights["beam_size"] == 512  # the defaults
     assert best["wer"] <= best["greedy_wer"]
 
     p = run(EDGEASR + ["eval", "default", "--test", str(corpus / "test.jsonl"), "--direction", "bi,l2r", "--lm",
@@ -176,10 +189,13 @@ def test_tune_eval_and_transcribe_with_an_lm(corpus, tmp_path):
     assert p.returncode == 2 and "exported in l2r mode" in p.stderr and len(p.stderr.strip().splitlines()) == 1
 
     # tuning on the deployed graph (an l2r step export on ONNX Runtime) decodes that graph's own log-probs
-    p = run(EDGEASR + ["lm", "tune", str(lm), "--model", str(step), "--dev", str(corpus / "dev.jsonl")])
+    # ... at a beam of its own, which every later --lm decode uses
+    p = run(EDGEASR + ["lm", "tune", str(lm), "--model", str(step), "--dev", str(corpus / "dev.jsonl"),
+                       "--beam-size", "64"])
     onnx_best = json.loads(p.stdout.strip().splitlines()[-1])
     weights = json.loads((lm / "lm.json").read_text())["weights"]
     assert weights["tuned_on"] == f"{corpus / 'dev.jsonl'} ({step}, l2r)" and weights["tuned_wer"] == onnx_best["wer"]
+    assert onnx_best["beam_size"] == weights["beam_size"] == 64
     assert onnx_best["wer"] <= onnx_best["greedy_wer"]
     for bad, why in ((["--model", str(step), "--direction", "bi"], "exported in l2r mode"),
                      (["--model", "default", "--backend", "openvino"], "--backend is for ONNX models")):

@@ -26,7 +26,8 @@ def lm():
               help="Plain-text file, one sentence per line (repeatable). Default: the embedded KJV sentences.")
 @click.option("--exclude", "excludes", multiple=True, type=click.Path(path_type=Path),
               help="Manifest whose sentences are kept out of the LM (repeatable): the sets you will score on.")
-@click.option("--order", default=3, show_default=True, type=click.IntRange(1, 6), help="n-gram order.")
+@click.option("--order", default=4, show_default=True, type=click.IntRange(1, 6),
+              help="n-gram order (4 scored 0.2-0.6 points below 3 on the held-out sets; 5 no better).")
 def build(out: Path, texts: tuple[Path, ...], excludes: tuple[Path, ...], order: int):
     """Estimate an n-gram LM (IRSTLM, improved Kneser-Ney) into an LM directory for `--lm`."""
     from edgeasr.evaluation.lm import build_lm, manifest_texts
@@ -67,9 +68,11 @@ def build(out: Path, texts: tuple[Path, ...], excludes: tuple[Path, ...], order:
 @click.option("--backend", type=click.Choice(ONNX_BACKENDS),
               help="Backend for an ONNX model (default: ort).")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="Intra-op threads.")
+@click.option("--beam-size", type=click.IntRange(min=1),
+              help="Beam width to tune at and record (default: the LM's, 512): smaller decodes faster, less well.")
 @click.option("--skip-bad-rows", is_flag=True, help="Skip (and list) bad manifest rows instead of failing.")
 def tune(lm_dir: Path, model: str, dev_manifest: Path, direction: str | None, backend: str | None, threads: int,
-         skip_bad_rows: bool):
+         beam_size: int | None, skip_bad_rows: bool):
     """Grid-search the LM weight and word score on a dev set; the best pair is saved in LM_DIR/lm.json.
 
     Tune on what you deploy: given an exported (or int8) MODEL.onnx, the grid decodes that graph's log-probs."""
@@ -98,7 +101,8 @@ def tune(lm_dir: Path, model: str, dev_manifest: Path, direction: str | None, ba
         greedy = 100 * wer(refs, [ctc_greedy(lp, blank_id, vocab) for lp in logprobs])
         grid = len(TUNE_LM_WEIGHTS) * len(TUNE_WORD_SCORES)  # each point decodes every utterance with the LM
         bar.reset(task, total=grid * len(utts), description=f"LM weight grid ({grid} settings)")
-        best, table = tune_weights(lm_dir, logprobs, refs, vocab, blank_id, progress=lambda: bar.advance(task))
+        best, table = tune_weights(lm_dir, logprobs, refs, vocab, blank_id, beam_size=beam_size,
+                                   progress=lambda: bar.advance(task))
     save_weights(lm_dir, best, f"{dev_manifest} ({model}, {mode})", greedy)
     t = Table("lm_weight", "word_score", "WER %")
     for r in table:
@@ -106,7 +110,7 @@ def tune(lm_dir: Path, model: str, dev_manifest: Path, direction: str | None, ba
         t.add_row(f"{r['lm_weight']:g}", f"{r['word_score']:g}", f"{r['wer']:.2f}", style=mark)
     console.print(t)
     console.print(f"greedy {greedy:.2f} % -> LM {best['wer']:.2f} % WER at lm_weight {best['lm_weight']:g}, "
-                  f"word_score {best['word_score']:g}; saved in {Path(lm_dir) / 'lm.json'}")
+                  f"word_score {best['word_score']:g}, beam {best['beam_size']}; saved in {Path(lm_dir) / 'lm.json'}")
     edges = grid_edges(best)
     if edges:
         console.print(f"note: on the grid's edge: {', '.join(edges)}; the optimum may lie beyond it")

@@ -23,6 +23,9 @@ from edgeasr.runtimes.vocab import normalize_text
 
 IRSTLM_DIRS = ("/usr/lib/irstlm/bin",)  # Debian's layout; $IRSTLM/bin first when set
 SMOOTHING = "improved-kneser-ney"
+# Improved Kneser-Ney estimates its discounts from how many n-grams occur once, twice, three times; on a small text
+# some of those counts are 0 and IRSTLM writes no model (a log of 0). Witten-Bell needs no such counts.
+SMALL_TEXT_SMOOTHING = "witten-bell"
 # lm tune's grid: LM weights around the flagships' optima (3.0 for the H100 model, 2.0 after its recipe-3
 # fine-tune) and word insertion scores either side of 0, down to -3 since the recipe-3 model's best was -2, then
 # the grid's edge
@@ -61,7 +64,7 @@ def manifest_texts(path: Path) -> set[str]:
     return texts
 
 
-def build_lm(sentences: Iterable[str], out: Path, order: int = 3, exclude: set[str] = frozenset(),
+def build_lm(sentences: Iterable[str], out: Path, order: int = 4, exclude: set[str] = frozenset(),
              sources: list[str] | None = None) -> dict:
     """Estimate an ``order``-gram LM over the normalised ``sentences`` minus ``exclude`` into the LM directory
     ``out`` (built next to it, then renamed into place). Returns its ``lm.json``."""
@@ -95,14 +98,21 @@ def build_lm(sentences: Iterable[str], out: Path, order: int = 3, exclude: set[s
     try:
         (tmp / "text.txt").write_text("".join(f"<s> {t} </s>\n" for t in lines))
         env = {**os.environ, "IRSTLM": str(build.parent.parent)}
-        _run([str(build), "-i", str(tmp / "text.txt"), "-n", str(order), "-o", str(tmp / "lm.ilm.gz"), "-k", "1",
-              "-s", SMOOTHING, "-t", str(tmp / "stat")], env)
+        for smoothing in (SMOOTHING, SMALL_TEXT_SMOOTHING):
+            shutil.rmtree(tmp / "stat", ignore_errors=True)
+            _run([str(build), "-i", str(tmp / "text.txt"), "-n", str(order), "-o", str(tmp / "lm.ilm.gz"), "-k", "1",
+                  "-s", smoothing, "-t", str(tmp / "stat")], env)
+            if (tmp / "lm.ilm.gz").is_file():  # build-lm.sh exits 0 even when its estimate failed
+                break
+        else:
+            raise UserError(f"IRSTLM could not estimate a {order}-gram LM from {len(lines)} sentences "
+                            f"(try a lower --order or more text)")
         _run([str(compile_), str(tmp / "lm.ilm.gz"), "--text=yes", str(tmp / ARPA_FILE)], env)
         for junk in ("text.txt", "lm.ilm.gz", "stat"):
             p = tmp / junk
             shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
         (tmp / WORDS_FILE).write_text("\n".join(words) + "\n")
-        info = {"format": LM_FORMAT, "version": 1, "order": order, "smoothing": SMOOTHING, "toolkit": "IRSTLM",
+        info = {"format": LM_FORMAT, "version": 1, "order": order, "smoothing": smoothing, "toolkit": "IRSTLM",
                 "sentences": len(lines), "words": len(words), "tokens": sum(len(t.split()) for t in lines),
                 "excluded_sentences": dropped, "sources": sources or [],
                 "arpa_sha256": hashlib.sha256((tmp / ARPA_FILE).read_bytes()).hexdigest(),
@@ -134,24 +144,28 @@ def _replace_dir(new: Path, out: Path) -> None:
 
 
 def tune_weights(lm_dir: Path, logprobs: list[np.ndarray], refs: list[str], vocab, blank_id: int,
-                 lm_weights=TUNE_LM_WEIGHTS, word_scores=TUNE_WORD_SCORES, progress=None) -> tuple[dict, list[dict]]:
-    """Grid-search (lm_weight, word_score) for the lowest WER on ``logprobs``/``refs``. Returns (best, table).
-    ``progress()`` is called per utterance decoded (grid points x utterances in all)."""
+                 lm_weights=TUNE_LM_WEIGHTS, word_scores=TUNE_WORD_SCORES, beam_size: int | None = None,
+                 progress=None) -> tuple[dict, list[dict]]:
+    """Grid-search (lm_weight, word_score) for the lowest WER on ``logprobs``/``refs`` at ``beam_size`` (default:
+    the LM's recorded beam). Returns (best, table); best also holds the beam. ``progress()`` is called per
+    utterance decoded (grid points x utterances in all)."""
     from edgeasr.evaluation.metrics import wer
 
     if not logprobs:
         raise UserError("no utterances to tune on")
     base = WordLM(lm_dir, vocab, blank_id)
+    beam = int(beam_size or base.weights.beam_size)
     table = []
     for a in lm_weights:
         for b in word_scores:
-            base.weights = DecodeWeights(**{**base.weights.to_dict(), "lm_weight": a, "word_score": b})
+            base.weights = DecodeWeights(**{**base.weights.to_dict(), "lm_weight": a, "word_score": b,
+                                            "beam_size": beam})
             hyps = []
             for lp in logprobs:
                 hyps.append(base.decode(lp))
                 if progress:
                     progress()
-            table.append({"lm_weight": a, "word_score": b, "wer": round(100 * wer(refs, hyps), 2)})
+            table.append({"lm_weight": a, "word_score": b, "beam_size": beam, "wer": round(100 * wer(refs, hyps), 2)})
     best = min(table, key=lambda r: (r["wer"], r["lm_weight"], abs(r["word_score"])))
     return best, table
 
@@ -162,6 +176,7 @@ def save_weights(lm_dir: Path, best: dict, tuned_on: str, greedy_wer: float) -> 
 
     info = read_lm_info(lm_dir)
     weights = {**info.get("weights", {}), "lm_weight": best["lm_weight"], "word_score": best["word_score"],
+               **({"beam_size": best["beam_size"]} if "beam_size" in best else {}),
                "tuned_on": tuned_on, "tuned_wer": best["wer"], "greedy_wer": round(greedy_wer, 2)}
     info["weights"] = weights
     atomic_write(Path(lm_dir) / INFO_FILE, (json.dumps(info, indent=2) + "\n").encode())
