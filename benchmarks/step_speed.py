@@ -9,11 +9,13 @@ same run; useful work = the multiply-adds of every MatMul/Gemm/Conv with a const
 graph), encoder-only RTF, and pocketsphinx's RTF on the same audio when it is importable (the throughput ratio is
 pocketsphinx RTF / our RTF at 320 ms). ``--nodes`` prints each model's node count after ORT's optimisation and the
 dispatch floor it implies (ORT's per-node cost for the smallest work, measured on a chain of tiny nodes);
-``--profile`` an ORT op-type profile of each model at 320 ms; ``--ceiling`` the first model's weight MatMuls
-alone, fp32 and int8, at 160/320/640 ms (the most any graph of this model gets out of ORT's kernels).
+``--profile`` an ORT op-type profile of each model at 320 ms; ``--streams 1,4,16`` 320 ms calls holding several
+streams at once (per-stream cost, int8's gain there); ``--ceiling`` the first model's weight MatMuls
+alone, fp32, int8 and dynamic int8, on ORT and OpenVINO at 160/320/640 ms (the most any graph of this model gets
+out of each backend's kernels).
 
 Usage: python benchmarks/step_speed.py fp32=default.step.onnx int8=default.step.int8.onnx [dyn=...] \
-           [--rounds 9] [--calls 12] [--nodes] [--profile]
+           [--rounds 9] [--calls 12] [--nodes] [--profile] [--streams 1,4,16] [--ceiling]
 """
 from __future__ import annotations
 
@@ -350,6 +352,42 @@ def matmul_ceiling(path, enc_frames=(4, 8, 16), rounds: int = 5, backends=("ort"
     return rows
 
 
+def batched_streams(models: list, backends: list[str], x: np.ndarray, streams: list[int], rounds: int,
+                    calls: int) -> dict:
+    """Median seconds of a 320 ms call that holds ``n`` streams (the same audio in every row), per (backend, model,
+    n), interleaved over rounds like the main table. Each n has its own sessions: one input shape per session, as a
+    server with a fixed batch of streams would run (alternating shapes on one session re-plans its memory)."""
+    cells = {}
+    for bname in backends:
+        for label, path in models:
+            for n in streams:
+                b = get_backend(bname, path, threads=1).activate()
+                getattr(b, "prepare_chunk", lambda frames: None)(32)
+                h = b.init_state(n)
+                xb = np.repeat(x[None], n, 0)
+                for i in range(3):  # warm-up: first-call allocations
+                    _, h = b.step(xb[:, i * 32:(i + 1) * 32], h)
+                cells[bname, label, n] = (b, h, xb)
+    times: dict = {k: [] for k in cells}
+    order, rng = list(cells), np.random.default_rng(0)
+    for _ in range(rounds):
+        for j in rng.permutation(len(order)):  # a new order each round: no cell always runs first, cache-cold
+            key = order[j]
+            b, h, xb = cells[key]
+            h = b.reset_state(h)
+            for i in range(4):  # untimed: this session's weights back in cache after the other cells ran
+                _, h = b.step(xb[:, i * 32:(i + 1) * 32], h)
+            h = b.reset_state(h)
+            ts = []
+            for i in range(min(calls, xb.shape[1] // 32)):
+                t = time.perf_counter()
+                _, h = b.step(xb[:, i * 32:(i + 1) * 32], h)
+                ts.append(time.perf_counter() - t)
+            cells[key] = (b, h, xb)
+            times[key].append(statistics.median(ts))
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
 def fit(frames: list[int], times: list[float]) -> tuple[float, float]:
     b, a = np.polyfit(np.asarray(frames, float), np.asarray(times, float), 1)
     return float(a), float(b)
@@ -364,6 +402,8 @@ def main():
     ap.add_argument("--test", type=Path, default=ROOT / "work/corpus/test.jsonl")
     ap.add_argument("--nodes", action="store_true", help="print ORT-optimized node counts")
     ap.add_argument("--profile", action="store_true", help="print an ORT op-type profile at 320 ms")
+    ap.add_argument("--streams", default="", help="also time 320 ms calls holding this many streams at once, e.g. "
+                    "1,4,16 (how the Recognizer batches concurrent streams): per-stream cost and int8's gain there")
     ap.add_argument("--ceiling", action="store_true",
                     help="time the first model's weight MatMuls alone (fp32 and int8): the kernels' own limit")
     a = ap.parse_args()
@@ -424,6 +464,13 @@ def main():
                 print(f"#   dispatch floor {label}: {n['nodes']} nodes x {floor:.2f} us (a chain of tiny Add/Mul "
                       f"nodes) = {n['nodes'] * floor / 1e3:.2f} ms, {n['nodes'] * floor / 1e3 / (med * 1e3):.0%} "
                       f"of its 320 ms call")
+    if a.streams:
+        batched = batched_streams(models, backends, x, [int(n) for n in a.streams.split(",")], a.rounds, a.calls)
+        ref_label = models[0][0]
+        for (bname, label, n), t in batched.items():
+            ref, one = batched[bname, ref_label, n], batched[bname, label, 1]
+            print(f"# {n:2d} streams per call, {bname} {label}: {t * 1e3:.2f} ms per 320 ms call, {t / n * 1e3:.3f} ms "
+                  f"per stream (x{one / (t / n):.2f} of one stream alone), x{ref / t:.2f} vs {ref_label}")
     if a.ceiling:
         for r in matmul_ceiling(models[0][1], backends=backends):
             ms = r["ms"]
