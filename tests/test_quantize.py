@@ -450,3 +450,56 @@ def test_report_text_is_a_summary_unless_all_nodes():
     assert "30 int8  per-frame MatMul" in short and "1 fp32  policy: CTC head" in short
     assert "mm29" in short and "mm0 " not in short  # the five weakest nodes only
     assert all(n["node"] in full for n in nodes) and len(full.splitlines()) == 2 + len(nodes)
+
+
+class _ListReader:
+    """A calibration reader over fixed feeds, with what quantize_to asks of the product's reader."""
+    kind = "step"
+
+    def __init__(self, feeds):
+        self.feeds, self.start, self.end, self.i = feeds, 0, len(feeds), 0
+
+    def __len__(self):
+        return len(self.feeds)
+
+    def set_range(self, start_index, end_index):
+        self.start, self.end, self.i = start_index, min(end_index, len(self.feeds)), start_index
+
+    def get_next(self):
+        if self.i >= self.end:
+            return None
+        self.i += 1
+        return self.feeds[self.i - 1]
+
+
+def test_matmuls_that_share_an_input_each_get_their_own_q(tmp_path):
+    """Three Linears reading one tensor (as unfused q/k/v projections would): ORT's quantizer puts one Q before all
+    three, and ORT then leaves them as fp32 MatMuls that dequantize their weights every call. quantize_to gives each
+    its own Q -> DQ, so all three fuse into MatMulIntegerToFloat; the graph stays TensorRT-clean and close to fp32."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(0)
+    d = 32
+    weights = [numpy_helper.from_array((rng.standard_normal((d, d)) / d ** 0.5).astype(np.float32), f"onnx::MatMul_{i}")
+               for i in range(3)]
+    nodes = [helper.make_node("Relu", ["x"], ["h"], name="act")]
+    nodes += [helper.make_node("MatMul", ["h", f"onnx::MatMul_{i}"], [f"y{i}"], name=f"proj{i}") for i in range(3)]
+    nodes += [helper.make_node("Add", ["y0", "y1"], ["s"]), helper.make_node("Add", ["s", "y2"], ["out"])]
+    graph = helper.make_graph(nodes, "shared", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "t", d])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, "t", d])], weights)
+    fp32 = tmp_path / "fp32.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(fp32))
+    feeds = [{"x": rng.standard_normal((1, 8, d)).astype(np.float32)} for _ in range(8)]
+    out = tmp_path / "int8.onnx"
+    cq.quantize_to(fp32, _ListReader(feeds), out, ["proj0", "proj1", "proj2"])
+
+    m = onnx.load(str(out))
+    assert sum(n.op_type == "QuantizeLinear" for n in m.graph.node) == 3
+    assert cq.one_q_per_matmul(m) == 0  # already one each
+    assert _ort_optimized_ops(out, tmp_path).count("MatMulIntegerToFloat") == 3
+    assert not [p for p in lint_model(out) if p.severity == "error"]
+    x = feeds[0]["x"]
+    ref, got = (ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+                for p in (fp32, out))
+    assert np.abs(ref - got).max() < 0.05 * np.abs(ref).max()
