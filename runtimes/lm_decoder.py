@@ -35,8 +35,9 @@ class DecodeWeights:
     """Shallow-fusion weights: score = acoustic + lm_weight * LM + word_score * words."""
     lm_weight: float = 3.0  # the dev-set optimum for the shipped flagship on the KJV LM (edgeasr lm tune)
     word_score: float = -1.0
-    # rwkv-chunk-bi streaming at 320+320 ms, KJV 4-gram, held-out test: beam 128 18.6 %, 512 17.1 % WER at three times
-    # the decode time (RTF 0.004 -> 0.012 on one core); 1024 gains 0.1 point on dev for 3.5x more (docs/models.md)
+    # rwkv-chunk-bi streaming at 320+320 ms, KJV 4-gram, held-out test: beam 128 18.6 %, 512 17.1 % WER at three
+    # times the decode time (RTF 0.004 -> 0.012 on one core); 1024 gains 0.1 point on dev for 3.5x more
+    # (docs/models.md)
     beam_size: int = 512
     beam_threshold: float = 25.0
 
