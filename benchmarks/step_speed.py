@@ -136,11 +136,13 @@ def features(n_frames: int, test: Path, min_s: float = 20.0) -> tuple[np.ndarray
 
 
 def time_calls(backend, handle, x: np.ndarray, chunk: int, calls: int) -> float:
-    """Median seconds per call over ``calls`` consecutive chunks of ``x``, from a fresh utterance state."""
+    """Median seconds per call over ``calls`` consecutive chunks of ``x`` (``[T, F]``, or ``[streams, T, F]`` for
+    several streams per call), from a fresh utterance state."""
     handle = backend.reset_state(handle)
+    x = x if x.ndim == 3 else x[None]
     ts = []
     for i in range(calls):
-        c = x[None, i * chunk:(i + 1) * chunk]
+        c = x[:, i * chunk:(i + 1) * chunk]
         t = time.perf_counter()
         _, handle = backend.step(c, handle)
         ts.append(time.perf_counter() - t)
@@ -329,8 +331,9 @@ def matmul_ceiling(path, enc_frames=(4, 8, 16), rounds: int = 5, backends=("ort"
             if "openvino" in backends and fmt != "dynamic":  # dynamic int8 is an ORT format
                 import openvino as ov
 
-                c = ov.Core().compile_model(str(f), "CPU", {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS":
-                                                           "1", "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1"})
+                from edgeasr.runtimes.backends.openvino import compile_config
+
+                c = ov.Core().compile_model(str(f), "CPU", compile_config())  # as the backend compiles
                 req = c.create_infer_request()
                 runners["openvino", fmt] = lambda feeds, r=req: r.infer(feeds)
     rows = []
@@ -363,28 +366,16 @@ def batched_streams(models: list, backends: list[str], x: np.ndarray, streams: l
             for n in streams:
                 b = get_backend(bname, path, threads=1).activate()
                 getattr(b, "prepare_chunk", lambda frames: None)(32)
-                h = b.init_state(n)
-                xb = np.repeat(x[None], n, 0)
-                for i in range(3):  # warm-up: first-call allocations
-                    _, h = b.step(xb[:, i * 32:(i + 1) * 32], h)
+                h, xb = b.init_state(n), np.repeat(x[None], n, 0)
+                time_calls(b, h, xb, 32, 3)  # warm-up: first-call allocations
                 cells[bname, label, n] = (b, h, xb)
     times: dict = {k: [] for k in cells}
     order, rng = list(cells), np.random.default_rng(0)
     for _ in range(rounds):
         for j in rng.permutation(len(order)):  # a new order each round: no cell always runs first, cache-cold
-            key = order[j]
-            b, h, xb = cells[key]
-            h = b.reset_state(h)
-            for i in range(4):  # untimed: this session's weights back in cache after the other cells ran
-                _, h = b.step(xb[:, i * 32:(i + 1) * 32], h)
-            h = b.reset_state(h)
-            ts = []
-            for i in range(min(calls, xb.shape[1] // 32)):
-                t = time.perf_counter()
-                _, h = b.step(xb[:, i * 32:(i + 1) * 32], h)
-                ts.append(time.perf_counter() - t)
-            cells[key] = (b, h, xb)
-            times[key].append(statistics.median(ts))
+            b, h, xb = cells[order[j]]
+            time_calls(b, h, xb, 32, 4)  # untimed: this session's weights back in cache after the other cells ran
+            times[order[j]].append(time_calls(b, h, xb, 32, min(calls, xb.shape[1] // 32)))
     return {k: statistics.median(v) for k, v in times.items()}
 
 

@@ -9,8 +9,9 @@ model was trained on) -> frame buffer -> step graph in chunks of ``chunk_frames`
   run as one last chunk padded with zero frames to a multiple of ``chunk_multiple``. That is exact, not an
   approximation: step graphs are causal (the exporter refuses anything else), and in the causal 4x subsampling
   encoder frame k reads fbank frames <= 4k only, so the ``ceil(T/4)`` encoder frames of a T-frame utterance never
-  see the padding (the pad value is irrelevant; zeros are just the cheapest). Those are exactly the ``out_lens = ceil(T/4)`` frames the full graph returns for the same T frames, whatever the full
-  graph pads a batch with. Only the state after the padded chunk is affected, and it is discarded.
+  see the padding (the pad value is irrelevant; zeros are just the cheapest). Those are exactly the
+  ``out_lens = ceil(T/4)`` frames the full graph returns for the same T frames, whatever the full graph pads a
+  batch with. Only the state after the padded chunk is affected, and it is discarded.
 - A chunk-bi graph with a look-ahead (``lookahead_frames`` R > 0) gets calls of ``chunk_frames + R`` frames: the
   outputs of the chunk count and the states are handed on from its end, and the R frames are read again as the
   next call's chunk; the last call runs whatever is left and all of its outputs count (``exporters.verify``'s

@@ -37,6 +37,13 @@ from edgeasr.runtimes.errors import UserError
 PRECISIONS = {"fp32": "f32", "f32": "f32", None: "f32", "bf16": "bf16", "fp16": "f16", "f16": "f16"}
 
 
+def compile_config(precision: str | None = None, threads: int = 1) -> dict:
+    """OpenVINO CPU compile properties of every edgeasr session: the precision asked for (fp32 unless bf16/fp16 is
+    named), ``threads`` inference threads, one latency-oriented stream."""
+    return {"INFERENCE_PRECISION_HINT": PRECISIONS[precision], "INFERENCE_NUM_THREADS": str(threads),
+            "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1"}
+
+
 class _OvState:
     """One batch of streams: an infer request per compiled model used (``None``: dynamic length), which of them
     holds the stream's state (``cur``), and state arrays still to load into the next request (``pending``)."""
@@ -95,8 +102,7 @@ class OpenVinoBackend(Backend):
 
     @property
     def config(self) -> dict:
-        return {"INFERENCE_PRECISION_HINT": PRECISIONS[self.precision], "INFERENCE_NUM_THREADS": str(self.threads),
-                "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1"}
+        return compile_config(self.precision, self.threads)
 
     def _read(self):
         import openvino as ov

@@ -176,7 +176,7 @@ def save_weights(lm_dir: Path, best: dict, tuned_on: str, greedy_wer: float) -> 
 
     info = read_lm_info(lm_dir)
     weights = {**info.get("weights", {}), "lm_weight": best["lm_weight"], "word_score": best["word_score"],
-               **({"beam_size": best["beam_size"]} if "beam_size" in best else {}),
+               "beam_size": best["beam_size"],
                "tuned_on": tuned_on, "tuned_wer": best["wer"], "greedy_wer": round(greedy_wer, 2)}
     info["weights"] = weights
     atomic_write(Path(lm_dir) / INFO_FILE, (json.dumps(info, indent=2) + "\n").encode())
